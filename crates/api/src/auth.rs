@@ -1,0 +1,35 @@
+//! Login and token shapes (`POST /token`, `GET /v1/cluster/auth`).
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /token` body, as JSON (SDK, CLI, web UI) or as the OAuth2 password form.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// `POST /token` success body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `"bearer"`.
+    pub token_type: String,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+}
+
+/// `GET /v1/cluster/auth` body.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct AuthStatus {
+    pub auth: bool,
+}

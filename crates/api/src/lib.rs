@@ -1,0 +1,29 @@
+//! Wire types of xinference-rs: what crosses HTTP between clients, the supervisor and workers.
+//!
+//! Parts: [`permission`] (the permission names of the auth system and their aliases),
+//! [`auth`] (login and token shapes), [`models`] (launch/registration/description shapes) and
+//! [`ErrorBody`] (every error body is `{"detail": "..."}`).
+//!
+//! Invariant: this crate knows nothing of actix, candle or any runtime; it is plain serde types.
+
+pub mod auth;
+pub mod models;
+pub mod permission;
+
+use serde::{Deserialize, Serialize};
+
+pub use permission::{Permission, PermissionSet};
+
+/// The body of every error response, as upstream Xinference sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub detail: String,
+}
+
+impl ErrorBody {
+    pub fn new(detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+        }
+    }
+}

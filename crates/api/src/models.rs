@@ -1,0 +1,129 @@
+//! Model shapes: types, launch requests, registrations, instances.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+
+/// The model types xinference-rs serves. Path values are case-sensitive, as upstream:
+/// `LLM` upper-case, the others lower-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ModelType {
+    #[serde(rename = "LLM")]
+    Llm,
+    #[serde(rename = "embedding")]
+    Embedding,
+    #[serde(rename = "rerank")]
+    Rerank,
+}
+
+impl ModelType {
+    pub const ALL: [ModelType; 3] = [ModelType::Llm, ModelType::Embedding, ModelType::Rerank];
+
+    /// The value used in URLs and request bodies.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ModelType::Llm => "LLM",
+            ModelType::Embedding => "embedding",
+            ModelType::Rerank => "rerank",
+        }
+    }
+
+    /// The lower-case folder name under `$XINFERENCE_HOME/model/v2/`.
+    pub const fn dir_name(self) -> &'static str {
+        match self {
+            ModelType::Llm => "llm",
+            ModelType::Embedding => "embedding",
+            ModelType::Rerank => "rerank",
+        }
+    }
+}
+
+impl fmt::Display for ModelType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ModelType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match ModelType::ALL.into_iter().find(|t| t.as_str() == s) {
+            Some(t) => Ok(t),
+            None => Err(format!(
+                "Model type {s:?} is not supported; supported types: LLM, embedding, rerank"
+            )),
+        }
+    }
+}
+
+/// `POST /v1/models` body (upstream section 4). Unknown keys are kept in `extra` and passed to
+/// the engine as launch options.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LaunchModelRequest {
+    #[serde(default)]
+    pub model_uid: Option<String>,
+    #[serde(default)]
+    pub model_name: Option<String>,
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub model_engine: Option<String>,
+    #[serde(default)]
+    pub model_format: Option<String>,
+    /// An int, or a string such as `"0_5"` for fractional sizes.
+    #[serde(default)]
+    pub model_size_in_billions: Option<Value>,
+    #[serde(default)]
+    pub quantization: Option<String>,
+    #[serde(default)]
+    pub replica: Option<i64>,
+    /// An int, `"auto"` or null (CPU only).
+    #[serde(default)]
+    pub n_gpu: Option<Value>,
+    #[serde(default)]
+    pub n_worker: Option<i64>,
+    #[serde(default)]
+    pub request_limits: Option<i64>,
+    #[serde(default)]
+    pub worker_ip: Option<String>,
+    #[serde(default)]
+    pub gpu_idx: Option<Value>,
+    #[serde(default)]
+    pub download_hub: Option<String>,
+    #[serde(default)]
+    pub model_path: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `POST /v1/models` success body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelUidResponse {
+    pub model_uid: String,
+}
+
+/// `POST /v1/model_registrations/{type}` body. `model` is the model definition as a JSON
+/// *string* (double-encoded, as upstream).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterModelRequest {
+    pub model: String,
+    #[serde(default)]
+    pub worker_ip: Option<String>,
+    #[serde(default)]
+    pub persist: bool,
+}
+
+/// Launch status of a model instance or replica (upstream `status_guard.py`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LaunchStatus {
+    Creating,
+    Updating,
+    Terminating,
+    Terminated,
+    Ready,
+    Error,
+    Loading,
+}

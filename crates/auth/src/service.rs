@@ -1,0 +1,237 @@
+//! [`AuthService`]: login, request authentication and config reload.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+use xi_api::PermissionSet;
+
+use crate::clock::Clock;
+use crate::config::AuthSettings;
+use crate::error::AuthError;
+use crate::jwt::{Claims, JwtCodec};
+use crate::password::PasswordHash;
+use crate::throttle::{LoginThrottle, ThrottlePolicy};
+
+/// How a request proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Token,
+    ApiKey,
+}
+
+/// An authenticated caller with the permissions it holds *now*.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub username: String,
+    pub permissions: PermissionSet,
+    pub credential: Credential,
+}
+
+/// A freshly issued access token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in: u64,
+}
+
+/// One loaded config, swapped whole on reload.
+struct State {
+    settings: AuthSettings,
+    codec: JwtCodec,
+    by_name: HashMap<String, usize>,
+    by_key_hash: HashMap<[u8; 32], usize>,
+    /// Verified against when the username is unknown, so that costs what a wrong password costs.
+    dummy: PasswordHash,
+}
+
+impl State {
+    fn build(settings: AuthSettings) -> Result<State, AuthError> {
+        let codec = JwtCodec::new(settings.algorithm, &settings.secret_key)?;
+        let mut by_name = HashMap::new();
+        let mut by_key_hash = HashMap::new();
+        for (index, user) in settings.users.iter().enumerate() {
+            by_name.insert(user.username.clone(), index);
+            for key in &user.api_keys {
+                by_key_hash.insert(key_hash(key.expose()), index);
+            }
+        }
+        let dummy = PasswordHash::hash_plain(&format!("{:x}", rand::random::<u128>()))?;
+        Ok(State {
+            settings,
+            codec,
+            by_name,
+            by_key_hash,
+            dummy,
+        })
+    }
+}
+
+/// The auth system as the REST layer sees it. Cheap to share behind an `Arc`.
+pub struct AuthService {
+    source: Option<PathBuf>,
+    state: RwLock<Arc<State>>,
+    throttle: LoginThrottle,
+    clock: Arc<dyn Clock>,
+}
+
+impl AuthService {
+    /// Loads the config file; `reload` re-reads the same path.
+    pub fn from_file(
+        path: &Path,
+        policy: ThrottlePolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuthService, AuthError> {
+        let settings = AuthSettings::load(path)?;
+        let mut service = AuthService::from_settings(settings, policy, clock)?;
+        service.source = Some(path.to_path_buf());
+        Ok(service)
+    }
+
+    pub fn from_settings(
+        settings: AuthSettings,
+        policy: ThrottlePolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AuthService, AuthError> {
+        Ok(AuthService {
+            source: None,
+            state: RwLock::new(Arc::new(State::build(settings)?)),
+            throttle: LoginThrottle::new(policy),
+            clock,
+        })
+    }
+
+    fn current(&self) -> Arc<State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Warnings of the loaded config, for the startup log.
+    pub fn warnings(&self) -> Vec<String> {
+        self.current().settings.warnings.clone()
+    }
+
+    /// Re-reads the config file. On any error the old config stays in force and the error is
+    /// returned for the caller to log. Blocking: hashes plain-text passwords.
+    pub fn reload(&self) -> Result<Vec<String>, AuthError> {
+        let Some(path) = &self.source else {
+            return Err(AuthError::Internal(
+                "this auth config was not loaded from a file".into(),
+            ));
+        };
+        let state = State::build(AuthSettings::load(path)?)?;
+        let warnings = state.settings.warnings.clone();
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+        Ok(warnings)
+    }
+
+    /// Seconds to wait before this username or address may try again, if throttled.
+    pub fn throttled(&self, username: &str, address: &str) -> Option<u64> {
+        self.throttle
+            .retry_after(username, address, self.clock.now_unix())
+    }
+
+    /// Checks a username and password and issues a token. Blocking (password hashing): run it
+    /// off the async runtime. An unknown user costs the same as a wrong password.
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<IssuedToken, AuthError> {
+        if let Some(retry_after_secs) = self.throttled(username, address) {
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
+        let state = self.current();
+        let user = state
+            .by_name
+            .get(username)
+            .map(|i| &state.settings.users[*i]);
+        let verified = match user {
+            Some(user) => user.password.verify(password),
+            None => {
+                state.dummy.verify(password);
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| verified) else {
+            self.throttle
+                .record_failure(username, address, self.clock.now_unix());
+            return Err(AuthError::BadLogin);
+        };
+        self.throttle.record_success(username);
+
+        let now = self.clock.now_unix();
+        let expires_in = state.settings.token_expire_in_minutes.saturating_mul(60);
+        let claims = Claims {
+            sub: user.username.clone(),
+            scopes: user
+                .permissions
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            iat: now,
+            exp: now.saturating_add(expires_in),
+            nbf: None,
+        };
+        Ok(IssuedToken {
+            access_token: state.codec.issue(&claims)?,
+            expires_in,
+        })
+    }
+
+    /// Authenticates an `Authorization` header value. `None` or anything but `Bearer <token>` is
+    /// [`AuthError::NotAuthenticated`]; a bad token or key is [`AuthError::InvalidCredentials`].
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let token = bearer_token(authorization).ok_or(AuthError::NotAuthenticated)?;
+        let state = self.current();
+        if is_api_key(token) {
+            let index = state
+                .by_key_hash
+                .get(&key_hash(token))
+                .ok_or(AuthError::InvalidCredentials)?;
+            let user = &state.settings.users[*index];
+            return Ok(Principal {
+                username: user.username.clone(),
+                permissions: user.permissions,
+                credential: Credential::ApiKey,
+            });
+        }
+        let claims = state.codec.verify(token, self.clock.as_ref())?;
+        let user = state
+            .by_name
+            .get(&claims.sub)
+            .map(|i| &state.settings.users[*i])
+            .ok_or(AuthError::InvalidCredentials)?;
+        let granted = claims
+            .scopes
+            .iter()
+            .filter_map(|s| PermissionSet::parse_name(s))
+            .fold(PermissionSet::EMPTY, PermissionSet::union);
+        Ok(Principal {
+            username: user.username.clone(),
+            permissions: granted.intersect(user.permissions),
+            credential: Credential::Token,
+        })
+    }
+}
+
+/// The token of a `Bearer` header (scheme case-insensitive, as upstream's FastAPI dependency).
+fn bearer_token(header: Option<&str>) -> Option<&str> {
+    let (scheme, token) = header?.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Upstream's key format: `sk-` and 13 ASCII letters or digits.
+fn is_api_key(token: &str) -> bool {
+    token.len() == 16
+        && token.starts_with("sk-")
+        && token[3..].bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Keys are looked up by their SHA-256, so the lookup never compares the key itself byte by byte.
+fn key_hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}

@@ -1,0 +1,133 @@
+//! Deny by default: the middleware authenticates every request that is not on the public list
+//! and stores the caller in the request; the [`Require`] extractor in each handler's signature
+//! checks the permission that handler needs.
+
+use std::future::{ready, Ready};
+use std::marker::PhantomData;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
+use xi_api::Permission;
+use xi_auth::{AuthError, Principal};
+
+use crate::error::SupervisorError;
+use crate::state::AppState;
+
+/// Who is calling, as decided by the middleware.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Auth is off: every route is open.
+    AuthOff,
+    User(Principal),
+}
+
+impl Caller {
+    /// The username for logs, if there is one.
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Caller::AuthOff => None,
+            Caller::User(p) => Some(&p.username),
+        }
+    }
+}
+
+/// Authenticates every non-public request. Failures answer 401 here, before any handler runs.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        let err = SupervisorError::internal("application state missing");
+        return Ok(req
+            .into_response(err.error_response())
+            .map_into_right_body());
+    };
+    match &state.auth {
+        None => {
+            req.extensions_mut().insert(Caller::AuthOff);
+        }
+        Some(auth) => {
+            if !state.public.contains(req.method(), req.path()) {
+                let header = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                match auth.authenticate(header) {
+                    Ok(principal) => {
+                        req.extensions_mut().insert(Caller::User(principal));
+                    }
+                    Err(err) => {
+                        let err = SupervisorError::Auth(err);
+                        return Ok(req
+                            .into_response(err.error_response())
+                            .map_into_right_body());
+                    }
+                }
+            }
+        }
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// A permission a handler can require, as a type (so it sits in the handler's signature).
+pub trait RequiredPermission {
+    const PERMISSION: Permission;
+}
+
+macro_rules! permission_markers {
+    ($($name:ident => $perm:ident),* $(,)?) => {
+        $(
+            #[doc = concat!("Marker for `", stringify!($perm), "`.")]
+            pub struct $name;
+            impl RequiredPermission for $name {
+                const PERMISSION: Permission = Permission::$perm;
+            }
+        )*
+    };
+}
+
+permission_markers! {
+    ModelsList => ModelsList,
+    ModelsRead => ModelsRead,
+    ModelsRegister => ModelsRegister,
+    ModelsUnregister => ModelsUnregister,
+    ModelsStart => ModelsStart,
+    ModelsStop => ModelsStop,
+    Admin => Admin,
+}
+
+/// Extractor: the request's caller holds permission `P` (or auth is off). Otherwise 403, or
+/// 401 when the middleware let the request through unauthenticated (a public route whose
+/// handler wrongly asks for a permission: still denied).
+pub struct Require<P: RequiredPermission> {
+    pub caller: Caller,
+    _permission: PhantomData<P>,
+}
+
+impl<P: RequiredPermission> FromRequest for Require<P> {
+    type Error = SupervisorError;
+    type Future = Ready<Result<Self, SupervisorError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let caller = req.extensions().get::<Caller>().cloned();
+        let result = match caller {
+            None => Err(SupervisorError::Auth(AuthError::NotAuthenticated)),
+            Some(Caller::User(p)) if !p.permissions.allows(P::PERMISSION) => {
+                tracing::info!(user = %p.username, required = %P::PERMISSION, path = %req.path(), "permission denied");
+                Err(SupervisorError::Forbidden {
+                    required: P::PERMISSION,
+                })
+            }
+            Some(caller) => Ok(Require {
+                caller,
+                _permission: PhantomData,
+            }),
+        };
+        ready(result)
+    }
+}

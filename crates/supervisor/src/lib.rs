@@ -1,0 +1,32 @@
+//! The xinference-rs supervisor: the REST API every client talks to.
+//!
+//! Parts:
+//! - [`config`]: [`SupervisorConfig`], built once by the launcher binary and passed down.
+//! - [`Supervisor`]: loads auth and the registry ([`Supervisor::new`]), then serves on an
+//!   already-bound listener until shutdown ([`Supervisor::run`]).
+//! - `authz`: deny-by-default authentication middleware and the `Require<P>` extractor by
+//!   which every protected handler names its permission.
+//! - `routes`: the one route table (method, path, permission, handler) and the handlers,
+//!   split by resource.
+//! - `registry`: built-in catalogue (embedded JSON) and custom registrations (persisted
+//!   atomically under `$XINFERENCE_HOME/model/v2/<type>/<name>.json`).
+//! - `error`: [`SupervisorError`], the crate's one error type, and its mapping to HTTP.
+//!
+//! Invariants: every route is in the route table; every error body is `{"detail": ...}`;
+//! password hashing never runs on the request threads.
+
+mod authz;
+pub mod config;
+mod error;
+mod lifecycle;
+mod metrics;
+mod registry;
+mod routes;
+mod server;
+mod state;
+mod system;
+
+pub use config::SupervisorConfig;
+pub use error::SupervisorError;
+pub use routes::{route_table, Access, RouteDef, Verb};
+pub use server::Supervisor;

@@ -1,0 +1,226 @@
+//! Running models and launch validation.
+//!
+//! [`plan_launch`] turns a `POST /v1/models` body into a checked [`LaunchPlan`] (uid rules,
+//! model type, engine, replica count, family and spec). Running the plan needs an engine on a
+//! worker; until one is attached, launches stop at the plan with 503.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use rand::seq::SliceRandom;
+use serde_json::{Map, Value};
+use xi_api::models::{LaunchModelRequest, LaunchStatus, ModelType};
+
+use crate::error::SupervisorError;
+use crate::registry::{Family, Registry};
+
+/// Upstream's limit on uid length.
+const MAX_UID_LEN: usize = 100;
+
+/// A launched model as the API describes it.
+#[derive(Debug, Clone)]
+pub struct RunningModel {
+    pub uid: String,
+    pub model_name: String,
+    pub replica: u32,
+    pub status: LaunchStatus,
+    /// Upstream's description fields (`model_type`, `model_ability`, `model_format`, ...).
+    pub description: Map<String, Value>,
+}
+
+#[derive(Default)]
+pub struct ModelTable {
+    models: RwLock<BTreeMap<String, RunningModel>>,
+}
+
+impl ModelTable {
+    pub fn get(&self, uid: &str) -> Option<RunningModel> {
+        self.models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uid)
+            .cloned()
+    }
+
+    pub fn contains(&self, uid: &str) -> bool {
+        self.models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(uid)
+    }
+
+    pub fn all(&self) -> Vec<RunningModel> {
+        self.models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// `{replica_uid: description}` for `/v1/workers`.
+    pub fn replica_descriptions(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        for model in self.all() {
+            for i in 0..model.replica {
+                out.insert(
+                    format!("{}-{i}", model.uid),
+                    Value::Object(model.description.clone()),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// A launch request that passed every check.
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    pub uid: String,
+    pub model_type: ModelType,
+    pub family: Family,
+    pub spec: Map<String, Value>,
+    pub replica: u32,
+}
+
+fn bad(message: impl Into<String>) -> SupervisorError {
+    SupervisorError::BadRequest(message.into())
+}
+
+/// Validates a launch request against the registry and the running models.
+pub fn plan_launch(
+    request: LaunchModelRequest,
+    registry: &Registry,
+    running: &ModelTable,
+) -> Result<LaunchPlan, SupervisorError> {
+    let name = request
+        .model_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| bad("Invalid input. Please specify the `model_name` field."))?
+        .to_string();
+    let model_type: ModelType = request
+        .model_type
+        .as_deref()
+        .unwrap_or("LLM")
+        .parse()
+        .map_err(SupervisorError::BadRequest)?;
+    if let Some(engine) = request.model_engine.as_deref() {
+        if !engine.eq_ignore_ascii_case("candle") {
+            return Err(bad(format!(
+                "Model engine {engine:?} is not supported; xinference-rs runs models with `candle`"
+            )));
+        }
+    }
+    let replica = match request.replica {
+        None => 1,
+        Some(n) if (1..=64).contains(&n) => n as u32,
+        Some(n) => return Err(bad(format!("replica must be between 1 and 64, got {n}"))),
+    };
+    if request.request_limits.is_some_and(|n| n < 0) {
+        return Err(bad("request_limits must not be negative"));
+    }
+    let uid = match request.model_uid.as_deref() {
+        Some(uid) => {
+            let uid = uid.trim();
+            if uid.is_empty() || uid.chars().count() > MAX_UID_LEN {
+                return Err(bad(
+                    "The model UID is invalid. Please specify the model UID by 0 < length <= 100.",
+                ));
+            }
+            if running.contains(uid) {
+                return Err(bad(format!(
+                    "Model is already in the model list, uid: {uid}"
+                )));
+            }
+            uid.to_string()
+        }
+        None => generate_uid(&name, running),
+    };
+    let family = registry
+        .get(model_type, &name)
+        .ok_or_else(|| bad(format!("Model not found, name: {name}, type: {model_type}")))?;
+    let spec = match_spec(&family, &request)?;
+    Ok(LaunchPlan {
+        uid,
+        model_type,
+        family,
+        spec,
+        replica,
+    })
+}
+
+/// `model_name`, or `model_name-<8 distinct random alphanumerics>` when that uid is taken.
+fn generate_uid(name: &str, running: &ModelTable) -> String {
+    if !running.contains(name) {
+        return name.to_string();
+    }
+    let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+    loop {
+        let suffix: String = alphabet
+            .choose_multiple(&mut rand::thread_rng(), 8)
+            .collect();
+        let uid = format!("{name}-{suffix}");
+        if !running.contains(&uid) {
+            return uid;
+        }
+    }
+}
+
+/// Sizes compare as upstream writes them: `0.5`, `"0.5"` and `"0_5"` are the same.
+fn size_key(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.replace('.', "_"),
+        other => other.to_string().replace('.', "_"),
+    }
+}
+
+fn match_spec(
+    family: &Family,
+    request: &LaunchModelRequest,
+) -> Result<Map<String, Value>, SupervisorError> {
+    let wanted_size = request.model_size_in_billions.as_ref().map(size_key);
+    let matches = |spec: &Map<String, Value>| {
+        let format_ok = request
+            .model_format
+            .as_deref()
+            .is_none_or(|f| spec.get("model_format").and_then(Value::as_str) == Some(f));
+        let size_ok = wanted_size
+            .as_deref()
+            .is_none_or(|w| spec.get("model_size_in_billions").map(size_key).as_deref() == Some(w));
+        let quant_ok = request.quantization.as_deref().is_none_or(|q| {
+            spec.get("quantization")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.eq_ignore_ascii_case(q))
+        });
+        format_ok && size_ok && quant_ok
+    };
+    if let Some(spec) = family.specs().find(|s| matches(s)) {
+        return Ok(spec.clone());
+    }
+    let available: Vec<String> = family
+        .specs()
+        .map(|s| {
+            let field = |k: &str| {
+                s.get(k)
+                    .map(|v| v.as_str().map_or(v.to_string(), String::from))
+                    .unwrap_or_default()
+            };
+            format!(
+                "{}/{}/{}",
+                field("model_format"),
+                field("model_size_in_billions"),
+                field("quantization")
+            )
+        })
+        .collect();
+    Err(bad(format!(
+        "Model {} has no spec matching format={}, size={}, quantization={}; available (format/size/quantization): {}",
+        family.name,
+        request.model_format.as_deref().unwrap_or("any"),
+        wanted_size.as_deref().unwrap_or("any"),
+        request.quantization.as_deref().unwrap_or("any"),
+        available.join(", ")
+    )))
+}

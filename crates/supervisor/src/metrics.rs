@@ -1,0 +1,118 @@
+//! Prometheus metrics and the request log, both fed by one middleware.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::state::AppState;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    pub logins: IntCounterVec,
+    pub auth_reloads: IntCounterVec,
+    pub running_models: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "xinference_http_requests_total",
+                "HTTP requests by route and status",
+            ),
+            &["method", "route", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "xinference_http_request_duration_seconds",
+                "HTTP request latency",
+            ),
+            &["method", "route"],
+        )?;
+        let logins = IntCounterVec::new(
+            Opts::new("xinference_login_attempts_total", "POST /token outcomes"),
+            &["result"],
+        )?;
+        let auth_reloads = IntCounterVec::new(
+            Opts::new(
+                "xinference_auth_reloads_total",
+                "SIGHUP reloads of the auth config",
+            ),
+            &["result"],
+        )?;
+        let running_models = IntGauge::new(
+            "xinference_running_models",
+            "Models launched and not terminated",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(logins.clone()))?;
+        registry.register(Box::new(auth_reloads.clone()))?;
+        registry.register(Box::new(running_models.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            logins,
+            auth_reloads,
+            running_models,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Counts and times every request by its route pattern (never the raw path, which would let
+/// clients create unbounded label values), and logs it.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let method = req.method().to_string();
+    let path = req.path().to_string();
+    let res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let status = res.status().as_u16();
+    let elapsed = start.elapsed();
+    if let Some(state) = state {
+        state
+            .metrics
+            .requests
+            .with_label_values(&[method.as_str(), route.as_str(), &status.to_string()])
+            .inc();
+        state
+            .metrics
+            .latency
+            .with_label_values(&[method.as_str(), route.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    match status {
+        500.. => tracing::warn!(%method, %path, status, ms, "request failed"),
+        400..=499 => tracing::info!(%method, %path, status, ms, "request refused"),
+        _ => tracing::debug!(%method, %path, status, ms, "request"),
+    }
+    Ok(res)
+}

@@ -1,0 +1,273 @@
+//! Validation of custom model definitions (upstream's name rules and required fields), with
+//! defaults filled in so a stored definition is complete.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+use xi_api::models::ModelType;
+
+use super::Family;
+use crate::error::SupervisorError;
+
+const LLM_ABILITIES: [&str; 9] = [
+    "embed",
+    "generate",
+    "chat",
+    "tools",
+    "vision",
+    "audio",
+    "omni",
+    "reasoning",
+    "hybrid",
+];
+
+fn bad(message: impl Into<String>) -> SupervisorError {
+    SupervisorError::BadRequest(message.into())
+}
+
+/// Upstream's rule: non-empty and none of `+ / ? % # & =` or whitespace. We also refuse
+/// control characters and names too long to be file names.
+pub fn is_valid_model_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name
+            .chars()
+            .any(|c| "+/?%#&=\\".contains(c) || c.is_whitespace() || c.is_control())
+}
+
+/// Checks a definition and fills defaults. `builtins` supplies LLM families for `model_family`;
+/// `check_paths` verifies that local `model_uri`s exist (off when re-loading stored files, so
+/// a moved folder does not hide the registration).
+pub fn custom_definition(
+    model_type: ModelType,
+    text: &str,
+    builtins: &[Family],
+    check_paths: bool,
+) -> Result<Map<String, Value>, SupervisorError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| bad(format!("Invalid model definition, not JSON: {e}")))?;
+    let Value::Object(mut model) = value else {
+        return Err(bad("Invalid model definition: it must be a JSON object"));
+    };
+    match model.get("version") {
+        None => {
+            model.insert("version".into(), json!(2));
+        }
+        Some(v) if v.as_u64() == Some(2) => {}
+        Some(v) => {
+            return Err(bad(format!(
+                "Unsupported model definition version {v}; use 2"
+            )))
+        }
+    }
+    let name = model
+        .get("model_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("Invalid model definition: `model_name` (a string) is required"))?
+        .to_string();
+    if !is_valid_model_name(&name) {
+        return Err(bad(format!("Invalid model name {name}.")));
+    }
+    specs(model_type, &mut model, check_paths)?;
+    match model_type {
+        ModelType::Llm => llm_fields(&mut model, builtins)?,
+        ModelType::Embedding => {
+            positive_int(&model, "dimensions")?;
+            positive_int(&model, "max_tokens")?;
+            string_list_or_default(&mut model, "language")?;
+        }
+        ModelType::Rerank => {
+            model.entry("type").or_insert(json!("normal"));
+            model.entry("max_tokens").or_insert(json!(512));
+            positive_int(&model, "max_tokens")?;
+            string_list_or_default(&mut model, "language")?;
+        }
+    }
+    model.insert("is_builtin".into(), Value::Bool(false));
+    Ok(model)
+}
+
+fn positive_int(model: &Map<String, Value>, key: &str) -> Result<u64, SupervisorError> {
+    model
+        .get(key)
+        .and_then(Value::as_u64)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            bad(format!(
+                "Invalid model definition: `{key}` must be a positive integer"
+            ))
+        })
+}
+
+fn string_list_or_default(
+    model: &mut Map<String, Value>,
+    key: &str,
+) -> Result<(), SupervisorError> {
+    let value = model.entry(key).or_insert(json!(["en"]));
+    let ok = value
+        .as_array()
+        .is_some_and(|l| l.iter().all(Value::is_string));
+    if !ok {
+        return Err(bad(format!(
+            "Invalid model definition: `{key}` must be a list of strings"
+        )));
+    }
+    Ok(())
+}
+
+fn specs(
+    model_type: ModelType,
+    model: &mut Map<String, Value>,
+    check_paths: bool,
+) -> Result<(), SupervisorError> {
+    let formats: &[&str] = match model_type {
+        ModelType::Llm => &["pytorch", "ggufv2"],
+        ModelType::Embedding | ModelType::Rerank => &["pytorch"],
+    };
+    let specs = model
+        .get_mut("model_specs")
+        .and_then(Value::as_array_mut)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("Invalid model definition: `model_specs` must be a non-empty list"))?;
+    for (i, spec) in specs.iter_mut().enumerate() {
+        let spec = spec.as_object_mut().ok_or_else(|| {
+            bad(format!(
+                "Invalid model definition: model_specs[{i}] must be an object"
+            ))
+        })?;
+        let format = spec
+            .get("model_format")
+            .and_then(Value::as_str)
+            .unwrap_or("pytorch")
+            .to_string();
+        if !formats.contains(&format.as_str()) {
+            return Err(bad(format!(
+                "model_specs[{i}]: model_format {format:?} is not supported for {model_type} models by the candle engine; use {}",
+                formats.join(" or ")
+            )));
+        }
+        spec.insert("model_format".into(), json!(format));
+        spec.entry("model_hub").or_insert(json!("huggingface"));
+        if format == "ggufv2" {
+            if !spec
+                .get("model_file_name_template")
+                .is_some_and(Value::is_string)
+            {
+                return Err(bad(format!(
+                    "model_specs[{i}]: ggufv2 specs need `model_file_name_template`"
+                )));
+            }
+            if !spec.get("quantization").is_some_and(Value::is_string) {
+                return Err(bad(format!(
+                    "model_specs[{i}]: ggufv2 specs need `quantization`"
+                )));
+            }
+        } else {
+            spec.entry("quantization").or_insert(json!("none"));
+        }
+        if model_type == ModelType::Llm && !spec.contains_key("model_size_in_billions") {
+            return Err(bad(format!(
+                "model_specs[{i}]: `model_size_in_billions` is required"
+            )));
+        }
+        if spec.get("model_id").is_none() && spec.get("model_uri").is_none() {
+            return Err(bad(format!("model_specs[{i}]: give `model_uri` (a local folder) or `model_id` (a hub repository)")));
+        }
+        if let Some(uri) = spec.get("model_uri") {
+            let uri = uri
+                .as_str()
+                .ok_or_else(|| bad(format!("model_specs[{i}]: `model_uri` must be a string")))?;
+            check_model_uri(uri, check_paths)
+                .map_err(|why| bad(format!("model_specs[{i}]: {why}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// `file://` or plain absolute paths that exist. Remote schemes would need a downloader per
+/// scheme; we refuse them clearly instead of failing at launch.
+fn check_model_uri(uri: &str, check_paths: bool) -> Result<(), String> {
+    let path = match uri.strip_prefix("file://") {
+        Some(rest) => rest,
+        None if uri.contains("://") => {
+            return Err(format!(
+                "model_uri {uri:?}: only local paths (absolute, or file://) are supported"
+            ))
+        }
+        None => uri,
+    };
+    if !Path::new(path).is_absolute() {
+        return Err(format!("model_uri {uri:?} must be an absolute path"));
+    }
+    if check_paths && !Path::new(path).exists() {
+        return Err(format!("model_uri {uri:?} does not exist"));
+    }
+    Ok(())
+}
+
+fn llm_fields(model: &mut Map<String, Value>, builtins: &[Family]) -> Result<(), SupervisorError> {
+    let llm_families = || builtins.iter().filter(|f| f.model_type == ModelType::Llm);
+    let family_name = model
+        .get("model_family")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            bad("Invalid LLM definition: `model_family` (a built-in LLM family name) is required")
+        })?
+        .to_string();
+    let family = llm_families()
+        .find(|f| f.name == family_name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = llm_families().map(|f| f.name.as_str()).collect();
+            bad(format!(
+                "model_family {family_name:?} is not a built-in LLM family; choose one of: {}",
+                names.join(", ")
+            ))
+        })?;
+
+    let abilities = model.entry("model_ability").or_insert(json!(["generate"]));
+    let abilities: Vec<String> = abilities
+        .as_array()
+        .ok_or_else(|| bad("`model_ability` must be a list"))?
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .map(String::from)
+                .ok_or_else(|| bad("`model_ability` must be a list of strings"))
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some(unknown) = abilities
+        .iter()
+        .find(|a| !LLM_ABILITIES.contains(&a.as_str()))
+    {
+        return Err(bad(format!(
+            "Unknown model_ability {unknown:?}; known: {}",
+            LLM_ABILITIES.join(", ")
+        )));
+    }
+    model.entry("model_lang").or_insert(json!(["en"]));
+    model.entry("context_length").or_insert(json!(2048));
+    positive_int(model, "context_length")?;
+
+    // A chat model takes its template and stop tokens from its family unless it brings its own;
+    // a template that names a built-in family means that family's template.
+    let template = model
+        .get("chat_template")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let use_family = match &template {
+        None => abilities.iter().any(|a| a == "chat"),
+        Some(t) => llm_families().any(|f| &f.name == t),
+    };
+    if use_family {
+        let source = match &template {
+            Some(t) => llm_families().find(|f| &f.name == t).unwrap_or(family),
+            None => family,
+        };
+        for key in ["chat_template", "stop_token_ids", "stop"] {
+            if let Some(v) = source.body.get(key) {
+                model.insert(key.into(), v.clone());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! `POST /token` (JSON or OAuth2 password form) and `GET /v1/cluster/auth`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::Value;
+use xi_api::auth::{AuthStatus, LoginRequest, TokenResponse};
+use xi_auth::AuthError;
+
+use crate::error::SupervisorError;
+use crate::state::AppState;
+
+/// How long a login waits for a free password-check slot before answering 503.
+const LOGIN_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn cluster_auth(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(AuthStatus {
+        auth: state.auth.is_some(),
+    })
+}
+
+pub async fn token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, SupervisorError> {
+    let Some(auth) = state.auth.clone() else {
+        return Err(AuthError::Disabled.into());
+    };
+    let login = parse_login(&req, &body)?;
+    // The peer address, not X-Forwarded-For: a header would let an attacker pick its own bucket.
+    let address = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+
+    if let Some(retry_after_secs) = auth.throttled(&login.username, &address) {
+        state.metrics.logins.with_label_values(&["throttled"]).inc();
+        tracing::warn!(user = %login.username, %address, "login throttled");
+        return Err(AuthError::Throttled { retry_after_secs }.into());
+    }
+    let permit = tokio::time::timeout(
+        LOGIN_QUEUE_TIMEOUT,
+        state.login_permits.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| SupervisorError::Unavailable {
+        detail: "Too many logins in progress, retry shortly".into(),
+        retry_after: Some(1),
+    })?
+    .map_err(SupervisorError::internal)?;
+
+    let username = login.username.clone();
+    let result = web::block(move || {
+        let outcome = auth.login(&login.username, &login.password, &address);
+        drop(permit);
+        outcome
+    })
+    .await
+    .map_err(SupervisorError::internal)?;
+
+    match result {
+        Ok(issued) => {
+            state.metrics.logins.with_label_values(&["success"]).inc();
+            tracing::info!(user = %username, "login succeeded");
+            Ok(HttpResponse::Ok()
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(TokenResponse {
+                    access_token: issued.access_token,
+                    token_type: "bearer".into(),
+                    expires_in: issued.expires_in,
+                }))
+        }
+        Err(err) => {
+            let label = match err {
+                AuthError::Throttled { .. } => "throttled",
+                _ => "failure",
+            };
+            state.metrics.logins.with_label_values(&[label]).inc();
+            tracing::info!(user = %username, "login failed");
+            Err(err.into())
+        }
+    }
+}
+
+/// Reads `{"username","password"}` from JSON, or the OAuth2 password grant form.
+fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginRequest, SupervisorError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        let form: HashMap<String, String> = serde_urlencoded::from_bytes(body)
+            .map_err(|e| SupervisorError::Unprocessable(format!("Invalid form body: {e}")))?;
+        if let Some(grant) = form.get("grant_type").filter(|g| g.as_str() != "password") {
+            return Err(SupervisorError::Unprocessable(format!(
+                "Unsupported grant_type {grant:?}; only \"password\" is supported"
+            )));
+        }
+        let field = |name: &str| {
+            form.get(name)
+                .cloned()
+                .ok_or_else(|| SupervisorError::Unprocessable(format!("Field required: {name}")))
+        };
+        return Ok(LoginRequest {
+            username: field("username")?,
+            password: field("password")?,
+        });
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        SupervisorError::Unprocessable(format!(
+            "Body must be JSON {{\"username\": ..., \"password\": ...}} or an OAuth2 password form: {e}"
+        ))
+    })?;
+    let field = |name: &str| match value.get(name) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(SupervisorError::Unprocessable(format!(
+            "Field {name} must be a string"
+        ))),
+        None => Err(SupervisorError::Unprocessable(format!(
+            "Field required: {name}"
+        ))),
+    };
+    Ok(LoginRequest {
+        username: field("username")?,
+        password: field("password")?,
+    })
+}

@@ -1,0 +1,133 @@
+//! Catalogue views: `/v1/models/families`, `/v1/models/prompts`, `/v1/engines/...`.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Map, Value};
+use xi_api::models::ModelType;
+
+use super::registrations::parse_type;
+use crate::authz::{ModelsList, Require};
+use crate::error::SupervisorError;
+use crate::registry::Family;
+use crate::state::AppState;
+
+/// Our only engine.
+pub const ENGINE: &str = "candle";
+
+/// Built-in LLM family names by ability, in upstream's shape.
+pub async fn families(state: web::Data<AppState>) -> HttpResponse {
+    let keys = [
+        "chat",
+        "generate",
+        "tools",
+        "vision",
+        "reasoning",
+        "audio",
+        "omni",
+        "hybrid",
+    ];
+    let mut by_ability: BTreeMap<&str, Vec<String>> =
+        keys.iter().map(|k| (*k, Vec::new())).collect();
+    for family in state
+        .registry
+        .builtin()
+        .iter()
+        .filter(|f| f.model_type == ModelType::Llm)
+    {
+        for ability in family.abilities() {
+            if let Some(names) = by_ability.get_mut(ability) {
+                names.push(family.name.clone());
+            }
+        }
+    }
+    HttpResponse::Ok().json(by_ability)
+}
+
+/// Built-in chat templates by family name.
+pub async fn prompts(state: web::Data<AppState>) -> HttpResponse {
+    let mut prompts = Map::new();
+    for family in state
+        .registry
+        .builtin()
+        .iter()
+        .filter(|f| f.model_type == ModelType::Llm)
+    {
+        if let Some(template) = family.body.get("chat_template") {
+            prompts.insert(
+                family.name.clone(),
+                json!({
+                    "chat_template": template,
+                    "stop_token_ids": family.body.get("stop_token_ids").cloned().unwrap_or(json!([])),
+                    "stop": family.body.get("stop").cloned().unwrap_or(json!([])),
+                }),
+            );
+        }
+    }
+    HttpResponse::Ok().json(prompts)
+}
+
+pub async fn engines(
+    _: Require<ModelsList>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, SupervisorError> {
+    let name = path.into_inner();
+    let family = state
+        .registry
+        .find_any(&name)
+        .ok_or_else(|| SupervisorError::BadRequest(format!("Model {name} not found")))?;
+    Ok(HttpResponse::Ok().json(engine_matrix(&family)))
+}
+
+pub async fn engines_by_type(
+    _: Require<ModelsList>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, SupervisorError> {
+    let (raw_type, name) = path.into_inner();
+    let model_type = parse_type(&raw_type)?;
+    let family = state
+        .registry
+        .get(model_type, &name)
+        .ok_or_else(|| SupervisorError::BadRequest(format!("Model {name} not found")))?;
+    Ok(HttpResponse::Ok().json(engine_matrix(&family)))
+}
+
+/// `{"candle": [{model_name, model_format, model_size_in_billions, quantizations}]}`: one entry
+/// per (format, size), quantizations merged.
+fn engine_matrix(family: &Family) -> Value {
+    let mut entries: Vec<Map<String, Value>> = Vec::new();
+    for spec in family.specs() {
+        let format = spec
+            .get("model_format")
+            .cloned()
+            .unwrap_or(json!("pytorch"));
+        let size = spec
+            .get("model_size_in_billions")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let quantization = spec.get("quantization").cloned().unwrap_or(json!("none"));
+        let existing = entries
+            .iter_mut()
+            .find(|e| e["model_format"] == format && e["model_size_in_billions"] == size);
+        match existing {
+            Some(entry) => {
+                if let Some(list) = entry.get_mut("quantizations").and_then(Value::as_array_mut) {
+                    if !list.contains(&quantization) {
+                        list.push(quantization);
+                    }
+                }
+            }
+            None => {
+                let mut entry = Map::new();
+                entry.insert("model_name".into(), json!(family.name));
+                entry.insert("model_format".into(), format);
+                entry.insert("model_size_in_billions".into(), size);
+                entry.insert("quantizations".into(), json!([quantization]));
+                entries.push(entry);
+            }
+        }
+    }
+    json!({ ENGINE: entries })
+}

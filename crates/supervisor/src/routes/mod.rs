@@ -1,0 +1,252 @@
+//! The route table: every route's method, path, access rule and handler, in one place.
+//!
+//! The server registers exactly these routes; the middleware's public list is derived from the
+//! `Access::Public` rows; the permission-matrix test walks this table. A handler enforces its
+//! row's permission through `Require<P>` in its signature, and the test proves the two agree.
+
+mod auth;
+mod catalogue;
+mod cluster;
+mod inference;
+mod models;
+mod registrations;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse, Route};
+use xi_api::Permission;
+
+use crate::error::SupervisorError;
+
+/// HTTP methods used by the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+    Delete,
+}
+
+impl Verb {
+    pub fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Delete => Method::DELETE,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Delete => "DELETE",
+        }
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials needed (login, health, discovery).
+    Public,
+    /// A caller holding this permission (or `admin`).
+    Requires(Permission),
+}
+
+/// One row of the route table.
+#[derive(Clone, Copy)]
+pub struct RouteDef {
+    pub verb: Verb,
+    /// actix path pattern; `{name}` segments are parameters.
+    pub path: &'static str,
+    pub access: Access,
+    handler: fn(Route) -> Route,
+}
+
+impl std::fmt::Debug for RouteDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {:?}", self.verb.as_str(), self.path, self.access)
+    }
+}
+
+const fn row(
+    verb: Verb,
+    path: &'static str,
+    access: Access,
+    handler: fn(Route) -> Route,
+) -> RouteDef {
+    RouteDef {
+        verb,
+        path,
+        access,
+        handler,
+    }
+}
+
+use Access::{Public, Requires};
+use Permission::*;
+use Verb::{Delete, Get, Post};
+
+/// Every route of the API. Literal paths come before parameterised ones that would match them
+/// (`/v1/models/instances` before `/v1/models/{model_uid}`): actix matches in this order.
+pub fn route_table() -> Vec<RouteDef> {
+    vec![
+        // Public: discovery, login, health.
+        row(Get, "/status", Public, |r| r.to(cluster::status)),
+        row(Get, "/v1/cluster/auth", Public, |r| {
+            r.to(auth::cluster_auth)
+        }),
+        row(Post, "/token", Public, |r| r.to(auth::token)),
+        row(Get, "/v1/models/families", Public, |r| {
+            r.to(catalogue::families)
+        }),
+        row(Get, "/v1/models/prompts", Public, |r| {
+            r.to(catalogue::prompts)
+        }),
+        // Public unless `--metrics-require-auth`, which the handler enforces (admin).
+        row(Get, "/metrics", Public, |r| r.to(cluster::metrics)),
+        // Cluster administration.
+        row(Get, "/v1/cluster/info", Requires(Admin), |r| {
+            r.to(cluster::info)
+        }),
+        row(Get, "/v1/cluster/version", Requires(Admin), |r| {
+            r.to(cluster::version)
+        }),
+        row(Get, "/v1/cluster/devices", Requires(ModelsList), |r| {
+            r.to(cluster::devices)
+        }),
+        row(Get, "/v1/workers", Requires(Admin), |r| {
+            r.to(cluster::workers)
+        }),
+        row(Get, "/v1/supervisor", Requires(Admin), |r| {
+            r.to(cluster::supervisor)
+        }),
+        row(Delete, "/v1/clusters", Requires(Admin), |r| {
+            r.to(cluster::stop_cluster)
+        }),
+        // Engines and the model lifecycle.
+        row(Get, "/v1/engines/{model_name}", Requires(ModelsList), |r| {
+            r.to(catalogue::engines)
+        }),
+        row(
+            Get,
+            "/v1/engines/{model_type}/{model_name}",
+            Requires(ModelsList),
+            |r| r.to(catalogue::engines_by_type),
+        ),
+        row(Get, "/v1/models/instances", Requires(ModelsList), |r| {
+            r.to(models::instances)
+        }),
+        row(Get, "/v1/models", Requires(ModelsList), |r| {
+            r.to(models::list)
+        }),
+        row(Post, "/v1/models", Requires(ModelsStart), |r| {
+            r.to(models::launch)
+        }),
+        row(Get, "/v1/models/{model_uid}", Requires(ModelsList), |r| {
+            r.to(models::describe)
+        }),
+        row(
+            Delete,
+            "/v1/models/{model_uid}",
+            Requires(ModelsStop),
+            |r| r.to(models::terminate),
+        ),
+        row(
+            Get,
+            "/v1/models/{model_uid}/progress",
+            Requires(ModelsRead),
+            |r| r.to(models::progress),
+        ),
+        row(
+            Post,
+            "/v1/models/{model_uid}/cancel",
+            Requires(ModelsStop),
+            |r| r.to(models::cancel),
+        ),
+        // Registrations.
+        row(
+            Get,
+            "/v1/model_registrations/{model_type}",
+            Requires(ModelsList),
+            |r| r.to(registrations::list),
+        ),
+        row(
+            Post,
+            "/v1/model_registrations/{model_type}",
+            Requires(ModelsRegister),
+            |r| r.to(registrations::register),
+        ),
+        row(
+            Get,
+            "/v1/model_registrations/{model_type}/{model_name}",
+            Requires(ModelsList),
+            |r| r.to(registrations::get),
+        ),
+        row(
+            Delete,
+            "/v1/model_registrations/{model_type}/{model_name}",
+            Requires(ModelsUnregister),
+            |r| r.to(registrations::unregister),
+        ),
+        // Inference (OpenAI shapes).
+        row(Post, "/v1/chat/completions", Requires(ModelsRead), |r| {
+            r.to(inference::chat)
+        }),
+        row(Post, "/v1/completions", Requires(ModelsRead), |r| {
+            r.to(inference::completions)
+        }),
+        row(Post, "/v1/embeddings", Requires(ModelsRead), |r| {
+            r.to(inference::embeddings)
+        }),
+        row(Post, "/v1/rerank", Requires(ModelsRead), |r| {
+            r.to(inference::rerank)
+        }),
+    ]
+}
+
+/// The `(method, path)` pairs the middleware lets through without credentials.
+pub struct PublicRoutes(Vec<(Method, &'static str)>);
+
+impl PublicRoutes {
+    /// The public rows of the table; `/metrics` drops out when it must be authenticated.
+    pub fn from_table(table: &[RouteDef], metrics_require_auth: bool) -> Self {
+        let routes = table
+            .iter()
+            .filter(|r| r.access == Access::Public)
+            .filter(|r| !(metrics_require_auth && r.path == "/metrics"))
+            .map(|r| (r.verb.method(), r.path))
+            .collect();
+        PublicRoutes(routes)
+    }
+
+    pub fn contains(&self, method: &Method, path: &str) -> bool {
+        self.0.iter().any(|(m, p)| m == method && *p == path)
+    }
+}
+
+/// Registers the table: one actix resource per path, holding that path's methods, answering a
+/// JSON 405 for any other method.
+pub fn configure(table: &[RouteDef], cfg: &mut web::ServiceConfig) {
+    let mut paths: Vec<&'static str> = Vec::new();
+    for def in table {
+        if !paths.contains(&def.path) {
+            paths.push(def.path);
+        }
+    }
+    for path in paths {
+        let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+        for def in table.iter().filter(|d| d.path == path) {
+            resource = resource.route((def.handler)(web::route().method(def.verb.method())));
+        }
+        cfg.service(resource);
+    }
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, SupervisorError> {
+    Err(SupervisorError::MethodNotAllowed)
+}
+
+/// Any path not in the table.
+pub async fn not_found() -> Result<HttpResponse, SupervisorError> {
+    Err(SupervisorError::NotFound("Not Found".into()))
+}

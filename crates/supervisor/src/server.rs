@@ -1,0 +1,179 @@
+//! Building the state and serving it: [`Supervisor::new`] then [`Supervisor::run`].
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::middleware::{from_fn, ErrorHandlers};
+use actix_web::{web, App, HttpServer};
+use tokio::sync::{Notify, Semaphore};
+use xi_auth::{AuthService, SystemClock};
+
+use crate::authz;
+use crate::config::SupervisorConfig;
+use crate::error::{self, SupervisorError};
+use crate::lifecycle::ModelTable;
+use crate::metrics::{self, Metrics};
+use crate::registry::Registry;
+use crate::routes::{self, PublicRoutes};
+use crate::state::AppState;
+use crate::system::SystemProbe;
+
+/// A supervisor whose config, auth and registry have been loaded, ready to serve.
+pub struct Supervisor {
+    config: SupervisorConfig,
+    auth: Option<Arc<AuthService>>,
+    registry: Registry,
+}
+
+impl Supervisor {
+    /// Loads everything that can fail before a port is opened: the auth config (blocking:
+    /// hashes plain-text passwords) and the registry. Call before binding, so a bad config
+    /// exits with nothing listening.
+    pub fn new(config: SupervisorConfig) -> Result<Supervisor, SupervisorError> {
+        std::fs::create_dir_all(&config.home).map_err(|e| {
+            SupervisorError::Startup(format!(
+                "cannot create XINFERENCE_HOME {}: {e}",
+                config.home.display()
+            ))
+        })?;
+        let auth = match &config.auth_config {
+            None => None,
+            Some(path) => {
+                let service = AuthService::from_file(path, config.throttle, Arc::new(SystemClock))?;
+                for warning in service.warnings() {
+                    tracing::warn!("{warning}");
+                }
+                Some(Arc::new(service))
+            }
+        };
+        let registry = Registry::load(&config.home)?;
+        Ok(Supervisor {
+            config,
+            auth,
+            registry,
+        })
+    }
+
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// Serves on `listener` until `shutdown` completes or `DELETE /v1/clusters` is called, then
+    /// stops gracefully (in-flight requests finish).
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), SupervisorError> {
+        let address = listener
+            .local_addr()
+            .map_err(|e| SupervisorError::Startup(format!("listener has no address: {e}")))?
+            .to_string();
+        let table = routes::route_table();
+        let stop = Arc::new(Notify::new());
+        let state = web::Data::new(AppState {
+            public: PublicRoutes::from_table(&table, self.config.metrics_require_auth),
+            login_permits: Arc::new(Semaphore::new(self.config.login_concurrency.max(1))),
+            metrics: Metrics::new().map_err(SupervisorError::internal)?,
+            system: SystemProbe::new(),
+            models: ModelTable::default(),
+            registry: self.registry,
+            auth: self.auth,
+            address: address.clone(),
+            started: Instant::now(),
+            stop: stop.clone(),
+            config: self.config,
+        });
+
+        #[cfg(unix)]
+        spawn_reload_on_sighup(state.clone());
+
+        let max_body = state.config.max_body_bytes;
+        let workers = state.config.http_workers;
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            let table = routes::route_table();
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .configure(|cfg| routes::configure(&table, cfg))
+                .default_service(web::to(routes::not_found))
+                .wrap(from_fn(authz::authenticate))
+                .wrap(ErrorHandlers::new().default_handler(error::ensure_json_body))
+                .wrap(from_fn(metrics::observe))
+        })
+        .disable_signals()
+        .shutdown_timeout(10);
+        if let Some(n) = workers {
+            server = server.workers(n.max(1));
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|e| SupervisorError::Startup(format!("cannot listen on {address}: {e}")))?
+            .run();
+        tracing::info!(%address, auth = state.auth.is_some(), "xinference-rs supervisor listening");
+
+        let handle = server.handle();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutdown signal received"),
+                () = stop.notified() => tracing::info!("cluster stop requested over the API"),
+            }
+            handle.stop(true).await;
+        });
+        server
+            .await
+            .map_err(|e| SupervisorError::internal(format!("server error: {e}")))?;
+        tracing::info!("supervisor stopped");
+        Ok(())
+    }
+}
+
+/// `SIGHUP` re-reads the auth config. A bad file keeps the old config and logs why.
+#[cfg(unix)]
+fn spawn_reload_on_sighup(state: web::Data<AppState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let Some(auth) = state.auth.clone() else {
+        return;
+    };
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; auth config reload disabled");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let auth = auth.clone();
+            let result = tokio::task::spawn_blocking(move || auth.reload()).await;
+            match result {
+                Ok(Ok(warnings)) => {
+                    for warning in warnings {
+                        tracing::warn!("{warning}");
+                    }
+                    state.metrics.auth_reloads.with_label_values(&["ok"]).inc();
+                    tracing::info!("auth config reloaded");
+                }
+                Ok(Err(e)) => {
+                    state
+                        .metrics
+                        .auth_reloads
+                        .with_label_values(&["error"])
+                        .inc();
+                    tracing::error!(error = %e, "auth config reload failed; keeping the previous config");
+                }
+                Err(e) => tracing::error!(error = %e, "auth config reload task failed"),
+            }
+        }
+    });
+}

@@ -1,0 +1,45 @@
+//! Shared state of a running supervisor, handed to handlers as `web::Data<AppState>`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Notify, Semaphore};
+use xi_auth::AuthService;
+
+use crate::config::SupervisorConfig;
+use crate::lifecycle::ModelTable;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::routes::PublicRoutes;
+use crate::system::SystemProbe;
+
+pub struct AppState {
+    pub config: SupervisorConfig,
+    /// `None` when auth is off.
+    pub auth: Option<Arc<AuthService>>,
+    pub registry: Registry,
+    pub models: ModelTable,
+    pub metrics: Metrics,
+    pub public: PublicRoutes,
+    pub system: SystemProbe,
+    /// Bounds concurrent password checks so a login storm cannot starve other requests.
+    pub login_permits: Arc<Semaphore>,
+    /// The address we serve on, `host:port`, as reported by `/v1/supervisor` and `/status`.
+    pub address: String,
+    pub started: Instant,
+    /// Wakes the server loop for `DELETE /v1/clusters`.
+    pub stop: Arc<Notify>,
+}
+
+impl AppState {
+    pub fn uptime_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// Seconds since the Unix epoch, as a float (upstream's `update_time`).
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

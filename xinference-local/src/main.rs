@@ -1,0 +1,167 @@
+//! `xinference-local`: the supervisor and one in-process worker on one machine.
+//!
+//! Thin on purpose: flags -> [`SupervisorConfig`] -> load (before binding, so a bad config
+//! leaves nothing listening) -> bind -> [`Supervisor::run`] until SIGINT/SIGTERM.
+
+use std::io::{IsTerminal, Read};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use xi_supervisor::{Supervisor, SupervisorConfig};
+
+/// Serve LLM, embedding and rerank models behind an OpenAI-compatible API, on one machine.
+#[derive(Parser, Debug)]
+#[command(name = "xinference-local", version, about)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(
+        short = 'H',
+        long,
+        env = "XINFERENCE_HOST",
+        default_value = "127.0.0.1"
+    )]
+    host: String,
+    /// Port to listen on (0 picks a free one; the chosen address is printed).
+    #[arg(short, long, env = "XINFERENCE_PORT", default_value_t = 9997)]
+    port: u16,
+    /// Auth config JSON file (users, permissions, api keys). Without it, auth is off.
+    #[arg(long, env = "XINFERENCE_AUTH_CONFIG")]
+    auth_config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter such as
+    /// `xi_supervisor=debug`).
+    #[arg(long, env = "XINFERENCE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Home folder for registrations, model cache and tokens [default: ~/.xinference].
+    #[arg(long, env = "XINFERENCE_HOME")]
+    home: Option<PathBuf>,
+    /// Require `admin` for GET /metrics (public by default, like upstream).
+    #[arg(long, env = "XINFERENCE_METRICS_REQUIRE_AUTH")]
+    metrics_require_auth: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "XINFERENCE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: usize,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print an argon2id hash of a password, for the `password` field of the auth config.
+    /// Reads the password from standard input when --password is not given.
+    HashPassword {
+        /// The password (prefer standard input: flags end up in shell history).
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::HashPassword { password }) = cli.command {
+        return hash_password(password);
+    }
+    init_logging(&cli.log_level);
+    match serve(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xinference-local: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cli: Cli) -> Result<(), String> {
+    let home = match cli.home {
+        Some(home) => home,
+        None => default_home()?,
+    };
+    let mut config = SupervisorConfig::new(home);
+    config.auth_config = cli.auth_config;
+    config.metrics_require_auth = cli.metrics_require_auth;
+    config.max_body_bytes = cli.max_body_bytes;
+
+    let supervisor = Supervisor::new(config).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind((cli.host.as_str(), cli.port))
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", cli.host, cli.port))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("xinference-local listening on http://{address}");
+
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime
+        .block_on(supervisor.run(listener, shutdown_signal()))
+        .map_err(|e| e.to_string())
+}
+
+fn default_home() -> Result<PathBuf, String> {
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".xinference"))
+        .ok_or_else(|| "HOME is not set; pass --home or set XINFERENCE_HOME".to_string())
+}
+
+fn init_logging(level: &str) {
+    let level = match level {
+        "warning" | "WARNING" => "warn",
+        other => other,
+    };
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn hash_password(password: Option<String>) -> ExitCode {
+    let password = match password {
+        Some(p) => p,
+        None => {
+            let mut input = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+                eprintln!("xinference-local: error: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+            input.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if password.is_empty() {
+        eprintln!("xinference-local: error: the password is empty");
+        return ExitCode::FAILURE;
+    }
+    match xi_auth::password::hash_for_config(&password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xinference-local: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
