@@ -41,6 +41,13 @@ impl PasswordHash {
                     parsed.algorithm
                 ));
             }
+            if parsed.salt.is_none() || parsed.hash.is_none() {
+                return Err(
+                    "looks like an argon2id hash but has no salt or no hash output".to_string(),
+                );
+            }
+            argon2::Params::try_from(&parsed)
+                .map_err(|e| format!("argon2id hash with unusable parameters ({e})"))?;
             return Ok(Some(PasswordHash::Argon2id(value.to_string())));
         }
         let is_bcrypt = ["$2a$", "$2b$", "$2y$"]
@@ -62,6 +69,36 @@ impl PasswordHash {
             .hash_password(plain.as_bytes(), &salt)
             .map_err(|e| AuthError::Internal(format!("argon2 hashing failed: {e}")))?;
         Ok(PasswordHash::Argon2id(hash.to_string()))
+    }
+
+    /// A hash of a random password that costs what verifying against `self` costs (same kind
+    /// and parameters), for unknown usernames.
+    pub fn dummy_like(&self) -> Result<PasswordHash, AuthError> {
+        let random = format!("{:x}", rand::random::<u128>());
+        match self {
+            PasswordHash::Argon2id(stored) => {
+                let params = ParsedHash::new(stored)
+                    .ok()
+                    .and_then(|p| argon2::Params::try_from(&p).ok())
+                    .unwrap_or_default();
+                let hasher =
+                    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+                let salt = SaltString::generate(&mut OsRng);
+                let hash = hasher
+                    .hash_password(random.as_bytes(), &salt)
+                    .map_err(|e| AuthError::Internal(format!("argon2 hashing failed: {e}")))?;
+                Ok(PasswordHash::Argon2id(hash.to_string()))
+            }
+            PasswordHash::Bcrypt(stored) => {
+                let cost = stored
+                    .parse::<bcrypt::HashParts>()
+                    .map(|p| p.get_cost())
+                    .unwrap_or(bcrypt::DEFAULT_COST);
+                let hash = bcrypt::hash(random, cost)
+                    .map_err(|e| AuthError::Internal(format!("bcrypt hashing failed: {e}")))?;
+                Ok(PasswordHash::Bcrypt(hash))
+            }
+        }
     }
 
     /// Checks a candidate password. Constant-time in the candidate (the hash libraries compare

@@ -29,11 +29,20 @@ pub struct Principal {
     pub credential: Credential,
 }
 
-/// A freshly issued access token.
-#[derive(Debug, Clone)]
+/// A freshly issued access token. `Debug` hides the token.
+#[derive(Clone)]
 pub struct IssuedToken {
     pub access_token: String,
     pub expires_in: u64,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("access_token", &"***")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 /// One loaded config, swapped whole on reload.
@@ -57,7 +66,11 @@ impl State {
                 by_key_hash.insert(key_hash(key.expose()), index);
             }
         }
-        let dummy = PasswordHash::hash_plain(&format!("{:x}", rand::random::<u128>()))?;
+        // Mirror the first user's hash kind and cost; with no users any hash will do.
+        let dummy = match settings.users.first() {
+            Some(user) => user.password.dummy_like()?,
+            None => PasswordHash::hash_plain(&format!("{:x}", rand::random::<u128>()))?,
+        };
         Ok(State {
             settings,
             codec,

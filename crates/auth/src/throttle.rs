@@ -11,9 +11,9 @@ use std::sync::Mutex;
 /// Limits for [`LoginThrottle`].
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottlePolicy {
-    /// Failures allowed for one username within the window.
+    /// Failures allowed for one username within the window (0: no limit).
     pub per_user: usize,
-    /// Failures allowed from one client address within the window.
+    /// Failures allowed from one client address within the window (0: no limit).
     pub per_address: usize,
     pub window_secs: u64,
 }
@@ -112,6 +112,9 @@ fn key(username: &str) -> &str {
 
 fn wait(times: Option<&mut VecDeque<u64>>, limit: usize, now: u64, window: u64) -> Option<u64> {
     let times = times?;
+    if limit == 0 {
+        return None;
+    }
     while times.front().is_some_and(|t| now >= t + window) {
         times.pop_front();
     }

@@ -1,0 +1,7 @@
+//! Integration tests of the supervisor library over real HTTP on 127.0.0.1:0.
+
+mod errors;
+mod lifecycle;
+mod permissions;
+mod registrations;
+mod support;

@@ -1,0 +1,4 @@
+//! End-to-end tests: the real `xinference-local` binary on 127.0.0.1:0.
+
+mod local;
+mod support;
