@@ -1,0 +1,160 @@
+//! Sentence embeddings: encoder + pooling (mean / cls / last token) + optional L2 norm.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+use serde_json::Value;
+
+use crate::encoder::{max_tokens, var_builder, Architecture, Encoder};
+use crate::error::EngineError;
+use crate::files::ModelFiles;
+use crate::text::{pad_batch, plan_batches, Encoded, TextEncoder};
+use crate::DEFAULT_BATCH_TOKENS;
+
+/// One input of an embedding request.
+#[derive(Debug, Clone)]
+pub enum EmbedInput {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// The embedding ability.
+pub trait Embed: Send {
+    /// Tokenizes one input; with `truncate` false an over-long input is an error.
+    fn tokenize(&self, input: &EmbedInput, truncate: bool) -> Result<Encoded, EngineError>;
+    /// Embeds tokenized inputs, in order. Batches internally within the token budget.
+    fn embed(&self, inputs: &[&Encoded]) -> Result<Vec<Vec<f32>>, EngineError>;
+    fn dimensions(&self) -> usize;
+    fn max_tokens(&self) -> usize;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    Mean,
+    Cls,
+    LastToken,
+}
+
+impl Pooling {
+    /// From sentence-transformers' pooling config; mean when there is none (its default).
+    fn from_config(config: Option<&Value>, path: &Path) -> Result<Pooling, EngineError> {
+        let Some(config) = config else {
+            return Ok(Pooling::Mean);
+        };
+        let on = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
+        if on("pooling_mode_mean_tokens") {
+            return Ok(Pooling::Mean);
+        }
+        if on("pooling_mode_cls_token") {
+            return Ok(Pooling::Cls);
+        }
+        if on("pooling_mode_lasttoken") {
+            return Ok(Pooling::LastToken);
+        }
+        Err(EngineError::bad_file(
+            path,
+            "names a pooling mode we do not support (supported: mean, cls, lasttoken)",
+        ))
+    }
+}
+
+pub struct EmbeddingModel {
+    encoder: Encoder,
+    text: TextEncoder,
+    pooling: Pooling,
+    normalize: bool,
+    dimensions: usize,
+    pad_id: u32,
+    device: Device,
+    batch_tokens: usize,
+}
+
+impl EmbeddingModel {
+    /// Loads a model folder on the CPU.
+    pub fn load(folder: &Path) -> Result<EmbeddingModel, EngineError> {
+        let files = ModelFiles::resolve(folder)?;
+        let arch = Architecture::of(&files)?;
+        let info = arch.info(&files)?;
+        let pooling = Pooling::from_config(
+            files.pooling.as_ref(),
+            &folder.join("1_Pooling/config.json"),
+        )?;
+        let max_len = max_tokens(&files, &info);
+        let text = TextEncoder::load(&files.tokenizer, max_len, info.vocab_size)?;
+        let device = Device::Cpu;
+        let encoder = Encoder::load(arch, &files, var_builder(&files, &device)?)?;
+        tracing::info!(folder = %folder.display(), ?arch, ?pooling, normalize = files.normalize, max_len, dims = info.hidden_size, "embedding model loaded");
+        Ok(EmbeddingModel {
+            encoder,
+            text,
+            pooling,
+            normalize: files.normalize,
+            dimensions: info.hidden_size,
+            pad_id: info.pad_id,
+            device,
+            batch_tokens: DEFAULT_BATCH_TOKENS,
+        })
+    }
+
+    fn embed_batch(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let (ids, types, mask) = pad_batch(batch, self.pad_id, &self.device)?;
+        let hidden = self.encoder.forward(&ids, &types, &mask)?;
+        let pooled = match self.pooling {
+            Pooling::Mean => {
+                let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+                let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+                summed.broadcast_div(&counts)?
+            }
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::LastToken => {
+                let rows = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, seq)| hidden.get(i)?.get(seq.len().saturating_sub(1)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Tensor::stack(&rows, 0)?
+            }
+        };
+        let pooled = if self.normalize {
+            let norms = pooled
+                .sqr()?
+                .sum_keepdim(D::Minus1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
+            pooled.broadcast_div(&norms)?
+        } else {
+            pooled
+        };
+        Ok(pooled.to_vec2::<f32>()?)
+    }
+}
+
+impl Embed for EmbeddingModel {
+    fn tokenize(&self, input: &EmbedInput, truncate: bool) -> Result<Encoded, EngineError> {
+        match input {
+            EmbedInput::Text(text) => self.text.encode(text, truncate),
+            EmbedInput::Tokens(ids) => self.text.from_ids(ids, truncate),
+        }
+    }
+
+    fn embed(&self, inputs: &[&Encoded]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let lengths: Vec<usize> = inputs.iter().map(|e| e.len()).collect();
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
+        for batch in plan_batches(&lengths, self.batch_tokens) {
+            let seqs: Vec<&Encoded> = batch.iter().map(|i| inputs[*i]).collect();
+            for (index, vector) in batch.iter().zip(self.embed_batch(&seqs)?) {
+                out[*index] = vector;
+            }
+        }
+        Ok(out)
+    }
+
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.text.max_len()
+    }
+}

@@ -1,0 +1,156 @@
+//! Transformer bodies from candle-transformers, chosen by `config.json` `model_type`.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::xlm_roberta::{Config as XlmConfig, XLMRobertaModel};
+use serde_json::Value;
+
+use crate::error::EngineError;
+use crate::files::ModelFiles;
+
+/// Facts about a loaded encoder that the heads and tokenizer need.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderInfo {
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub pad_id: u32,
+    /// Longest input the position embeddings allow.
+    pub max_positions: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Bert,
+    XlmRoberta,
+}
+
+impl Architecture {
+    pub fn of(files: &ModelFiles) -> Result<Architecture, EngineError> {
+        match files.model_type() {
+            "bert" => Ok(Architecture::Bert),
+            "xlm-roberta" | "roberta" => Ok(Architecture::XlmRoberta),
+            "" => Err(EngineError::bad_file(files.folder.join("config.json"), "has no model_type")),
+            other => Err(EngineError::Unsupported(format!(
+                "model_type {other:?} is not supported for embedding/rerank models; supported: bert, xlm-roberta"
+            ))),
+        }
+    }
+
+    pub fn info(self, files: &ModelFiles) -> Result<EncoderInfo, EngineError> {
+        let path = files.folder.join("config.json");
+        let field = |name: &str| {
+            files
+                .config
+                .get(name)
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+                .ok_or_else(|| EngineError::bad_file(&path, format!("has no numeric {name}")))
+        };
+        let pad_id = files
+            .config
+            .get("pad_token_id")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u32;
+        let positions = field("max_position_embeddings")?;
+        // RoBERTa positions start after the padding index.
+        let max_positions = match self {
+            Architecture::Bert => positions,
+            Architecture::XlmRoberta => positions.saturating_sub(pad_id as usize + 1),
+        };
+        Ok(EncoderInfo {
+            hidden_size: field("hidden_size")?,
+            vocab_size: field("vocab_size")?,
+            pad_id,
+            max_positions,
+        })
+    }
+}
+
+pub enum Encoder {
+    Bert(BertModel),
+    XlmRoberta(XLMRobertaModel),
+}
+
+/// Memory-maps the safetensors weights as f32 on `device`.
+pub fn var_builder(
+    files: &ModelFiles,
+    device: &Device,
+) -> Result<VarBuilder<'static>, EngineError> {
+    // SAFETY: the weight files are memory-mapped read-only; like every mmap-based loader we
+    // rely on nobody truncating them while the model is loaded.
+    unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, DType::F32, device) }.map_err(
+        |e| {
+            let first = files.weights.first().cloned().unwrap_or_default();
+            EngineError::bad_file(first, format!("cannot load the weights: {e}"))
+        },
+    )
+}
+
+fn parse_config<T: serde::de::DeserializeOwned>(files: &ModelFiles) -> Result<T, EngineError> {
+    serde_json::from_value(files.config.clone()).map_err(|e| {
+        EngineError::bad_file(
+            files.folder.join("config.json"),
+            format!("unsupported configuration: {e}"),
+        )
+    })
+}
+
+pub fn missing_weights(files: &ModelFiles, e: candle_core::Error) -> EngineError {
+    EngineError::bad_file(
+        files.folder.clone(),
+        format!("the weights do not match config.json ({e})"),
+    )
+}
+
+impl Encoder {
+    pub fn load(
+        arch: Architecture,
+        files: &ModelFiles,
+        vb: VarBuilder,
+    ) -> Result<Encoder, EngineError> {
+        match arch {
+            Architecture::Bert => {
+                let config: BertConfig = parse_config(files)?;
+                BertModel::load(vb, &config)
+                    .map(Encoder::Bert)
+                    .map_err(|e| missing_weights(files, e))
+            }
+            Architecture::XlmRoberta => {
+                let config: XlmConfig = parse_config(files)?;
+                let vb = if vb.contains_tensor("roberta.embeddings.word_embeddings.weight") {
+                    vb.pp("roberta")
+                } else {
+                    vb
+                };
+                XLMRobertaModel::new(&config, vb)
+                    .map(Encoder::XlmRoberta)
+                    .map_err(|e| missing_weights(files, e))
+            }
+        }
+    }
+
+    /// Hidden states `[batch, len, hidden]`.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor, EngineError> {
+        let out = match self {
+            Encoder::Bert(m) => m.forward(ids, type_ids, Some(mask))?,
+            Encoder::XlmRoberta(m) => m.forward(ids, mask, type_ids, None, None, None)?,
+        };
+        Ok(out)
+    }
+}
+
+/// The truncation length: sentence-transformers' `max_seq_length`, else the tokenizer's
+/// `model_max_length`, never beyond what the position embeddings allow.
+pub fn max_tokens(files: &ModelFiles, info: &EncoderInfo) -> usize {
+    files
+        .max_seq_length
+        .or(files.model_max_length)
+        .unwrap_or(info.max_positions)
+        .min(info.max_positions)
+}

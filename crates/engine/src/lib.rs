@@ -1,0 +1,32 @@
+//! The xinference-rs model engine: candle models behind one trait per ability. No HTTP.
+//!
+//! Parts:
+//! - [`files`]: finds what a model folder holds (config, tokenizer, safetensors weights,
+//!   sentence-transformers pooling/normalisation, the real maximum length) and names what is
+//!   missing.
+//! - [`text`]: tokenization with the model's real truncation length and no padding (batches are
+//!   padded to their longest member when they run).
+//! - [`encoder`]: the transformer bodies (BERT, XLM-RoBERTa) from candle-transformers.
+//! - [`embedding`]: [`EmbeddingModel`] — pooling (mean/cls/last token) and L2 normalisation.
+//! - [`rerank`]: [`CrossEncoder`] — BERT or XLM-RoBERTa sequence classification.
+//!
+//! Invariants: nothing here panics on bad files or inputs (every failure is an
+//! [`EngineError`]); models are `Send` so each can live on its own thread; inference takes
+//! `&self`.
+
+pub mod embedding;
+pub mod encoder;
+pub mod error;
+pub mod files;
+pub mod rerank;
+pub mod text;
+
+pub use embedding::{Embed, EmbeddingModel};
+pub use error::EngineError;
+pub use files::ModelFiles;
+pub use rerank::{CrossEncoder, Rerank};
+pub use text::Encoded;
+
+/// Padded tokens per forward pass when batching (sequences × longest length). Bounds memory
+/// and keeps one huge request from starving the others.
+pub const DEFAULT_BATCH_TOKENS: usize = 16_384;

@@ -1,0 +1,169 @@
+//! Cross-encoder reranking: BERT (pooler + classifier) or XLM-RoBERTa sequence classification.
+//! Scores are the sigmoid of the single logit, as sentence-transformers' `CrossEncoder`
+//! reports them (and so upstream Xinference).
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use candle_nn::{linear, Linear, Module, VarBuilder};
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::xlm_roberta::{
+    Config as XlmConfig, XLMRobertaForSequenceClassification,
+};
+use serde_json::Value;
+
+use crate::encoder::{max_tokens, missing_weights, var_builder, Architecture};
+use crate::error::EngineError;
+use crate::files::ModelFiles;
+use crate::text::{pad_batch, plan_batches, Encoded, TextEncoder};
+use crate::DEFAULT_BATCH_TOKENS;
+
+/// The rerank ability.
+pub trait Rerank: Send {
+    /// Tokenizes a (query, document) pair; truncation cuts the longer side first.
+    fn tokenize_pair(
+        &self,
+        query: &str,
+        document: &str,
+        truncate: bool,
+    ) -> Result<Encoded, EngineError>;
+    /// Relevance scores in [0, 1], in input order.
+    fn score(&self, pairs: &[&Encoded]) -> Result<Vec<f32>, EngineError>;
+    fn max_tokens(&self) -> usize;
+}
+
+enum Head {
+    Bert {
+        bert: BertModel,
+        pooler: Linear,
+        classifier: Linear,
+    },
+    XlmRoberta(XLMRobertaForSequenceClassification),
+}
+
+pub struct CrossEncoder {
+    head: Head,
+    text: TextEncoder,
+    pad_id: u32,
+    device: Device,
+    batch_tokens: usize,
+}
+
+fn num_labels(config: &Value) -> usize {
+    if let Some(n) = config.get("num_labels").and_then(Value::as_u64) {
+        return n as usize;
+    }
+    config
+        .get("id2label")
+        .and_then(Value::as_object)
+        .map_or(1, |m| m.len().max(1))
+}
+
+fn prefixed(vb: &VarBuilder<'static>, prefix: &str, probe: &str) -> VarBuilder<'static> {
+    if vb.contains_tensor(&format!("{prefix}.{probe}")) {
+        vb.pp(prefix)
+    } else {
+        vb.clone()
+    }
+}
+
+impl CrossEncoder {
+    pub fn load(folder: &Path) -> Result<CrossEncoder, EngineError> {
+        let files = ModelFiles::resolve(folder)?;
+        let arch = Architecture::of(&files)?;
+        let info = arch.info(&files)?;
+        let labels = num_labels(&files.config);
+        if labels != 1 {
+            return Err(EngineError::Unsupported(format!(
+                "a rerank model needs one output label; this one has {labels}"
+            )));
+        }
+        let config_path = folder.join("config.json");
+        let parse_err = |e: serde_json::Error| {
+            EngineError::bad_file(&config_path, format!("unsupported configuration: {e}"))
+        };
+        let device = Device::Cpu;
+        let vb = var_builder(&files, &device)?;
+        let head = match arch {
+            Architecture::Bert => {
+                let config: BertConfig =
+                    serde_json::from_value(files.config.clone()).map_err(parse_err)?;
+                let body = prefixed(&vb, "bert", "embeddings.word_embeddings.weight");
+                let bert = BertModel::load(body.clone(), &config)
+                    .map_err(|e| missing_weights(&files, e))?;
+                let pooler = linear(info.hidden_size, info.hidden_size, body.pp("pooler.dense"))
+                    .map_err(|e| missing_weights(&files, e))?;
+                let classifier = linear(info.hidden_size, 1, vb.pp("classifier"))
+                    .map_err(|e| missing_weights(&files, e))?;
+                Head::Bert {
+                    bert,
+                    pooler,
+                    classifier,
+                }
+            }
+            Architecture::XlmRoberta => {
+                let config: XlmConfig =
+                    serde_json::from_value(files.config.clone()).map_err(parse_err)?;
+                XLMRobertaForSequenceClassification::new(1, &config, vb)
+                    .map(Head::XlmRoberta)
+                    .map_err(|e| missing_weights(&files, e))?
+            }
+        };
+        let max_len = max_tokens(&files, &info);
+        let text = TextEncoder::load(&files.tokenizer, max_len, info.vocab_size)?;
+        tracing::info!(folder = %folder.display(), ?arch, max_len, "rerank model loaded");
+        Ok(CrossEncoder {
+            head,
+            text,
+            pad_id: info.pad_id,
+            device,
+            batch_tokens: DEFAULT_BATCH_TOKENS,
+        })
+    }
+
+    fn logits(&self, batch: &[&Encoded]) -> Result<Vec<f32>, EngineError> {
+        let (ids, types, mask) = pad_batch(batch, self.pad_id, &self.device)?;
+        let logits = match &self.head {
+            Head::Bert {
+                bert,
+                pooler,
+                classifier,
+            } => {
+                let hidden = bert.forward(&ids, &types, Some(&mask))?;
+                let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+                let pooled = pooler.forward(&cls)?.tanh()?;
+                classifier.forward(&pooled)?
+            }
+            Head::XlmRoberta(model) => model.forward(&ids, &mask, &types)?,
+        };
+        let scores: Tensor = candle_nn::ops::sigmoid(&logits.squeeze(1)?)?;
+        Ok(scores.to_vec1::<f32>()?)
+    }
+}
+
+impl Rerank for CrossEncoder {
+    fn tokenize_pair(
+        &self,
+        query: &str,
+        document: &str,
+        truncate: bool,
+    ) -> Result<Encoded, EngineError> {
+        self.text.encode_pair(query, document, truncate)
+    }
+
+    fn score(&self, pairs: &[&Encoded]) -> Result<Vec<f32>, EngineError> {
+        let lengths: Vec<usize> = pairs.iter().map(|e| e.len()).collect();
+        let mut out = vec![0.0; pairs.len()];
+        for batch in plan_batches(&lengths, self.batch_tokens) {
+            let seqs: Vec<&Encoded> = batch.iter().map(|i| pairs[*i]).collect();
+            for (index, score) in batch.iter().zip(self.logits(&seqs)?) {
+                out[*index] = score;
+            }
+        }
+        Ok(out)
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.text.max_len()
+    }
+}
