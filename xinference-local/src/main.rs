@@ -1,16 +1,21 @@
 //! `xinference-local`: the supervisor and one in-process worker on one machine.
 //!
 //! Thin on purpose: flags -> [`SupervisorConfig`] -> load (before binding, so a bad config
-//! leaves nothing listening) -> bind -> [`Supervisor::run`] until SIGINT/SIGTERM.
+//! leaves nothing listening) -> bind -> an in-process [`LocalWorker`] -> [`Supervisor::run`]
+//! until SIGINT/SIGTERM.
 
 use std::io::{IsTerminal, Read};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use xi_api::worker::Worker;
 use xi_supervisor::{Supervisor, SupervisorConfig};
+use xi_worker::{LocalWorker, WorkerConfig};
 
 /// Serve LLM, embedding and rerank models behind an OpenAI-compatible API, on one machine.
 #[derive(Parser, Debug)]
@@ -43,6 +48,23 @@ struct Cli {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "XINFERENCE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Compute threads for model inference [default: one per CPU core]. Sets RAYON_NUM_THREADS.
+    #[arg(long, env = "XINFERENCE_THREADS")]
+    threads: Option<usize>,
+    /// Requests that may wait per model replica; beyond it requests get 503 with Retry-After.
+    #[arg(long, env = "XINFERENCE_MODEL_QUEUE_SIZE", default_value_t = 256)]
+    model_queue_size: usize,
+    /// Failed logins allowed per username per minute before 429 (0: no limit).
+    #[arg(long, env = "XINFERENCE_LOGIN_FAILURES_PER_USER", default_value_t = 5)]
+    login_failures_per_user: usize,
+    /// Failed logins allowed per client address per minute before 429 (0: no limit; behind a
+    /// reverse proxy every client shares the proxy's address).
+    #[arg(
+        long,
+        env = "XINFERENCE_LOGIN_FAILURES_PER_ADDRESS",
+        default_value_t = 20
+    )]
+    login_failures_per_address: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -63,6 +85,10 @@ fn main() -> ExitCode {
     if let Some(Command::HashPassword { password }) = cli.command {
         return hash_password(password);
     }
+    if let Some(threads) = cli.threads {
+        // candle and rayon read this when they first size their pools; no thread exists yet.
+        std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
+    }
     init_logging(&cli.log_level);
     match serve(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +108,8 @@ fn serve(cli: Cli) -> Result<(), String> {
     config.auth_config = cli.auth_config;
     config.metrics_require_auth = cli.metrics_require_auth;
     config.max_body_bytes = cli.max_body_bytes;
+    config.throttle.per_user = cli.login_failures_per_user;
+    config.throttle.per_address = cli.login_failures_per_address;
 
     let supervisor = Supervisor::new(config).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind((cli.host.as_str(), cli.port))
@@ -89,10 +117,14 @@ fn serve(cli: Cli) -> Result<(), String> {
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     println!("xinference-local listening on http://{address}");
 
+    let mut worker_config = WorkerConfig::new(address.to_string());
+    worker_config.queue_capacity = cli.model_queue_size.max(1);
+    let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(worker_config));
+
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime
-        .block_on(supervisor.run(listener, shutdown_signal()))
+        .block_on(supervisor.run(listener, vec![worker], shutdown_signal()))
         .map_err(|e| e.to_string())
 }
 

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod models;
 pub mod permission;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 

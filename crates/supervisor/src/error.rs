@@ -35,6 +35,9 @@ pub enum SupervisorError {
         detail: String,
         retry_after: Option<u64>,
     },
+    /// A launch was cancelled (upstream answers 499).
+    #[error("{0}")]
+    Cancelled(String),
     /// Startup failures (bad home folder, unreadable registrations folder).
     #[error("{0}")]
     Startup(String),
@@ -70,6 +73,9 @@ impl ResponseError for SupervisorError {
             SupervisorError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             SupervisorError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             SupervisorError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            SupervisorError::Cancelled(_) => {
+                StatusCode::from_u16(499).unwrap_or(StatusCode::CONFLICT)
+            }
             SupervisorError::Startup(_) | SupervisorError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use tokio::sync::{Notify, Semaphore};
+use xi_api::worker::Worker;
 use xi_auth::{AuthService, SystemClock};
 
 use crate::authz;
@@ -60,11 +61,13 @@ impl Supervisor {
         self.auth.is_some()
     }
 
-    /// Serves on `listener` until `shutdown` completes or `DELETE /v1/clusters` is called, then
-    /// stops gracefully (in-flight requests finish).
+    /// Serves on `listener` with `workers` running the models, until `shutdown` completes or
+    /// `DELETE /v1/clusters` is called; then stops gracefully (in-flight requests finish) and
+    /// terminates every model.
     pub async fn run(
         self,
         listener: TcpListener,
+        workers: Vec<Arc<dyn Worker>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), SupervisorError> {
         let address = listener
@@ -79,6 +82,7 @@ impl Supervisor {
             metrics: Metrics::new().map_err(SupervisorError::internal)?,
             system: SystemProbe::new(),
             models: ModelTable::default(),
+            workers,
             registry: self.registry,
             auth: self.auth,
             address: address.clone(),
@@ -98,8 +102,11 @@ impl Supervisor {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(
+                    // Like FastAPI, parse JSON whatever the content type says (curl -d sends
+                    // form-urlencoded by default).
                     web::JsonConfig::default()
                         .limit(max_body)
+                        .content_type_required(false)
                         .error_handler(error::json_error),
                 )
                 .app_data(web::PayloadConfig::new(max_body))
@@ -132,6 +139,9 @@ impl Supervisor {
         server
             .await
             .map_err(|e| SupervisorError::internal(format!("server error: {e}")))?;
+        for entry in state.models.all() {
+            crate::lifecycle::launch::stop(&state.models, &entry).await;
+        }
         tracing::info!("supervisor stopped");
         Ok(())
     }

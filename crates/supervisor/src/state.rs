@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, Semaphore};
+use xi_api::worker::Worker;
 use xi_auth::AuthService;
 
 use crate::config::SupervisorConfig;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub auth: Option<Arc<AuthService>>,
     pub registry: Registry,
     pub models: ModelTable,
+    /// Workers that run models (local mode: the one in-process worker).
+    pub workers: Vec<Arc<dyn Worker>>,
     pub metrics: Metrics,
     pub public: PublicRoutes,
     pub system: SystemProbe,

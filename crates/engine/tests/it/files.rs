@@ -4,6 +4,9 @@ use xi_engine::{CrossEncoder, EmbeddingModel, EngineError};
 
 use crate::support::{copy_model, minilm};
 
+/// A way to break a copied model folder.
+type Damage = Box<dyn FnOnce(&std::path::Path)>;
+
 fn damaged(edit: impl FnOnce(&std::path::Path)) -> tempfile::TempDir {
     let dir = tempfile::TempDir::new().unwrap();
     copy_model(&minilm(), dir.path());
@@ -13,7 +16,7 @@ fn damaged(edit: impl FnOnce(&std::path::Path)) -> tempfile::TempDir {
 
 #[test]
 fn each_broken_folder_is_refused_with_a_clear_error() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&std::path::Path)>, &str)> = vec![
+    let cases: Vec<(&str, Damage, &str)> = vec![
         (
             "no weights",
             Box::new(|d| std::fs::remove_file(d.join("model.safetensors")).unwrap()),

@@ -1,40 +1,114 @@
-//! OpenAI-shaped inference routes. Each resolves `model` (a uid) first: unknown uids are 404.
+//! OpenAI-shaped inference routes. Each resolves `model` (a uid) first: unknown uids are 404,
+//! models still loading 503 with `Retry-After`.
+
+use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use serde_json::Value;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use xi_api::models::{LaunchStatus, ModelType};
+use xi_api::worker::{EmbedInput, EmbedRequest, RerankRequest};
 
 use crate::authz::{ModelsRead, Require};
 use crate::error::SupervisorError;
+use crate::lifecycle::launch::worker_error;
+use crate::lifecycle::ModelEntry;
 use crate::state::AppState;
 
-/// The running model a request names, or the error the client should see.
-fn resolve(state: &AppState, body: &Value) -> Result<(), SupervisorError> {
+/// Inputs accepted in one embeddings request.
+const MAX_INPUTS: usize = 2048;
+/// Documents accepted in one rerank request.
+const MAX_DOCUMENTS: usize = 1024;
+
+fn bad(message: impl Into<String>) -> SupervisorError {
+    SupervisorError::BadRequest(message.into())
+}
+
+/// The model a request names, ready to serve and of the right type.
+fn resolve(
+    state: &AppState,
+    body: &Value,
+    wanted: ModelType,
+    ability: &str,
+) -> Result<Arc<ModelEntry>, SupervisorError> {
     let uid = body.get("model").and_then(Value::as_str).ok_or_else(|| {
         SupervisorError::Unprocessable("Field required: model (the model uid)".into())
     })?;
-    let _model = state.models.get(uid).ok_or_else(|| {
-        SupervisorError::NotFound(format!("Model not found in the model list, uid: {uid}"))
-    })?;
-    Err(SupervisorError::Unavailable {
-        detail: format!("Model {uid} is not ready"),
-        retry_after: Some(5),
-    })
+    let entry = state
+        .models
+        .get(uid)
+        .filter(|e| e.status() != LaunchStatus::Error)
+        .ok_or_else(|| {
+            SupervisorError::NotFound(format!("Model not found in the model list, uid: {uid}"))
+        })?;
+    if entry.status() != LaunchStatus::Ready {
+        return Err(SupervisorError::Unavailable {
+            detail: format!("Model is loading, please retry later: {uid}"),
+            retry_after: Some(5),
+        });
+    }
+    if entry.model_type != wanted {
+        return Err(bad(format!(
+            "Model {uid} is a {} model; it does not support {ability}",
+            entry.model_type
+        )));
+    }
+    Ok(entry)
 }
 
-pub async fn chat(
-    _: Require<ModelsRead>,
-    state: web::Data<AppState>,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, SupervisorError> {
-    resolve(&state, &body).map(|()| HttpResponse::Ok().finish())
+#[derive(Deserialize)]
+struct EmbeddingsBody {
+    input: Value,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    #[serde(default)]
+    dimensions: Option<usize>,
+    /// Beyond upstream: `false` refuses over-long inputs instead of cutting them.
+    #[serde(default)]
+    truncate: Option<bool>,
 }
 
-pub async fn completions(
-    _: Require<ModelsRead>,
-    state: web::Data<AppState>,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, SupervisorError> {
-    resolve(&state, &body).map(|()| HttpResponse::Ok().finish())
+fn embed_inputs(input: &Value) -> Result<Vec<EmbedInput>, SupervisorError> {
+    let shape = "input must be a string, a list of strings, a list of token ids or a list of lists of token ids";
+    let token_ids = |list: &[Value]| -> Option<Vec<u32>> {
+        list.iter()
+            .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+            .collect()
+    };
+    let inputs = match input {
+        Value::String(text) => vec![EmbedInput::Text(text.clone())],
+        Value::Array(items) if items.is_empty() => return Err(bad("input must not be empty")),
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .iter()
+            .map(|v| EmbedInput::Text(v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        Value::Array(items) if items.iter().all(Value::is_number) => {
+            vec![EmbedInput::Tokens(token_ids(items).ok_or_else(|| {
+                bad("token ids must be non-negative integers")
+            })?)]
+        }
+        Value::Array(items) if items.iter().all(Value::is_array) => items
+            .iter()
+            .map(|v| {
+                let ids = v.as_array().map(|l| token_ids(l)).unwrap_or_default();
+                match ids {
+                    Some(ids) if !ids.is_empty() => Ok(EmbedInput::Tokens(ids)),
+                    _ => Err(bad(
+                        "each list of token ids must be non-empty non-negative integers",
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(bad(shape)),
+    };
+    if inputs.len() > MAX_INPUTS {
+        return Err(bad(format!(
+            "at most {MAX_INPUTS} inputs per request, got {}",
+            inputs.len()
+        )));
+    }
+    Ok(inputs)
 }
 
 pub async fn embeddings(
@@ -42,7 +116,78 @@ pub async fn embeddings(
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, SupervisorError> {
-    resolve(&state, &body).map(|()| HttpResponse::Ok().finish())
+    let entry = resolve(&state, &body, ModelType::Embedding, "embeddings")?;
+    let request: EmbeddingsBody = serde_json::from_value(body.into_inner())
+        .map_err(|e| SupervisorError::Unprocessable(format!("Invalid embeddings request: {e}")))?;
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "encoding_format must be \"float\" or \"base64\", got {other:?}"
+            )))
+        }
+    };
+    let dimensions = entry
+        .snapshot()
+        .description
+        .get("dimensions")
+        .and_then(Value::as_u64);
+    if let (Some(asked), Some(has)) = (request.dimensions, dimensions) {
+        if asked as u64 != has {
+            return Err(bad(format!(
+                "Model {} makes {has}-dimensional embeddings; dimensions={asked} is not supported",
+                entry.uid
+            )));
+        }
+    }
+    let inputs = embed_inputs(&request.input)?;
+    let (replica, worker) = entry.pick_replica();
+    let result = worker
+        .embed(
+            replica.clone(),
+            EmbedRequest {
+                inputs,
+                truncate: request.truncate.unwrap_or(true),
+            },
+        )
+        .await
+        .map_err(worker_error)?;
+    let data: Vec<Value> = result
+        .embeddings
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({ "index": index, "object": "embedding", "embedding": embedding })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "object": "list",
+        "model": entry.uid,
+        "model_replica": replica,
+        "data": data,
+        "usage": { "prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens },
+    })))
+}
+
+#[derive(Deserialize)]
+struct RerankBody {
+    query: String,
+    documents: Vec<String>,
+    #[serde(default)]
+    top_n: Option<usize>,
+    #[serde(default)]
+    return_documents: Option<bool>,
+    #[serde(default)]
+    return_len: Option<bool>,
+    #[serde(default)]
+    truncate: Option<bool>,
 }
 
 pub async fn rerank(
@@ -50,5 +195,76 @@ pub async fn rerank(
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, SupervisorError> {
-    resolve(&state, &body).map(|()| HttpResponse::Ok().finish())
+    let entry = resolve(&state, &body, ModelType::Rerank, "rerank")?;
+    let request: RerankBody = serde_json::from_value(body.into_inner())
+        .map_err(|e| SupervisorError::Unprocessable(format!("Invalid rerank request: {e}")))?;
+    if request.documents.is_empty() {
+        return Err(bad("documents must not be empty"));
+    }
+    if request.documents.len() > MAX_DOCUMENTS {
+        return Err(bad(format!(
+            "at most {MAX_DOCUMENTS} documents per request, got {}",
+            request.documents.len()
+        )));
+    }
+    let (replica, worker) = entry.pick_replica();
+    let result = worker
+        .rerank(
+            replica,
+            RerankRequest {
+                query: request.query.clone(),
+                documents: request.documents.clone(),
+                truncate: request.truncate.unwrap_or(true),
+            },
+        )
+        .await
+        .map_err(worker_error)?;
+    let mut order: Vec<usize> = (0..result.scores.len()).collect();
+    order.sort_by(|a, b| result.scores[*b].total_cmp(&result.scores[*a]));
+    let top_n = request.top_n.unwrap_or(order.len()).min(order.len());
+    let return_documents = request.return_documents.unwrap_or(false);
+    let results: Vec<Value> = order[..top_n]
+        .iter()
+        .map(|i| {
+            let document = if return_documents {
+                json!({ "text": request.documents[*i] })
+            } else {
+                Value::Null
+            };
+            json!({ "index": i, "relevance_score": result.scores[*i], "document": document })
+        })
+        .collect();
+    let tokens = if request.return_len.unwrap_or(false) {
+        json!({ "input_tokens": result.input_tokens, "output_tokens": result.input_tokens })
+    } else {
+        Value::Null
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "id": format!("{:032x}", rand::random::<u128>()),
+        "results": results,
+        "meta": { "api_version": null, "billed_units": null, "tokens": tokens, "warnings": null },
+    })))
+}
+
+pub async fn chat(
+    _: Require<ModelsRead>,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, SupervisorError> {
+    resolve(&state, &body, ModelType::Llm, "chat").map(|_| unreachable_llm())
+}
+
+pub async fn completions(
+    _: Require<ModelsRead>,
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, SupervisorError> {
+    resolve(&state, &body, ModelType::Llm, "completions").map(|_| unreachable_llm())
+}
+
+/// No LLM can become ready in this build (the worker refuses to load one), so a ready LLM
+/// entry cannot exist; answer honestly if it ever did.
+fn unreachable_llm() -> HttpResponse {
+    HttpResponse::NotImplemented()
+        .json(json!({ "detail": "LLM inference is not available in this build" }))
 }

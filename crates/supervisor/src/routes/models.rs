@@ -3,31 +3,39 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use xi_api::models::LaunchModelRequest;
+use xi_api::models::{LaunchModelRequest, LaunchStatus, ModelUidResponse};
 
 use crate::authz::{ModelsList, ModelsRead, ModelsStart, ModelsStop, Require};
 use crate::error::SupervisorError;
-use crate::lifecycle::{plan_launch, RunningModel};
+use crate::lifecycle::{launch, plan_launch, ModelEntry};
 use crate::state::AppState;
 
 fn not_found(uid: &str) -> SupervisorError {
     SupervisorError::BadRequest(format!("Model not found in the model list, uid: {uid}"))
 }
 
-fn description(model: &RunningModel) -> Value {
-    let mut body = model.description.clone();
-    body.insert("replica".into(), json!(model.replica));
+/// A model that is ready, for the routes that describe running models.
+fn ready(state: &AppState, uid: &str) -> Result<std::sync::Arc<ModelEntry>, SupervisorError> {
+    state
+        .models
+        .get(uid)
+        .filter(|e| e.status() == LaunchStatus::Ready)
+        .ok_or_else(|| not_found(uid))
+}
+
+fn description(entry: &ModelEntry) -> Value {
+    let mut body = entry.snapshot().description;
+    body.insert("replica".into(), json!(entry.replicas.len()));
     Value::Object(body)
 }
 
 pub async fn list(_: Require<ModelsList>, state: web::Data<AppState>) -> HttpResponse {
     let data: Vec<Value> = state
         .models
-        .all()
+        .ready()
         .iter()
         .map(|m| {
-            let mut entry =
-                json!({ "id": m.uid, "object": "model", "created": 0, "owned_by": "xinference" });
+            let mut entry = json!({ "id": m.uid, "object": "model", "created": m.created_ts, "owned_by": "xinference" });
             if let (Some(entry), Value::Object(desc)) = (entry.as_object_mut(), description(m)) {
                 entry.extend(desc);
             }
@@ -40,7 +48,6 @@ pub async fn list(_: Require<ModelsList>, state: web::Data<AppState>) -> HttpRes
 #[derive(Deserialize)]
 pub struct LaunchQuery {
     #[serde(default = "yes")]
-    #[allow(dead_code)] // read once an engine can run the plan
     wait_ready: bool,
 }
 
@@ -51,7 +58,7 @@ fn yes() -> bool {
 pub async fn launch(
     require: Require<ModelsStart>,
     state: web::Data<AppState>,
-    _query: web::Query<LaunchQuery>,
+    query: web::Query<LaunchQuery>,
     body: web::Json<LaunchModelRequest>,
 ) -> Result<HttpResponse, SupervisorError> {
     let plan = plan_launch(body.into_inner(), &state.registry, &state.models)?;
@@ -64,13 +71,8 @@ pub async fn launch(
         replica = plan.replica,
         "launch requested"
     );
-    Err(SupervisorError::Unavailable {
-        detail: format!(
-            "No engine available to run {} models: this build of xinference-rs does not include the candle engine yet",
-            plan.model_type
-        ),
-        retry_after: None,
-    })
+    let uid = launch::start(&state.clone().into_inner(), plan, query.wait_ready).await?;
+    Ok(HttpResponse::Ok().json(ModelUidResponse { model_uid: uid }))
 }
 
 pub async fn describe(
@@ -78,19 +80,19 @@ pub async fn describe(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let model = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
-    Ok(HttpResponse::Ok().json(description(&model)))
+    let entry = ready(&state, &uid)?;
+    Ok(HttpResponse::Ok().json(description(&entry)))
 }
 
 pub async fn terminate(
-    _: Require<ModelsStop>,
+    require: Require<ModelsStop>,
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let _model = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
-    Err(SupervisorError::internal(
-        "no engine holds running models in this build",
-    ))
+    let entry = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
+    tracing::info!(user = ?require.caller.username(), uid = %entry.uid, "terminate requested");
+    launch::stop(&state.models, &entry).await;
+    Ok(HttpResponse::Ok().json(Value::Null))
 }
 
 pub async fn progress(
@@ -98,23 +100,27 @@ pub async fn progress(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let model = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
-    let progress = match model.status {
-        xi_api::models::LaunchStatus::Ready => 1.0,
-        _ => 0.0,
-    };
-    Ok(HttpResponse::Ok().json(json!({ "progress": progress })))
+    let entry = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
+    Ok(HttpResponse::Ok().json(json!({ "progress": launch::progress(&entry) })))
 }
 
 pub async fn cancel(
-    _: Require<ModelsStop>,
+    require: Require<ModelsStop>,
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let _model = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
-    Err(SupervisorError::internal(
-        "no engine holds running models in this build",
-    ))
+    let entry = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
+    if !matches!(
+        entry.status(),
+        LaunchStatus::Creating | LaunchStatus::Loading
+    ) {
+        return Err(SupervisorError::BadRequest(format!(
+            "Model {uid} is not being launched"
+        )));
+    }
+    tracing::info!(user = ?require.caller.username(), uid = %entry.uid, "launch cancelled");
+    launch::stop(&state.models, &entry).await;
+    Ok(HttpResponse::Ok().json(Value::Null))
 }
 
 #[derive(Deserialize)]
@@ -132,21 +138,36 @@ pub async fn instances(
         .models
         .all()
         .into_iter()
-        .filter(|m| {
-            query
-                .model_name
-                .as_deref()
-                .is_none_or(|n| n == m.model_name)
-        })
+        .filter(|m| query.model_name.as_deref().is_none_or(|n| n == m.model_name))
         .filter(|m| query.model_uid.as_deref().is_none_or(|u| u == m.uid))
         .map(|m| {
+            let snapshot = m.snapshot();
+            let replicas: Vec<Value> = m
+                .replicas
+                .iter()
+                .enumerate()
+                .map(|(i, (replica_uid, worker))| {
+                    json!({
+                        "replica_id": i,
+                        "replica_model_uid": replica_uid,
+                        "worker_address": worker.address(),
+                        "status": snapshot.status,
+                        "created_ts": m.created_ts,
+                        "error_message": snapshot.error,
+                    })
+                })
+                .collect();
             json!({
                 "model_name": m.model_name,
                 "model_uid": m.uid,
-                "model_ability": m.description.get("model_ability").cloned().unwrap_or(json!([])),
-                "replica": m.replica,
-                "status": m.status,
+                "model_version": m.model_name,
+                "model_ability": snapshot.description.get("model_ability").cloned().unwrap_or(json!([])),
+                "replica": m.replicas.len(),
+                "status": snapshot.status,
+                "instance_created_ts": m.created_ts,
                 "n_worker": 1,
+                "error_message": snapshot.error,
+                "replica_statuses": replicas,
             })
         })
         .collect();

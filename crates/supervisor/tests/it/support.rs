@@ -1,4 +1,5 @@
-//! `TestServer`: a real supervisor on 127.0.0.1:0 with a temp `XINFERENCE_HOME`.
+//! `TestServer`: a real supervisor on 127.0.0.1:0 with a temp `XINFERENCE_HOME` and no worker
+//! (model-serving paths are tested end to end with the real binary in `tests/e2e`).
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -56,7 +57,7 @@ impl TestServer {
                 let _ = stopped.await;
             };
             runtime
-                .block_on(supervisor.run(listener, shutdown))
+                .block_on(supervisor.run(listener, Vec::new(), shutdown))
                 .unwrap();
         });
         TestServer {

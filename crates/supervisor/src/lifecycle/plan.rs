@@ -1,77 +1,16 @@
-//! Running models and launch validation.
-//!
-//! [`plan_launch`] turns a `POST /v1/models` body into a checked [`LaunchPlan`] (uid rules,
-//! model type, engine, replica count, family and spec). Running the plan needs an engine on a
-//! worker; until one is attached, launches stop at the plan with 503.
-
-use std::collections::BTreeMap;
-use std::sync::RwLock;
+//! Launch validation: [`plan_launch`] turns a `POST /v1/models` body into a checked
+//! [`LaunchPlan`] (uid rules, model type, engine, replica count, family and spec).
 
 use rand::seq::SliceRandom;
 use serde_json::{Map, Value};
-use xi_api::models::{LaunchModelRequest, LaunchStatus, ModelType};
+use xi_api::models::{LaunchModelRequest, ModelType};
 
+use super::table::ModelTable;
 use crate::error::SupervisorError;
 use crate::registry::{Family, Registry};
 
 /// Upstream's limit on uid length.
 const MAX_UID_LEN: usize = 100;
-
-/// A launched model as the API describes it.
-#[derive(Debug, Clone)]
-pub struct RunningModel {
-    pub uid: String,
-    pub model_name: String,
-    pub replica: u32,
-    pub status: LaunchStatus,
-    /// Upstream's description fields (`model_type`, `model_ability`, `model_format`, ...).
-    pub description: Map<String, Value>,
-}
-
-#[derive(Default)]
-pub struct ModelTable {
-    models: RwLock<BTreeMap<String, RunningModel>>,
-}
-
-impl ModelTable {
-    pub fn get(&self, uid: &str) -> Option<RunningModel> {
-        self.models
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(uid)
-            .cloned()
-    }
-
-    pub fn contains(&self, uid: &str) -> bool {
-        self.models
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(uid)
-    }
-
-    pub fn all(&self) -> Vec<RunningModel> {
-        self.models
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// `{replica_uid: description}` for `/v1/workers`.
-    pub fn replica_descriptions(&self) -> Map<String, Value> {
-        let mut out = Map::new();
-        for model in self.all() {
-            for i in 0..model.replica {
-                out.insert(
-                    format!("{}-{i}", model.uid),
-                    Value::Object(model.description.clone()),
-                );
-            }
-        }
-        out
-    }
-}
 
 /// A launch request that passed every check.
 #[derive(Debug, Clone)]
@@ -81,6 +20,9 @@ pub struct LaunchPlan {
     pub family: Family,
     pub spec: Map<String, Value>,
     pub replica: u32,
+    pub model_path: Option<String>,
+    /// Unknown launch keys, passed to the engine.
+    pub options: Map<String, Value>,
 }
 
 fn bad(message: impl Into<String>) -> SupervisorError {
@@ -148,6 +90,8 @@ pub fn plan_launch(
         family,
         spec,
         replica,
+        model_path: request.model_path,
+        options: request.extra,
     })
 }
 

@@ -1,0 +1,274 @@
+//! Running a [`LaunchPlan`] on workers, and stopping models.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+use xi_api::models::{LaunchStatus, ModelType};
+use xi_api::worker::{ReplicaInfo, ReplicaSpec, Worker, WorkerError, WorkerErrorKind};
+
+use super::plan::LaunchPlan;
+use super::table::{ModelEntry, ModelTable};
+use crate::error::SupervisorError;
+use crate::state::AppState;
+
+/// Where the model's files are on the worker: the launch's `model_path`, else the
+/// registration's `model_uri`.
+fn local_files(plan: &LaunchPlan) -> Result<PathBuf, SupervisorError> {
+    let bad = |m: String| SupervisorError::BadRequest(m);
+    if let Some(path) = &plan.model_path {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            return Err(bad(format!(
+                "model_path {} must be an absolute path",
+                path.display()
+            )));
+        }
+        if !path.exists() {
+            return Err(bad(format!("model_path {} does not exist", path.display())));
+        }
+        return Ok(path);
+    }
+    if let Some(uri) = plan.spec.get("model_uri").and_then(Value::as_str) {
+        let path = PathBuf::from(uri.strip_prefix("file://").unwrap_or(uri));
+        if !path.exists() {
+            return Err(bad(format!(
+                "model_uri {uri} of model {} does not exist",
+                plan.family.name
+            )));
+        }
+        return Ok(path);
+    }
+    Err(bad(format!(
+        "Model {} has no local files: pass `model_path` (the model folder) when launching, or register \
+         the model with a `model_uri`. Downloading from the Hugging Face hub is not available in this build.",
+        plan.family.name
+    )))
+}
+
+/// Maps a worker failure to the client's error.
+pub fn worker_error(e: WorkerError) -> SupervisorError {
+    match e.kind {
+        WorkerErrorKind::InvalidModel | WorkerErrorKind::InvalidInput => {
+            SupervisorError::BadRequest(e.message)
+        }
+        WorkerErrorKind::NotFound => SupervisorError::NotFound(e.message),
+        WorkerErrorKind::Busy => SupervisorError::Unavailable {
+            detail: e.message,
+            retry_after: Some(1),
+        },
+        WorkerErrorKind::Cancelled => SupervisorError::Cancelled(e.message),
+        WorkerErrorKind::Internal => SupervisorError::Internal(e.message),
+    }
+}
+
+/// Upstream's description fields for a model of this plan, completed by what loading found.
+fn description(plan: &LaunchPlan, address: &str, info: &ReplicaInfo) -> Map<String, Value> {
+    let family = &plan.family.body;
+    let spec = &plan.spec;
+    let from = |map: &Map<String, Value>, key: &str| map.get(key).cloned().unwrap_or(Value::Null);
+    let mut d = Map::new();
+    d.insert("model_type".into(), json!(plan.model_type.as_str()));
+    d.insert("address".into(), json!(address));
+    d.insert("accelerators".into(), json!([]));
+    d.insert("model_name".into(), json!(plan.family.name));
+    d.insert("model_engine".into(), json!("candle"));
+    d.insert("model_format".into(), from(spec, "model_format"));
+    d.insert("quantization".into(), from(spec, "quantization"));
+    d.insert("model_hub".into(), from(spec, "model_hub"));
+    d.insert("model_revision".into(), from(spec, "model_revision"));
+    match plan.model_type {
+        ModelType::Embedding => {
+            d.insert(
+                "dimensions".into(),
+                info.dimensions
+                    .map_or_else(|| from(family, "dimensions"), |n| json!(n)),
+            );
+            d.insert(
+                "max_tokens".into(),
+                info.max_tokens
+                    .map_or_else(|| from(family, "max_tokens"), |n| json!(n)),
+            );
+            d.insert("language".into(), from(family, "language"));
+            d.insert("model_ability".into(), json!(["embed"]));
+        }
+        ModelType::Rerank => {
+            d.insert("type".into(), from(family, "type"));
+            d.insert(
+                "max_tokens".into(),
+                info.max_tokens
+                    .map_or_else(|| from(family, "max_tokens"), |n| json!(n)),
+            );
+            d.insert("language".into(), from(family, "language"));
+            d.insert("model_ability".into(), json!(["rerank"]));
+        }
+        ModelType::Llm => {
+            for key in [
+                "model_lang",
+                "model_ability",
+                "model_description",
+                "context_length",
+            ] {
+                d.insert(key.into(), from(family, key));
+            }
+            d.insert(
+                "model_family".into(),
+                family
+                    .get("model_family")
+                    .cloned()
+                    .unwrap_or(json!(plan.family.name)),
+            );
+            d.insert(
+                "model_size_in_billions".into(),
+                from(spec, "model_size_in_billions"),
+            );
+        }
+    }
+    d
+}
+
+/// Starts a launch. With `wait_ready` it returns once every replica is ready (or the launch
+/// failed); otherwise at once, the launch going on in the background.
+pub async fn start(
+    state: &Arc<AppState>,
+    plan: LaunchPlan,
+    wait_ready: bool,
+) -> Result<String, SupervisorError> {
+    let worker = state
+        .workers
+        .first()
+        .cloned()
+        .ok_or_else(|| SupervisorError::Unavailable {
+            detail: "No available worker found".into(),
+            retry_after: None,
+        })?;
+    let path = local_files(&plan)?;
+    let uid = plan.uid.clone();
+    let replicas: Vec<(String, Arc<dyn Worker>)> = (0..plan.replica)
+        .map(|i| (format!("{uid}-{i}"), worker.clone()))
+        .collect();
+    let entry = Arc::new(ModelEntry::new(
+        uid.clone(),
+        plan.family.name.clone(),
+        plan.model_type,
+        replicas,
+        Map::new(),
+    ));
+    state.models.reserve(entry.clone())?;
+    let task_state = state.clone();
+    let task =
+        tokio::spawn(async move { run_launch(&task_state, &entry, &plan, path, wait_ready).await });
+    if wait_ready {
+        task.await.map_err(SupervisorError::internal)??;
+    }
+    Ok(uid)
+}
+
+async fn run_launch(
+    state: &AppState,
+    entry: &Arc<ModelEntry>,
+    plan: &LaunchPlan,
+    path: PathBuf,
+    wait_ready: bool,
+) -> Result<(), SupervisorError> {
+    entry.update(|s| s.status = LaunchStatus::Loading);
+    let mut info = ReplicaInfo::default();
+    let mut started: Vec<(String, Arc<dyn Worker>)> = Vec::new();
+    for (replica_uid, worker) in &entry.replicas {
+        if entry.is_cancelled() {
+            break;
+        }
+        let spec = ReplicaSpec {
+            replica_uid: replica_uid.clone(),
+            model_type: plan.model_type,
+            model_name: plan.family.name.clone(),
+            model_path: path.clone(),
+            options: plan.options.clone(),
+        };
+        match worker.launch(spec).await {
+            Ok(got) => {
+                info = got;
+                started.push((replica_uid.clone(), worker.clone()));
+            }
+            Err(e) => {
+                stop_replicas(&started).await;
+                let err = if entry.is_cancelled() {
+                    SupervisorError::Cancelled(format!(
+                        "Launch of model {} was cancelled",
+                        entry.uid
+                    ))
+                } else {
+                    worker_error(e)
+                };
+                fail(&state.models, entry, &err, wait_ready);
+                return Err(err);
+            }
+        }
+    }
+    if entry.is_cancelled() {
+        stop_replicas(&started).await;
+        let err =
+            SupervisorError::Cancelled(format!("Launch of model {} was cancelled", entry.uid));
+        fail(&state.models, entry, &err, wait_ready);
+        return Err(err);
+    }
+    let address = entry
+        .replicas
+        .first()
+        .map(|(_, w)| w.address())
+        .unwrap_or_default();
+    let description = description(plan, &address, &info);
+    entry.update(|s| {
+        s.status = LaunchStatus::Ready;
+        s.description = description;
+    });
+    tracing::info!(uid = %entry.uid, replicas = entry.replicas.len(), "model ready");
+    Ok(())
+}
+
+/// A failed launch: gone when the client waited for it (it got the error), otherwise kept as
+/// ERROR so `/v1/models/instances` and progress can show why.
+fn fail(models: &ModelTable, entry: &Arc<ModelEntry>, err: &SupervisorError, wait_ready: bool) {
+    tracing::warn!(uid = %entry.uid, error = %err, "launch failed");
+    if wait_ready || entry.is_cancelled() {
+        models.remove_entry(entry);
+    } else {
+        entry.update(|s| {
+            s.status = LaunchStatus::Error;
+            s.error = Some(err.to_string());
+        });
+    }
+}
+
+async fn stop_replicas(replicas: &[(String, Arc<dyn Worker>)]) {
+    for (uid, worker) in replicas {
+        if let Err(e) = worker.terminate(uid.clone()).await {
+            if e.kind != WorkerErrorKind::NotFound {
+                tracing::warn!(replica = %uid, error = %e, "cannot stop replica");
+            }
+        }
+    }
+}
+
+/// Terminates a model (cancelling it if it is still loading) and frees its replicas.
+pub async fn stop(models: &ModelTable, entry: &Arc<ModelEntry>) {
+    entry.cancelled.store(true, Ordering::SeqCst);
+    entry.update(|s| s.status = LaunchStatus::Terminating);
+    models.remove_entry(entry);
+    stop_replicas(&entry.replicas).await;
+    tracing::info!(uid = %entry.uid, "model terminated");
+}
+
+/// Average loading progress of the replicas, 1.0 when ready.
+pub fn progress(entry: &ModelEntry) -> f32 {
+    if entry.status() == LaunchStatus::Ready {
+        return 1.0;
+    }
+    let sum: f32 = entry
+        .replicas
+        .iter()
+        .map(|(uid, worker)| worker.progress(uid).unwrap_or(0.0))
+        .sum();
+    sum / entry.replicas.len().max(1) as f32
+}

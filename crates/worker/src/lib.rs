@@ -1,0 +1,17 @@
+//! The xinference-rs worker: loads engine models and serves them to the supervisor.
+//!
+//! Parts:
+//! - [`LocalWorker`]: the in-process implementation of [`xi_api::worker::Worker`] used by
+//!   `xinference-local` (no network hop).
+//! - `replica`: one loaded model on its own thread, fed by a bounded queue; each request
+//!   carries a oneshot for its reply. Requests that queue up while a batch runs are merged
+//!   into the next forward pass (dynamic batching, capped by a token budget).
+//!
+//! Invariants: model compute never runs on the async runtime; a full queue is refused at once
+//! (never an unbounded wait); terminating a replica joins its thread, so its memory is freed
+//! when `terminate` returns.
+
+mod local;
+mod replica;
+
+pub use local::{LocalWorker, WorkerConfig};

@@ -1,0 +1,184 @@
+//! [`LocalWorker`]: the in-process worker of `xinference-local`.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use xi_api::worker::{
+    BoxFuture, EmbedRequest, EmbedResponse, ReplicaInfo, ReplicaSpec, RerankRequest,
+    RerankResponse, Worker, WorkerError, WorkerErrorKind,
+};
+
+use crate::replica::{Job, Replica, ReplicaOptions};
+
+/// Worker-wide settings (flags of the launcher).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `host:port` reported to the supervisor.
+    pub address: String,
+    /// Requests waiting per replica before new ones get 503.
+    pub queue_capacity: usize,
+    /// Tokens merged from the queue into one round.
+    pub batch_tokens: usize,
+}
+
+impl WorkerConfig {
+    pub fn new(address: String) -> Self {
+        Self {
+            address,
+            queue_capacity: 256,
+            batch_tokens: 8_192,
+        }
+    }
+}
+
+pub struct LocalWorker {
+    config: WorkerConfig,
+    replicas: Arc<DashMap<String, Arc<Replica>>>,
+}
+
+impl LocalWorker {
+    pub fn new(config: WorkerConfig) -> Self {
+        Self {
+            config,
+            replicas: Arc::new(DashMap::new()),
+        }
+    }
+
+    fn replica(&self, uid: &str) -> Result<Arc<Replica>, WorkerError> {
+        self.replicas
+            .get(uid)
+            .map(|r| r.value().clone())
+            .ok_or_else(|| {
+                WorkerError::new(
+                    WorkerErrorKind::NotFound,
+                    format!("Model not found in the model list, uid: {uid}"),
+                )
+            })
+    }
+
+    fn options(&self, spec: &ReplicaSpec) -> Result<ReplicaOptions, WorkerError> {
+        let batching = match spec.options.get("dynamic_batching") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(WorkerError::new(
+                    WorkerErrorKind::InvalidModel,
+                    format!("dynamic_batching must be true or false, got {other}"),
+                ))
+            }
+        };
+        Ok(ReplicaOptions {
+            queue_capacity: self.config.queue_capacity,
+            batching,
+            batch_tokens: self.config.batch_tokens,
+        })
+    }
+
+    async fn ask<T>(
+        &self,
+        uid: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, WorkerError>>) -> Job,
+    ) -> Result<T, WorkerError> {
+        let replica = self.replica(uid)?;
+        let (tx, rx) = oneshot::channel();
+        replica.submit(make(tx))?;
+        drop(replica);
+        rx.await.unwrap_or_else(|_| {
+            Err(WorkerError::new(
+                WorkerErrorKind::NotFound,
+                "Model was terminated",
+            ))
+        })
+    }
+}
+
+impl Worker for LocalWorker {
+    fn address(&self) -> String {
+        self.config.address.clone()
+    }
+
+    fn launch(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<ReplicaInfo, WorkerError>> {
+        Box::pin(async move {
+            let options = self.options(&spec)?;
+            let uid = spec.replica_uid.clone();
+            if self.replicas.contains_key(&uid) {
+                return Err(WorkerError::new(
+                    WorkerErrorKind::InvalidModel,
+                    format!("replica {uid} already exists"),
+                ));
+            }
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let replica = Arc::new(Replica::spawn(spec, options, ready_tx)?);
+            self.replicas.insert(uid.clone(), replica);
+            let result = ready_rx.await.unwrap_or_else(|_| {
+                Err(WorkerError::new(
+                    WorkerErrorKind::Internal,
+                    "the model thread ended unexpectedly",
+                ))
+            });
+            if result.is_err() {
+                if let Some((_, replica)) = self.replicas.remove(&uid) {
+                    stop_when_unshared(replica).await;
+                }
+            }
+            result
+        })
+    }
+
+    fn terminate(&self, replica_uid: String) -> BoxFuture<'_, Result<(), WorkerError>> {
+        Box::pin(async move {
+            let (_, replica) = self.replicas.remove(&replica_uid).ok_or_else(|| {
+                WorkerError::new(
+                    WorkerErrorKind::NotFound,
+                    format!("Model not found in the model list, uid: {replica_uid}"),
+                )
+            })?;
+            replica
+                .shared
+                .stop
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            stop_when_unshared(replica).await;
+            tracing::info!(replica = %replica_uid, "replica terminated");
+            Ok(())
+        })
+    }
+
+    fn progress(&self, replica_uid: &str) -> Option<f32> {
+        self.replicas.get(replica_uid).map(|r| r.shared.progress())
+    }
+
+    fn embed(
+        &self,
+        replica_uid: String,
+        request: EmbedRequest,
+    ) -> BoxFuture<'_, Result<EmbedResponse, WorkerError>> {
+        Box::pin(async move { self.ask(&replica_uid, |tx| Job::Embed(request, tx)).await })
+    }
+
+    fn rerank(
+        &self,
+        replica_uid: String,
+        request: RerankRequest,
+    ) -> BoxFuture<'_, Result<RerankResponse, WorkerError>> {
+        Box::pin(async move { self.ask(&replica_uid, |tx| Job::Rerank(request, tx)).await })
+    }
+}
+
+/// Joins the replica's thread off the runtime once no request still holds it (requests only
+/// hold it for the instant of queueing a job).
+async fn stop_when_unshared(mut replica: Arc<Replica>) {
+    loop {
+        match Arc::try_unwrap(replica) {
+            Ok(owned) => {
+                let _ = tokio::task::spawn_blocking(move || owned.stop()).await;
+                return;
+            }
+            Err(shared) => {
+                replica = shared;
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! One replica: a model on its own thread, a bounded queue, dynamic batching.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+use xi_api::models::ModelType;
+use xi_api::worker::{
+    EmbedInput, EmbedRequest, EmbedResponse, ReplicaInfo, ReplicaSpec, RerankRequest,
+    RerankResponse, WorkerError, WorkerErrorKind,
+};
+use xi_engine::embedding::EmbedInput as EngineInput;
+use xi_engine::{CrossEncoder, Embed, EmbeddingModel, EngineError, Rerank};
+
+/// A request and the channel its answer goes back on.
+pub enum Job {
+    Embed(
+        EmbedRequest,
+        oneshot::Sender<Result<EmbedResponse, WorkerError>>,
+    ),
+    Rerank(
+        RerankRequest,
+        oneshot::Sender<Result<RerankResponse, WorkerError>>,
+    ),
+}
+
+enum Loaded {
+    Embedding(Box<dyn Embed>),
+    Rerank(Box<dyn Rerank>),
+}
+
+/// Shared between the replica thread and the worker.
+pub struct ReplicaShared {
+    /// Loading progress as f32 bits.
+    progress: AtomicU32,
+    /// Set by terminate/cancel: loading stops at the next step; queued jobs are refused.
+    pub stop: AtomicBool,
+}
+
+impl ReplicaShared {
+    pub fn progress(&self) -> f32 {
+        f32::from_bits(self.progress.load(Ordering::Relaxed))
+    }
+
+    fn set_progress(&self, value: f32) {
+        self.progress.store(value.to_bits(), Ordering::Relaxed);
+    }
+}
+
+pub struct Replica {
+    pub uid: String,
+    pub shared: Arc<ReplicaShared>,
+    sender: SyncSender<Job>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Options a replica takes from the launch request.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaOptions {
+    pub queue_capacity: usize,
+    /// Merge queued requests into one forward pass.
+    pub batching: bool,
+    /// Tokens gathered from the queue into one round before it runs.
+    pub batch_tokens: usize,
+}
+
+fn engine_error(e: EngineError) -> WorkerError {
+    let kind = if e.is_client_error() {
+        WorkerErrorKind::InvalidInput
+    } else {
+        WorkerErrorKind::Internal
+    };
+    WorkerError::new(kind, e.to_string())
+}
+
+impl Replica {
+    /// Starts the thread, which loads the model and then serves. `ready` gets the load result.
+    pub fn spawn(
+        spec: ReplicaSpec,
+        options: ReplicaOptions,
+        ready: oneshot::Sender<Result<ReplicaInfo, WorkerError>>,
+    ) -> Result<Replica, WorkerError> {
+        let shared = Arc::new(ReplicaShared {
+            progress: AtomicU32::new(0f32.to_bits()),
+            stop: AtomicBool::new(false),
+        });
+        let (sender, receiver) = mpsc::sync_channel(options.queue_capacity.max(1));
+        let thread_shared = shared.clone();
+        let uid = spec.replica_uid.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("model-{uid}"))
+            .spawn(move || run(spec, options, thread_shared, receiver, ready))
+            .map_err(|e| {
+                WorkerError::new(
+                    WorkerErrorKind::Internal,
+                    format!("cannot start a model thread: {e}"),
+                )
+            })?;
+        Ok(Replica {
+            uid,
+            shared,
+            sender,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a job; a full queue is refused at once.
+    pub fn submit(&self, job: Job) -> Result<(), WorkerError> {
+        match self.sender.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(WorkerError::new(
+                WorkerErrorKind::Busy,
+                format!(
+                    "Model {} is busy: its request queue is full, retry shortly",
+                    self.uid
+                ),
+            )),
+            Err(TrySendError::Disconnected(_)) => Err(WorkerError::new(
+                WorkerErrorKind::NotFound,
+                format!("Model {} has stopped", self.uid),
+            )),
+        }
+    }
+
+    /// Stops the thread and waits for it, so the model's memory is freed on return.
+    pub fn stop(mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let thread = self.thread.take();
+        drop(self); // closes the queue: the thread's recv() ends once the queue is drained
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaInfo), WorkerError> {
+    shared.set_progress(0.1);
+    let invalid = |e: EngineError| {
+        let kind = if e.is_client_error() {
+            WorkerErrorKind::InvalidModel
+        } else {
+            WorkerErrorKind::Internal
+        };
+        WorkerError::new(kind, e.to_string())
+    };
+    let loaded = match spec.model_type {
+        ModelType::Embedding => {
+            let model = EmbeddingModel::load(&spec.model_path).map_err(invalid)?;
+            let info = ReplicaInfo {
+                dimensions: Some(model.dimensions()),
+                max_tokens: Some(model.max_tokens()),
+            };
+            (Loaded::Embedding(Box::new(model)), info)
+        }
+        ModelType::Rerank => {
+            let model = CrossEncoder::load(&spec.model_path).map_err(invalid)?;
+            let info = ReplicaInfo {
+                dimensions: None,
+                max_tokens: Some(model.max_tokens()),
+            };
+            (Loaded::Rerank(Box::new(model)), info)
+        }
+        ModelType::Llm => return Err(WorkerError::new(
+            WorkerErrorKind::InvalidModel,
+            "LLM models cannot be served by this build yet (the candle LLM engine is not included)",
+        )),
+    };
+    shared.set_progress(1.0);
+    Ok(loaded)
+}
+
+fn run(
+    spec: ReplicaSpec,
+    options: ReplicaOptions,
+    shared: Arc<ReplicaShared>,
+    receiver: Receiver<Job>,
+    ready: oneshot::Sender<Result<ReplicaInfo, WorkerError>>,
+) {
+    let started = std::time::Instant::now();
+    let result = load(&spec, &shared);
+    if shared.stop.load(Ordering::SeqCst) {
+        let _ = ready.send(Err(WorkerError::new(
+            WorkerErrorKind::Cancelled,
+            "Launch cancelled",
+        )));
+        return;
+    }
+    let model = match result {
+        Ok((model, info)) => {
+            tracing::info!(replica = %spec.replica_uid, secs = started.elapsed().as_secs_f32(), "replica ready");
+            let _ = ready.send(Ok(info));
+            model
+        }
+        Err(e) => {
+            tracing::warn!(replica = %spec.replica_uid, error = %e, "replica failed to load");
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    serve(&model, options, &shared, &receiver);
+    tracing::info!(replica = %spec.replica_uid, "replica stopped");
+}
+
+fn serve(
+    model: &Loaded,
+    options: ReplicaOptions,
+    shared: &ReplicaShared,
+    receiver: &Receiver<Job>,
+) {
+    while let Ok(first) = receiver.recv() {
+        let mut jobs = vec![first];
+        if options.batching {
+            // Everything that queued up while the last round ran joins this one, up to the budget.
+            let mut tokens = 0usize;
+            while tokens < options.batch_tokens {
+                match receiver.try_recv() {
+                    Ok(job) => {
+                        tokens += estimate_tokens(&job);
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            refuse(jobs);
+            continue;
+        }
+        match model {
+            Loaded::Embedding(m) => embed_round(m.as_ref(), jobs),
+            Loaded::Rerank(m) => rerank_round(m.as_ref(), jobs),
+        }
+    }
+}
+
+/// A cheap upper bound (one token per 3 bytes, plus specials) used only to size a round.
+fn estimate_tokens(job: &Job) -> usize {
+    match job {
+        Job::Embed(r, _) => r
+            .inputs
+            .iter()
+            .map(|i| match i {
+                EmbedInput::Text(t) => t.len() / 3 + 2,
+                EmbedInput::Tokens(ids) => ids.len(),
+            })
+            .sum(),
+        Job::Rerank(r, _) => r
+            .documents
+            .iter()
+            .map(|d| (d.len() + r.query.len()) / 3 + 3)
+            .sum(),
+    }
+}
+
+fn refuse(jobs: Vec<Job>) {
+    let gone = || WorkerError::new(WorkerErrorKind::NotFound, "Model was terminated");
+    for job in jobs {
+        match job {
+            Job::Embed(_, reply) => drop(reply.send(Err(gone()))),
+            Job::Rerank(_, reply) => drop(reply.send(Err(gone()))),
+        }
+    }
+}
+
+fn embed_round(model: &dyn Embed, jobs: Vec<Job>) {
+    // Tokenize each request on its own, so one bad request fails alone.
+    let mut accepted = Vec::new();
+    for job in jobs {
+        let Job::Embed(request, reply) = job else {
+            refuse(vec![job]);
+            continue;
+        };
+        let encoded: Result<Vec<_>, _> = request
+            .inputs
+            .iter()
+            .map(|input| {
+                let input = match input {
+                    EmbedInput::Text(t) => EngineInput::Text(t.clone()),
+                    EmbedInput::Tokens(ids) => EngineInput::Tokens(ids.clone()),
+                };
+                model.tokenize(&input, request.truncate)
+            })
+            .collect();
+        match encoded {
+            Ok(encoded) => accepted.push((encoded, reply)),
+            Err(e) => drop(reply.send(Err(engine_error(e)))),
+        }
+    }
+    if accepted.is_empty() {
+        return;
+    }
+    let all: Vec<_> = accepted.iter().flat_map(|(enc, _)| enc.iter()).collect();
+    tracing::debug!(
+        requests = accepted.len(),
+        sequences = all.len(),
+        "embedding round"
+    );
+    match model.embed(&all) {
+        Ok(vectors) => {
+            let mut vectors = vectors.into_iter();
+            for (encoded, reply) in accepted {
+                let prompt_tokens = encoded.iter().map(|e| e.len()).sum();
+                let embeddings = vectors.by_ref().take(encoded.len()).collect();
+                let _ = reply.send(Ok(EmbedResponse {
+                    embeddings,
+                    prompt_tokens,
+                }));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "embedding round failed");
+            let err = engine_error(e);
+            for (_, reply) in accepted {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+fn rerank_round(model: &dyn Rerank, jobs: Vec<Job>) {
+    let mut accepted = Vec::new();
+    for job in jobs {
+        let Job::Rerank(request, reply) = job else {
+            refuse(vec![job]);
+            continue;
+        };
+        let encoded: Result<Vec<_>, _> = request
+            .documents
+            .iter()
+            .map(|doc| model.tokenize_pair(&request.query, doc, request.truncate))
+            .collect();
+        match encoded {
+            Ok(encoded) => accepted.push((encoded, reply)),
+            Err(e) => drop(reply.send(Err(engine_error(e)))),
+        }
+    }
+    if accepted.is_empty() {
+        return;
+    }
+    let all: Vec<_> = accepted.iter().flat_map(|(enc, _)| enc.iter()).collect();
+    match model.score(&all) {
+        Ok(scores) => {
+            let mut scores = scores.into_iter();
+            for (encoded, reply) in accepted {
+                let input_tokens = encoded.iter().map(|e| e.len()).sum();
+                let scores = scores.by_ref().take(encoded.len()).collect();
+                let _ = reply.send(Ok(RerankResponse {
+                    scores,
+                    input_tokens,
+                }));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rerank round failed");
+            let err = engine_error(e);
+            for (_, reply) in accepted {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
