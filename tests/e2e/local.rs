@@ -131,6 +131,28 @@ async fn the_example_config_serves_and_sigterm_stops_gracefully() {
 }
 
 #[tokio::test]
+async fn sighup_without_auth_is_logged_and_the_server_keeps_serving() {
+    let dir = TempDir::new().unwrap();
+    let mut local = Local::start(&dir.path().join("home"), &[]);
+    local.signal("HUP");
+    let client = Client::new();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            local.logs().contains("nothing to reload")
+        })
+        .await,
+        "{}",
+        local.logs()
+    );
+    assert!(
+        local.child.try_wait().unwrap().is_none(),
+        "SIGHUP killed the server"
+    );
+    let res = client.get(local.url("/status")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
 async fn sighup_reload_takes_effect_for_tokens_already_issued() {
     let dir = TempDir::new().unwrap();
     let auth_path = dir.path().join("auth.json");

@@ -1,4 +1,5 @@
 //! End-to-end tests: the real `xinference-local` binary on 127.0.0.1:0.
 
 mod local;
+mod models;
 mod support;

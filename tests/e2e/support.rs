@@ -156,3 +156,76 @@ where
     }
     false
 }
+
+/// The real test models, fetched by `scripts/fetch-test-models.sh` (called here, so a fresh
+/// machine needs nothing else); a failed fetch fails the test loudly.
+pub fn models_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-test-models.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("run fetch-test-models.sh");
+        assert!(
+            out.status.success(),
+            "scripts/fetch-test-models.sh failed (the tests need the real models):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+pub fn minilm() -> PathBuf {
+    models_dir().join("all-MiniLM-L6-v2")
+}
+
+pub fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/engine/tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Builds the cross-encoder of the rerank fixture in `dir`: all-MiniLM-L6-v2's body and pooler
+/// under `bert.` plus the seeded classifier head the PyTorch reference used.
+pub fn build_cross_encoder(dir: &Path) {
+    use candle_core::{Device, Tensor};
+    let f = fixture("minilm_cross_encoder.json");
+    for name in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(minilm().join(name), dir.join(name)).unwrap();
+    }
+    let body =
+        candle_core::safetensors::load(minilm().join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut tensors: std::collections::HashMap<String, Tensor> = body
+        .into_iter()
+        .map(|(k, v)| (format!("bert.{k}"), v))
+        .collect();
+    let weight: Vec<f32> = f["classifier_weight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let bias = f["classifier_bias"].as_f64().unwrap() as f32;
+    tensors.insert(
+        "classifier.weight".into(),
+        Tensor::from_vec(weight, (1, 384), &Device::Cpu).unwrap(),
+    );
+    tensors.insert(
+        "classifier.bias".into(),
+        Tensor::from_vec(vec![bias], 1, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config["architectures"] = json!(["BertForSequenceClassification"]);
+    config["num_labels"] = json!(1);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}

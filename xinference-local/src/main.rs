@@ -115,7 +115,6 @@ fn serve(cli: Cli) -> Result<(), String> {
     let listener = TcpListener::bind((cli.host.as_str(), cli.port))
         .map_err(|e| format!("cannot listen on {}:{}: {e}", cli.host, cli.port))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("xinference-local listening on http://{address}");
 
     let mut worker_config = WorkerConfig::new(address.to_string());
     worker_config.queue_capacity = cli.model_queue_size.max(1);
@@ -123,9 +122,16 @@ fn serve(cli: Cli) -> Result<(), String> {
 
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime
-        .block_on(supervisor.run(listener, vec![worker], shutdown_signal()))
-        .map_err(|e| e.to_string())
+    runtime.block_on(async {
+        let shutdown = shutdown_signal();
+        let running = supervisor
+            .start(listener, vec![worker], shutdown)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Printed once requests and signals are handled: scripts may act on it at once.
+        println!("xinference-local listening on http://{address}");
+        running.wait().await.map_err(|e| e.to_string())
+    })
 }
 
 fn default_home() -> Result<PathBuf, String> {
@@ -147,25 +153,31 @@ fn init_logging(level: &str) {
         .init();
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+/// Completes on SIGINT or SIGTERM. The handlers are installed by this call (inside the
+/// runtime), not when the future is first polled, so no signal slips through before serving.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
                 }
             }
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -53,7 +53,22 @@ struct State {
     by_key_hash: HashMap<[u8; 32], usize>,
     /// Verified against when the username is unknown, so that costs what a wrong password costs.
     dummy: PasswordHash,
+    /// Tokens whose signature this config already checked. A signature's validity depends only
+    /// on the token and the secret, so the cache lives and dies with this config; expiry and
+    /// the user's current permissions are still checked on every request.
+    verified: RwLock<HashMap<String, VerifiedToken>>,
 }
+
+#[derive(Clone)]
+struct VerifiedToken {
+    sub: String,
+    granted: PermissionSet,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+/// Verified tokens kept per config; the cache is emptied when it reaches this size.
+const VERIFIED_CACHE_LIMIT: usize = 10_000;
 
 impl State {
     fn build(settings: AuthSettings) -> Result<State, AuthError> {
@@ -77,6 +92,7 @@ impl State {
             by_name,
             by_key_hash,
             dummy,
+            verified: RwLock::new(HashMap::new()),
         })
     }
 }
@@ -211,22 +227,52 @@ impl AuthService {
                 credential: Credential::ApiKey,
             });
         }
-        let claims = state.codec.verify(token, self.clock.as_ref())?;
+        let verified = self.verified(&state, token)?;
+        let now = self.clock.now_unix();
+        if verified.exp <= now || verified.nbf.is_some_and(|nbf| nbf > now) {
+            return Err(AuthError::InvalidCredentials);
+        }
         let user = state
             .by_name
-            .get(&claims.sub)
+            .get(&verified.sub)
             .map(|i| &state.settings.users[*i])
             .ok_or(AuthError::InvalidCredentials)?;
+        Ok(Principal {
+            username: user.username.clone(),
+            permissions: verified.granted.intersect(user.permissions),
+            credential: Credential::Token,
+        })
+    }
+
+    /// The token's signed claims, from the cache or checked now.
+    fn verified(&self, state: &State, token: &str) -> Result<VerifiedToken, AuthError> {
+        let cached = state
+            .verified
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        if let Some(hit) = cached {
+            return Ok(hit);
+        }
+        let claims = state.codec.verify(token, self.clock.as_ref())?;
         let granted = claims
             .scopes
             .iter()
             .filter_map(|s| PermissionSet::parse_name(s))
             .fold(PermissionSet::EMPTY, PermissionSet::union);
-        Ok(Principal {
-            username: user.username.clone(),
-            permissions: granted.intersect(user.permissions),
-            credential: Credential::Token,
-        })
+        let entry = VerifiedToken {
+            sub: claims.sub,
+            granted,
+            exp: claims.exp,
+            nbf: claims.nbf,
+        };
+        let mut cache = state.verified.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= VERIFIED_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), entry.clone());
+        Ok(entry)
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use xi_api::worker::Worker;
 use xi_auth::{AuthService, SystemClock};
 
@@ -15,6 +15,7 @@ use crate::authz;
 use crate::config::SupervisorConfig;
 use crate::error::{self, SupervisorError};
 use crate::lifecycle::ModelTable;
+use crate::login_pool::LoginPool;
 use crate::metrics::{self, Metrics};
 use crate::registry::Registry;
 use crate::routes::{self, PublicRoutes};
@@ -70,6 +71,17 @@ impl Supervisor {
         workers: Vec<Arc<dyn Worker>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), SupervisorError> {
+        self.start(listener, workers, shutdown).await?.wait().await
+    }
+
+    /// Starts serving and returns once requests and signals are handled (so a launcher can
+    /// announce readiness); [`Running::wait`] then waits for the end.
+    pub async fn start(
+        self,
+        listener: TcpListener,
+        workers: Vec<Arc<dyn Worker>>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<Running, SupervisorError> {
         let address = listener
             .local_addr()
             .map_err(|e| SupervisorError::Startup(format!("listener has no address: {e}")))?
@@ -78,7 +90,7 @@ impl Supervisor {
         let stop = Arc::new(Notify::new());
         let state = web::Data::new(AppState {
             public: PublicRoutes::from_table(&table, self.config.metrics_require_auth),
-            login_permits: Arc::new(Semaphore::new(self.config.login_concurrency.max(1))),
+            login_pool: LoginPool::new(self.config.login_concurrency)?,
             metrics: Metrics::new().map_err(SupervisorError::internal)?,
             system: SystemProbe::new(),
             models: ModelTable::default(),
@@ -136,25 +148,36 @@ impl Supervisor {
             }
             handle.stop(true).await;
         });
-        server
+        Ok(Running { server, state })
+    }
+}
+
+/// A started supervisor.
+pub struct Running {
+    server: actix_web::dev::Server,
+    state: web::Data<AppState>,
+}
+
+impl Running {
+    /// Waits until the server has stopped, then terminates every model.
+    pub async fn wait(self) -> Result<(), SupervisorError> {
+        self.server
             .await
             .map_err(|e| SupervisorError::internal(format!("server error: {e}")))?;
-        for entry in state.models.all() {
-            crate::lifecycle::launch::stop(&state.models, &entry).await;
+        for entry in self.state.models.all() {
+            crate::lifecycle::launch::stop(&self.state.models, &entry).await;
         }
         tracing::info!("supervisor stopped");
         Ok(())
     }
 }
 
-/// `SIGHUP` re-reads the auth config. A bad file keeps the old config and logs why.
+/// `SIGHUP` re-reads the auth config. A bad file keeps the old config and logs why; without
+/// auth the signal is only logged.
 #[cfg(unix)]
 fn spawn_reload_on_sighup(state: web::Data<AppState>) {
     use tokio::signal::unix::{signal, SignalKind};
 
-    let Some(auth) = state.auth.clone() else {
-        return;
-    };
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
@@ -164,7 +187,12 @@ fn spawn_reload_on_sighup(state: web::Data<AppState>) {
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let auth = auth.clone();
+            // Without --auth-config there is nothing to reload, but SIGHUP (log rotation) must
+            // not kill the server either.
+            let Some(auth) = state.auth.clone() else {
+                tracing::info!("SIGHUP received; auth is off, nothing to reload");
+                continue;
+            };
             let result = tokio::task::spawn_blocking(move || auth.reload()).await;
             match result {
                 Ok(Ok(warnings)) => {

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use xi_api::worker::Worker;
 use xi_auth::AuthService;
 
 use crate::config::SupervisorConfig;
 use crate::lifecycle::ModelTable;
+use crate::login_pool::LoginPool;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::routes::PublicRoutes;
@@ -25,8 +26,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub public: PublicRoutes,
     pub system: SystemProbe,
-    /// Bounds concurrent password checks so a login storm cannot starve other requests.
-    pub login_permits: Arc<Semaphore>,
+    /// Password checks run here, off the request threads and at low priority.
+    pub login_pool: LoginPool,
     /// The address we serve on, `host:port`, as reported by `/v1/supervisor` and `/status`.
     pub address: String,
     pub started: Instant,

@@ -1,7 +1,6 @@
 //! `POST /token` (JSON or OAuth2 password form) and `GET /v1/cluster/auth`.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,9 +10,6 @@ use xi_auth::AuthError;
 
 use crate::error::SupervisorError;
 use crate::state::AppState;
-
-/// How long a login waits for a free password-check slot before answering 503.
-const LOGIN_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn cluster_auth(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(AuthStatus {
@@ -41,25 +37,11 @@ pub async fn token(
         tracing::warn!(user = %login.username, %address, "login throttled");
         return Err(AuthError::Throttled { retry_after_secs }.into());
     }
-    let permit = tokio::time::timeout(
-        LOGIN_QUEUE_TIMEOUT,
-        state.login_permits.clone().acquire_owned(),
-    )
-    .await
-    .map_err(|_| SupervisorError::Unavailable {
-        detail: "Too many logins in progress, retry shortly".into(),
-        retry_after: Some(1),
-    })?
-    .map_err(SupervisorError::internal)?;
-
     let username = login.username.clone();
-    let result = web::block(move || {
-        let outcome = auth.login(&login.username, &login.password, &address);
-        drop(permit);
-        outcome
-    })
-    .await
-    .map_err(SupervisorError::internal)?;
+    let result = state
+        .login_pool
+        .run(move || auth.login(&login.username, &login.password, &address))
+        .await?;
 
     match result {
         Ok(issued) => {
