@@ -96,9 +96,17 @@ impl EmbeddingModel {
         })
     }
 
+    /// Padded tokens per forward pass (sequences are sorted by length and cut into batches of
+    /// at most this many padded tokens).
+    pub fn with_batch_tokens(mut self, tokens: usize) -> Self {
+        self.batch_tokens = tokens.max(1);
+        self
+    }
+
     fn embed_batch(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>, EngineError> {
         let (ids, types, mask) = pad_batch(batch, self.pad_id, &self.device)?;
-        let hidden = self.encoder.forward(&ids, &types, &mask)?;
+        let lengths: Vec<usize> = batch.iter().map(|s| s.len()).collect();
+        let hidden = self.encoder.forward(&ids, &types, &mask, &lengths)?;
         let pooled = match self.pooling {
             Pooling::Mean => {
                 let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;

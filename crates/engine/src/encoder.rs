@@ -6,6 +6,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use candle_transformers::models::xlm_roberta::{Config as XlmConfig, XLMRobertaModel};
 use serde_json::Value;
 
+use crate::bert::{BertConfig as FastBertConfig, FastBert};
 use crate::error::EngineError;
 use crate::files::ModelFiles;
 
@@ -68,6 +69,9 @@ impl Architecture {
 }
 
 pub enum Encoder {
+    /// Our encoder (standard BERT): the fast path.
+    FastBert(FastBert),
+    /// candle-transformers' BERT, for configurations ours does not cover.
     Bert(BertModel),
     XlmRoberta(XLMRobertaModel),
 }
@@ -111,6 +115,12 @@ impl Encoder {
     ) -> Result<Encoder, EngineError> {
         match arch {
             Architecture::Bert => {
+                let fast: FastBertConfig = parse_config(files)?;
+                if fast.supported() {
+                    return FastBert::load(vb, &fast)
+                        .map(Encoder::FastBert)
+                        .map_err(|e| missing_weights(files, e));
+                }
                 let config: BertConfig = parse_config(files)?;
                 BertModel::load(vb, &config)
                     .map(Encoder::Bert)
@@ -130,14 +140,17 @@ impl Encoder {
         }
     }
 
-    /// Hidden states `[batch, len, hidden]`.
+    /// Hidden states `[batch, len, hidden]` of a right-padded batch; `lengths` are the real
+    /// lengths (the mask's row sums).
     pub fn forward(
         &self,
         ids: &Tensor,
         type_ids: &Tensor,
         mask: &Tensor,
+        lengths: &[usize],
     ) -> Result<Tensor, EngineError> {
         let out = match self {
+            Encoder::FastBert(m) => m.forward(ids, type_ids, lengths)?,
             Encoder::Bert(m) => m.forward(ids, type_ids, Some(mask))?,
             Encoder::XlmRoberta(m) => m.forward(ids, mask, type_ids, None, None, None)?,
         };

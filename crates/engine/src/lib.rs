@@ -6,7 +6,9 @@
 //!   missing.
 //! - [`text`]: tokenization with the model's real truncation length and no padding (batches are
 //!   padded to their longest member when they run).
-//! - [`encoder`]: the transformer bodies (BERT, XLM-RoBERTa) from candle-transformers.
+//! - [`encoder`]: the transformer bodies: our BERT (`bert`, with the CPU kernels of `ops`:
+//!   fused QKV, per-head parallel attention over real tokens only, parallel GELU), and
+//!   candle-transformers' BERT / XLM-RoBERTa for everything else.
 //! - [`embedding`]: [`EmbeddingModel`] — pooling (mean/cls/last token) and L2 normalisation.
 //! - [`rerank`]: [`CrossEncoder`] — BERT or XLM-RoBERTa sequence classification.
 //!
@@ -14,10 +16,12 @@
 //! [`EngineError`]); models are `Send` so each can live on its own thread; inference takes
 //! `&self`.
 
+mod bert;
 pub mod embedding;
 pub mod encoder;
 pub mod error;
 pub mod files;
+mod ops;
 pub mod rerank;
 pub mod text;
 
@@ -29,4 +33,4 @@ pub use text::Encoded;
 
 /// Padded tokens per forward pass when batching (sequences × longest length). Bounds memory
 /// and keeps one huge request from starving the others.
-pub const DEFAULT_BATCH_TOKENS: usize = 16_384;
+pub const DEFAULT_BATCH_TOKENS: usize = 1_024;

@@ -1,0 +1,129 @@
+//! Our BERT encoder for CPU inference: the standard architecture (absolute positions, erf GELU)
+//! with a fused QKV projection and the kernels of [`crate::ops`]. Weights load under the usual
+//! Hugging Face names, with or without a `bert.` prefix. Anything else falls back to
+//! candle-transformers' `BertModel`.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use serde::Deserialize;
+
+use crate::ops;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+}
+
+impl BertConfig {
+    /// Whether this encoder can run the model (else candle's implementation does).
+    pub fn supported(&self) -> bool {
+        self.hidden_act.as_deref().unwrap_or("gelu") == "gelu"
+            && self
+                .position_embedding_type
+                .as_deref()
+                .unwrap_or("absolute")
+                == "absolute"
+            && self.num_attention_heads > 0
+            && self.hidden_size.is_multiple_of(self.num_attention_heads)
+    }
+}
+
+struct Layer {
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+pub struct FastBert {
+    words: Embedding,
+    positions: Embedding,
+    types: Embedding,
+    norm: LayerNorm,
+    layers: Vec<Layer>,
+    heads: usize,
+}
+
+impl FastBert {
+    pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<FastBert> {
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        let h = config.hidden_size;
+        let emb = vb.pp("embeddings");
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let lv = vb.pp(format!("encoder.layer.{i}"));
+            let attn = lv.pp("attention.self");
+            let part = |name: &str| linear(h, h, attn.pp(name));
+            let (q, k, v) = (part("query")?, part("key")?, part("value")?);
+            let weight = Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?;
+            let bias = match (q.bias(), k.bias(), v.bias()) {
+                (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
+                _ => None,
+            };
+            layers.push(Layer {
+                qkv: Linear::new(weight, bias),
+                attention_out: linear(h, h, lv.pp("attention.output.dense"))?,
+                attention_norm: layer_norm(
+                    h,
+                    config.layer_norm_eps,
+                    lv.pp("attention.output.LayerNorm"),
+                )?,
+                intermediate: linear(h, config.intermediate_size, lv.pp("intermediate.dense"))?,
+                output: linear(config.intermediate_size, h, lv.pp("output.dense"))?,
+                output_norm: layer_norm(h, config.layer_norm_eps, lv.pp("output.LayerNorm"))?,
+            });
+        }
+        Ok(FastBert {
+            words: embedding(config.vocab_size, h, emb.pp("word_embeddings"))?,
+            positions: embedding(
+                config.max_position_embeddings,
+                h,
+                emb.pp("position_embeddings"),
+            )?,
+            types: embedding(config.type_vocab_size, h, emb.pp("token_type_embeddings"))?,
+            norm: layer_norm(h, config.layer_norm_eps, emb.pp("LayerNorm"))?,
+            layers,
+            heads: config.num_attention_heads,
+        })
+    }
+
+    /// Hidden states `[batch, len, hidden]` of right-padded `ids`; `lengths` are the real lengths.
+    pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (_, len) = ids.dims2()?;
+        let positions = Tensor::arange(0u32, len as u32, ids.device())?;
+        let x = self
+            .words
+            .forward(ids)?
+            .broadcast_add(&self.positions.forward(&positions)?)?
+            .add(&self.types.forward(type_ids)?)?;
+        let mut x = self.norm.forward(&x)?;
+        for layer in &self.layers {
+            let context = ops::attention(&layer.qkv.forward(&x)?, self.heads, lengths)?;
+            let attended = layer
+                .attention_norm
+                .forward(&(layer.attention_out.forward(&context)? + &x)?)?;
+            let inner = ops::gelu_erf(&layer.intermediate.forward(&attended)?)?;
+            x = layer
+                .output_norm
+                .forward(&(layer.output.forward(&inner)? + &attended)?)?;
+        }
+        Ok(x)
+    }
+}
