@@ -1,7 +1,9 @@
 //! [`AuthService`]: login, request authentication and config reload.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -53,10 +55,20 @@ struct State {
     by_key_hash: HashMap<[u8; 32], usize>,
     /// Verified against when the username is unknown, so that costs what a wrong password costs.
     dummy: PasswordHash,
-    /// Tokens whose signature this config already checked. A signature's validity depends only
-    /// on the token and the secret, so the cache lives and dies with this config; expiry and
-    /// the user's current permissions are still checked on every request.
-    verified: RwLock<HashMap<String, VerifiedToken>>,
+    /// Identifies this config for the per-thread caches of verified tokens.
+    generation: u64,
+}
+
+/// Configs built so far; each gets the next number as its generation.
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Tokens whose signature was checked on this thread, with the config generation they were
+    /// checked under. A signature's validity depends only on the token and the secret, so an
+    /// entry is good for as long as that config is in force; expiry and the user's current
+    /// permissions are still checked on every request. Per thread, so the hot path shares no
+    /// lock between request threads.
+    static VERIFIED: RefCell<(u64, HashMap<String, VerifiedToken>)> = RefCell::new((u64::MAX, HashMap::new()));
 }
 
 #[derive(Clone)]
@@ -67,7 +79,7 @@ struct VerifiedToken {
     nbf: Option<u64>,
 }
 
-/// Verified tokens kept per config; the cache is emptied when it reaches this size.
+/// Verified tokens kept per thread; the cache is emptied when it reaches this size.
 const VERIFIED_CACHE_LIMIT: usize = 10_000;
 
 impl State {
@@ -92,7 +104,7 @@ impl State {
             by_name,
             by_key_hash,
             dummy,
-            verified: RwLock::new(HashMap::new()),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
         })
     }
 }
@@ -214,7 +226,8 @@ impl AuthService {
     /// [`AuthError::NotAuthenticated`]; a bad token or key is [`AuthError::InvalidCredentials`].
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let token = bearer_token(authorization).ok_or(AuthError::NotAuthenticated)?;
-        let state = self.current();
+        // A read guard, not an Arc clone: the hot path touches one shared counter, not two.
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         if is_api_key(token) {
             let index = state
                 .by_key_hash
@@ -227,53 +240,50 @@ impl AuthService {
                 credential: Credential::ApiKey,
             });
         }
-        let verified = self.verified(&state, token)?;
         let now = self.clock.now_unix();
-        if verified.exp <= now || verified.nbf.is_some_and(|nbf| nbf > now) {
-            return Err(AuthError::InvalidCredentials);
-        }
-        let user = state
-            .by_name
-            .get(&verified.sub)
-            .map(|i| &state.settings.users[*i])
-            .ok_or(AuthError::InvalidCredentials)?;
+        let (sub_index, granted) = VERIFIED.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            if cache.0 != state.generation {
+                *cache = (state.generation, HashMap::new());
+            }
+            let hit = cache
+                .1
+                .get(token)
+                .filter(|v| v.exp > now && v.nbf.is_none_or(|nbf| nbf <= now));
+            if let Some(v) = hit {
+                return Ok((state.by_name.get(&v.sub).copied(), v.granted));
+            }
+            let verified = verify(&state, token, self.clock.as_ref())?;
+            let result = (state.by_name.get(&verified.sub).copied(), verified.granted);
+            if cache.1.len() >= VERIFIED_CACHE_LIMIT {
+                cache.1.clear();
+            }
+            cache.1.insert(token.to_string(), verified);
+            Ok::<_, AuthError>(result)
+        })?;
+        let user = &state.settings.users[sub_index.ok_or(AuthError::InvalidCredentials)?];
         Ok(Principal {
             username: user.username.clone(),
-            permissions: verified.granted.intersect(user.permissions),
+            permissions: granted.intersect(user.permissions),
             credential: Credential::Token,
         })
     }
+}
 
-    /// The token's signed claims, from the cache or checked now.
-    fn verified(&self, state: &State, token: &str) -> Result<VerifiedToken, AuthError> {
-        let cached = state
-            .verified
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(token)
-            .cloned();
-        if let Some(hit) = cached {
-            return Ok(hit);
-        }
-        let claims = state.codec.verify(token, self.clock.as_ref())?;
-        let granted = claims
-            .scopes
-            .iter()
-            .filter_map(|s| PermissionSet::parse_name(s))
-            .fold(PermissionSet::EMPTY, PermissionSet::union);
-        let entry = VerifiedToken {
-            sub: claims.sub,
-            granted,
-            exp: claims.exp,
-            nbf: claims.nbf,
-        };
-        let mut cache = state.verified.write().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= VERIFIED_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(token.to_string(), entry.clone());
-        Ok(entry)
-    }
+/// Checks a token's signature, algorithm and times, and reads its grant.
+fn verify(state: &State, token: &str, clock: &dyn Clock) -> Result<VerifiedToken, AuthError> {
+    let claims = state.codec.verify(token, clock)?;
+    let granted = claims
+        .scopes
+        .iter()
+        .filter_map(|s| PermissionSet::parse_name(s))
+        .fold(PermissionSet::EMPTY, PermissionSet::union);
+    Ok(VerifiedToken {
+        sub: claims.sub,
+        granted,
+        exp: claims.exp,
+        nbf: claims.nbf,
+    })
 }
 
 /// The token of a `Bearer` header (scheme case-insensitive, as upstream's FastAPI dependency).

@@ -1,5 +1,6 @@
 //! Our BERT encoder for CPU inference: the standard architecture (absolute positions, erf GELU)
-//! with a fused QKV projection and the kernels of [`crate::ops`]. Weights load under the usual
+//! on packed sequences (no padding anywhere: every matmul runs on real tokens only), with a
+//! fused QKV projection and the kernels of [`crate::ops`]. Weights load under the usual
 //! Hugging Face names, with or without a `bert.` prefix. Anything else falls back to
 //! candle-transformers' `BertModel`.
 
@@ -104,18 +105,26 @@ impl FastBert {
         })
     }
 
-    /// Hidden states `[batch, len, hidden]` of right-padded `ids`; `lengths` are the real lengths.
-    pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        let (_, len) = ids.dims2()?;
-        let positions = Tensor::arange(0u32, len as u32, ids.device())?;
-        let x = self
-            .words
-            .forward(ids)?
-            .broadcast_add(&self.positions.forward(&positions)?)?
+    /// Hidden states `[tokens, hidden]` of sequences packed back to back (no padding):
+    /// `ids`, `type_ids` and `positions` are `[tokens]`, `lengths` the sequences' lengths.
+    pub fn forward_packed(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        positions: &Tensor,
+        lengths: &[usize],
+    ) -> Result<Tensor> {
+        let mut segments = Vec::with_capacity(lengths.len());
+        let mut start = 0;
+        for len in lengths {
+            segments.push((start, *len));
+            start += len;
+        }
+        let x = (self.words.forward(ids)? + self.positions.forward(positions)?)?
             .add(&self.types.forward(type_ids)?)?;
         let mut x = self.norm.forward(&x)?;
         for layer in &self.layers {
-            let context = ops::attention(&layer.qkv.forward(&x)?, self.heads, lengths)?;
+            let context = ops::attention(&layer.qkv.forward(&x)?, self.heads, segments.clone())?;
             let attended = layer
                 .attention_norm
                 .forward(&(layer.attention_out.forward(&context)? + &x)?)?;

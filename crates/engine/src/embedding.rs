@@ -5,6 +5,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, D};
 use serde_json::Value;
 
+use crate::bert::FastBert;
 use crate::encoder::{max_tokens, var_builder, Architecture, Encoder};
 use crate::error::EngineError;
 use crate::files::ModelFiles;
@@ -104,9 +105,62 @@ impl EmbeddingModel {
     }
 
     fn embed_batch(&self, batch: &[&Encoded]) -> Result<Vec<Vec<f32>>, EngineError> {
-        let (ids, types, mask) = pad_batch(batch, self.pad_id, &self.device)?;
+        let pooled = match self.encoder.packed() {
+            Some(bert) => self.pool_packed(bert, batch)?,
+            None => self.pool_padded(batch)?,
+        };
+        let pooled = if self.normalize {
+            let norms = pooled
+                .sqr()?
+                .sum_keepdim(D::Minus1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
+            pooled.broadcast_div(&norms)?
+        } else {
+            pooled
+        };
+        Ok(pooled.to_vec2::<f32>()?)
+    }
+
+    /// Runs our BERT on the sequences packed back to back and pools each one's rows.
+    fn pool_packed(&self, bert: &FastBert, batch: &[&Encoded]) -> Result<Tensor, EngineError> {
+        if batch.iter().any(|s| s.is_empty()) {
+            return Err(EngineError::InvalidInput("an input has no tokens".into()));
+        }
+        let total: usize = batch.iter().map(|s| s.len()).sum();
+        let mut ids = Vec::with_capacity(total);
+        let mut types = Vec::with_capacity(total);
+        let mut positions = Vec::with_capacity(total);
+        for seq in batch {
+            ids.extend_from_slice(&seq.ids);
+            types.extend_from_slice(&seq.type_ids);
+            positions.extend(0..seq.len() as u32);
+        }
         let lengths: Vec<usize> = batch.iter().map(|s| s.len()).collect();
-        let hidden = self.encoder.forward(&ids, &types, &mask, &lengths)?;
+        let hidden = bert.forward_packed(
+            &Tensor::from_vec(ids, total, &self.device)?,
+            &Tensor::from_vec(types, total, &self.device)?,
+            &Tensor::from_vec(positions, total, &self.device)?,
+            &lengths,
+        )?;
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        for len in lengths {
+            let row = match self.pooling {
+                Pooling::Mean => hidden.narrow(0, start, len)?.mean_keepdim(0)?,
+                Pooling::Cls => hidden.narrow(0, start, 1)?,
+                Pooling::LastToken => hidden.narrow(0, start + len - 1, 1)?,
+            };
+            rows.push(row);
+            start += len;
+        }
+        Ok(Tensor::cat(&rows, 0)?)
+    }
+
+    /// Runs a padded batch through a candle-transformers encoder and pools with the mask.
+    fn pool_padded(&self, batch: &[&Encoded]) -> Result<Tensor, EngineError> {
+        let (ids, types, mask) = pad_batch(batch, self.pad_id, &self.device)?;
+        let hidden = self.encoder.forward(&ids, &types, &mask)?;
         let pooled = match self.pooling {
             Pooling::Mean => {
                 let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
@@ -124,17 +178,7 @@ impl EmbeddingModel {
                 Tensor::stack(&rows, 0)?
             }
         };
-        let pooled = if self.normalize {
-            let norms = pooled
-                .sqr()?
-                .sum_keepdim(D::Minus1)?
-                .sqrt()?
-                .clamp(1e-12, f64::MAX)?;
-            pooled.broadcast_div(&norms)?
-        } else {
-            pooled
-        };
-        Ok(pooled.to_vec2::<f32>()?)
+        Ok(pooled)
     }
 }
 

@@ -140,17 +140,27 @@ impl Encoder {
         }
     }
 
-    /// Hidden states `[batch, len, hidden]` of a right-padded batch; `lengths` are the real
-    /// lengths (the mask's row sums).
+    /// Our packed encoder, if this is one (then use [`FastBert::forward_packed`]).
+    pub fn packed(&self) -> Option<&FastBert> {
+        match self {
+            Encoder::FastBert(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Hidden states `[batch, len, hidden]` of a right-padded batch.
     pub fn forward(
         &self,
         ids: &Tensor,
         type_ids: &Tensor,
         mask: &Tensor,
-        lengths: &[usize],
     ) -> Result<Tensor, EngineError> {
         let out = match self {
-            Encoder::FastBert(m) => m.forward(ids, type_ids, lengths)?,
+            Encoder::FastBert(_) => {
+                return Err(EngineError::Unsupported(
+                    "the packed BERT encoder takes packed input".into(),
+                ))
+            }
             Encoder::Bert(m) => m.forward(ids, type_ids, Some(mask))?,
             Encoder::XlmRoberta(m) => m.forward(ids, mask, type_ids, None, None, None)?,
         };

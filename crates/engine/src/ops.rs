@@ -4,8 +4,8 @@
 //!   over the rayon pool and uses a vectorisable `erf` (absolute error <= 1.5e-7).
 //! - [`attention`]: candle's batched matmul calls a rayon-parallel GEMM once per (sequence,
 //!   head); for short sequences the synchronisation costs more than the arithmetic. Here each
-//!   (sequence, head) is one task on the pool, running a single-threaded GEMM over only the
-//!   sequence's real tokens (padding is skipped rather than masked).
+//!   (sequence, head) is one task on the pool, running single-threaded GEMMs over only the
+//!   sequence's own tokens, on packed (unpadded) rows.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
@@ -79,11 +79,11 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(&GeluErf)
 }
 
-/// Self-attention over a fused `[batch, len, 3 * hidden]` QKV tensor.
+/// Self-attention over a fused QKV matrix `[rows, 3 * hidden]` (Q, K, V side by side), where
+/// each sequence is a run of rows `(start, len)`.
 struct Attention {
     heads: usize,
-    /// Real (unpadded) length of each sequence.
-    lengths: Vec<usize>,
+    segments: Vec<(usize, usize)>,
 }
 
 /// Lets tasks write disjoint parts of one output buffer.
@@ -109,96 +109,99 @@ impl CustomOp3 for Attention {
         _l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let qkv = contiguous(s1, l1, "attention")?;
-        let (batch, len, width) = l1.shape().dims3()?;
+        let (rows, width) = l1.shape().dims2()?;
         let hidden = width / 3;
         let head_dim = hidden / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
-        let mut out = vec![0f32; batch * len * hidden];
+        if self.segments.iter().any(|(start, n)| start + n > rows) {
+            candle_core::bail!("attention: a segment runs past the {rows} rows");
+        }
+        let mut out = vec![0f32; rows * hidden];
         let out_ptr = OutPtr(out.as_mut_ptr());
         let row = width as isize;
-        (0..batch * self.heads).into_par_iter().for_each(|task| {
-            let (b, h) = (task / self.heads, task % self.heads);
-            let n = self.lengths[b].min(len);
-            if n == 0 {
-                return;
-            }
-            let base = b * len * width;
-            let q = &qkv[base + h * head_dim..];
-            let k = &qkv[base + hidden + h * head_dim..];
-            let v = &qkv[base + 2 * hidden + h * head_dim..];
-            let mut scores = vec![0f32; n * n];
-            // SAFETY: slices cover the strided reads (rows < n of `len`, columns < head_dim);
-            // `scores` is n x n; the output block of (b, h) is written by this task only.
-            unsafe {
-                gemm(
-                    n,
-                    n,
-                    head_dim,
-                    scores.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    q.as_ptr(),
-                    1,
-                    row,
-                    k.as_ptr(),
-                    row,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-            }
-            for r in scores.chunks_mut(n) {
-                let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                for x in r.iter_mut() {
-                    *x = exp(*x - max);
+        (0..self.segments.len() * self.heads)
+            .into_par_iter()
+            .for_each(|task| {
+                let (segment, h) = (task / self.heads, task % self.heads);
+                let (start, n) = self.segments[segment];
+                if n == 0 {
+                    return;
                 }
-                let sum: f32 = r.iter().sum();
-                for x in r.iter_mut() {
-                    *x /= sum;
+                let base = start * width;
+                let q = &qkv[base + h * head_dim..];
+                let k = &qkv[base + hidden + h * head_dim..];
+                let v = &qkv[base + 2 * hidden + h * head_dim..];
+                let mut scores = vec![0f32; n * n];
+                // SAFETY: the strided reads stay within the segment's rows (checked above) and the
+                // head's columns; `scores` is n x n; only this task writes the output block of
+                // (segment, head).
+                unsafe {
+                    gemm(
+                        n,
+                        n,
+                        head_dim,
+                        scores.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        q.as_ptr(),
+                        1,
+                        row,
+                        k.as_ptr(),
+                        row,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
                 }
-            }
-            let dst = out_ptr;
-            unsafe {
-                gemm(
-                    n,
-                    head_dim,
-                    n,
-                    dst.0.add(b * len * hidden + h * head_dim),
-                    1,
-                    hidden as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    n as isize,
-                    v.as_ptr(),
-                    1,
-                    row,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((batch, len, hidden))))
+                for r in scores.chunks_mut(n) {
+                    let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    for x in r.iter_mut() {
+                        *x = exp(*x - max);
+                    }
+                    let sum: f32 = r.iter().sum();
+                    for x in r.iter_mut() {
+                        *x /= sum;
+                    }
+                }
+                let dst = out_ptr;
+                unsafe {
+                    gemm(
+                        n,
+                        head_dim,
+                        n,
+                        dst.0.add(start * hidden + h * head_dim),
+                        1,
+                        hidden as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        n as isize,
+                        v.as_ptr(),
+                        1,
+                        row,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((rows, hidden))))
     }
 }
 
-/// Multi-head attention of a fused `[batch, len, 3 * hidden]` QKV projection (Q, K, V side by
-/// side), each sequence attending to its first `lengths[b]` tokens. Padded rows come out zero.
-pub fn attention(qkv: &Tensor, heads: usize, lengths: &[usize]) -> Result<Tensor> {
+/// Multi-head attention of a fused QKV projection `[rows, 3 * hidden]`; `segments` are the
+/// sequences' `(first row, length)`. Rows outside every segment (padding) come out zero.
+pub fn attention(qkv: &Tensor, heads: usize, segments: Vec<(usize, usize)>) -> Result<Tensor> {
     let qkv = qkv.contiguous()?;
-    let op = Attention {
-        heads,
-        lengths: lengths.to_vec(),
-    };
+    let op = Attention { heads, segments };
     qkv.apply_op3_no_bwd(&qkv, &qkv, &op)
 }
 

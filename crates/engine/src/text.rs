@@ -116,6 +116,11 @@ impl TextEncoder {
 
     /// Token ids given by the client: checked against the vocabulary and the length limit.
     pub fn from_ids(&self, ids: &[u32], truncate: bool) -> Result<Encoded, EngineError> {
+        if ids.is_empty() {
+            return Err(EngineError::InvalidInput(
+                "a list of token ids is empty".into(),
+            ));
+        }
         if let Some(bad) = ids.iter().find(|id| **id as usize >= self.vocab_size) {
             return Err(EngineError::InvalidInput(format!(
                 "token id {bad} is outside the vocabulary (size {})",

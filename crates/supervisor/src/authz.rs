@@ -4,6 +4,7 @@
 
 use std::future::{ready, Ready};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -21,7 +22,8 @@ use crate::state::AppState;
 pub enum Caller {
     /// Auth is off: every route is open.
     AuthOff,
-    User(Principal),
+    /// Shared, so the extractors' copies cost a counter increment, not an allocation.
+    User(Arc<Principal>),
 }
 
 impl Caller {
@@ -39,34 +41,32 @@ pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        let err = SupervisorError::internal("application state missing");
-        return Ok(req
-            .into_response(err.error_response())
-            .map_into_right_body());
-    };
-    match &state.auth {
-        None => {
-            req.extensions_mut().insert(Caller::AuthOff);
-        }
-        Some(auth) => {
-            if !state.public.contains(req.method(), req.path()) {
+    // Borrow the state (no Arc clone: the counter would bounce between worker threads).
+    let decision = match req.app_data::<web::Data<AppState>>() {
+        None => Err(SupervisorError::internal("application state missing")),
+        Some(state) => match &state.auth {
+            None => Ok(Some(Caller::AuthOff)),
+            Some(_) if state.public.contains(req.method(), req.path()) => Ok(None),
+            Some(auth) => {
                 let header = req
                     .headers()
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                match auth.authenticate(header) {
-                    Ok(principal) => {
-                        req.extensions_mut().insert(Caller::User(principal));
-                    }
-                    Err(err) => {
-                        let err = SupervisorError::Auth(err);
-                        return Ok(req
-                            .into_response(err.error_response())
-                            .map_into_right_body());
-                    }
-                }
+                auth.authenticate(header)
+                    .map(|p| Some(Caller::User(Arc::new(p))))
+                    .map_err(SupervisorError::Auth)
             }
+        },
+    };
+    match decision {
+        Ok(Some(caller)) => {
+            req.extensions_mut().insert(caller);
+        }
+        Ok(None) => {}
+        Err(err) => {
+            return Ok(req
+                .into_response(err.error_response())
+                .map_into_right_body())
         }
     }
     next.call(req)

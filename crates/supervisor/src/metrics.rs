@@ -86,10 +86,10 @@ pub async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let state = req.app_data::<web::Data<AppState>>().cloned();
     let method = req.method().to_string();
     let path = req.path().to_string();
     let res = next.call(req).await?;
+    let state = res.request().app_data::<web::Data<AppState>>();
     let route = res
         .request()
         .match_pattern()
