@@ -81,7 +81,12 @@ impl EmbeddingModel {
             &folder.join("1_Pooling/config.json"),
         )?;
         let max_len = max_tokens(&files, &info);
-        let text = TextEncoder::load(&files.tokenizer, max_len, info.vocab_size)?;
+        let text = TextEncoder::load(
+            &files.tokenizer,
+            max_len,
+            info.vocab_size,
+            info.type_vocab_size,
+        )?;
         let device = Device::Cpu;
         let encoder = Encoder::load(arch, &files, var_builder(&files, &device)?)?;
         tracing::info!(folder = %folder.display(), ?arch, ?pooling, normalize = files.normalize, max_len, dims = info.hidden_size, "embedding model loaded");

@@ -15,6 +15,8 @@ use crate::files::ModelFiles;
 pub struct EncoderInfo {
     pub hidden_size: usize,
     pub vocab_size: usize,
+    /// Token type (segment) ids the embeddings know; RoBERTa-style models have one.
+    pub type_vocab_size: usize,
     pub pad_id: u32,
     /// Longest input the position embeddings allow.
     pub max_positions: usize,
@@ -62,6 +64,11 @@ impl Architecture {
         Ok(EncoderInfo {
             hidden_size: field("hidden_size")?,
             vocab_size: field("vocab_size")?,
+            type_vocab_size: files
+                .config
+                .get("type_vocab_size")
+                .and_then(Value::as_u64)
+                .unwrap_or(2) as usize,
             pad_id,
             max_positions,
         })

@@ -110,7 +110,12 @@ impl CrossEncoder {
             }
         };
         let max_len = max_tokens(&files, &info);
-        let text = TextEncoder::load(&files.tokenizer, max_len, info.vocab_size)?;
+        let text = TextEncoder::load(
+            &files.tokenizer,
+            max_len,
+            info.vocab_size,
+            info.type_vocab_size,
+        )?;
         tracing::info!(folder = %folder.display(), ?arch, max_len, "rerank model loaded");
         Ok(CrossEncoder {
             head,

@@ -33,6 +33,9 @@ pub struct TextEncoder {
     whole: Tokenizer,
     max_len: usize,
     vocab_size: usize,
+    /// The model knows a single segment id: pairs get type id 0 throughout (RoBERTa style),
+    /// whatever the tokenizer says.
+    single_segment: bool,
 }
 
 impl TextEncoder {
@@ -40,6 +43,7 @@ impl TextEncoder {
         path: &Path,
         max_len: usize,
         vocab_size: usize,
+        type_vocab_size: usize,
     ) -> Result<TextEncoder, EngineError> {
         let mut whole = Tokenizer::from_file(path)
             .map_err(|e| EngineError::bad_file(path, format!("is not a usable tokenizer: {e}")))?;
@@ -60,6 +64,7 @@ impl TextEncoder {
             whole,
             max_len,
             vocab_size,
+            single_segment: type_vocab_size <= 1,
         })
     }
 
@@ -79,9 +84,14 @@ impl TextEncoder {
                 self.max_len
             )));
         }
+        let type_ids = if self.single_segment {
+            vec![0; encoding.len()]
+        } else {
+            encoding.get_type_ids().to_vec()
+        };
         Ok(Encoded {
             ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
+            type_ids,
         })
     }
 

@@ -5,3 +5,4 @@ mod embedding;
 mod files;
 mod rerank;
 mod support;
+mod synthetic;
