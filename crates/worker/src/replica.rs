@@ -12,7 +12,7 @@ use xi_api::worker::{
     RerankResponse, WorkerError, WorkerErrorKind,
 };
 use xi_engine::embedding::EmbedInput as EngineInput;
-use xi_engine::{CrossEncoder, Embed, EmbeddingModel, EngineError, Rerank};
+use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Encoded, EngineError, Rerank};
 
 /// A request and the channel its answer goes back on.
 pub enum Job {
@@ -264,73 +264,85 @@ fn refuse(jobs: Vec<Job>) {
     }
 }
 
+type Reply<T> = oneshot::Sender<Result<T, WorkerError>>;
+/// A request's tokenized sequences (or why it could not be tokenized) and its reply channel.
+type Tokenized<T> = (Result<Vec<Encoded>, EngineError>, Reply<T>);
+
 fn embed_round(model: &dyn Embed, jobs: Vec<Job>) {
-    // Tokenize each request on its own, so one bad request fails alone.
-    let mut accepted = Vec::new();
-    for job in jobs {
-        let Job::Embed(request, reply) = job else {
-            refuse(vec![job]);
-            continue;
-        };
-        let encoded: Result<Vec<_>, _> = request
-            .inputs
-            .iter()
-            .map(|input| {
-                let input = match input {
-                    EmbedInput::Text(t) => EngineInput::Text(t.clone()),
-                    EmbedInput::Tokens(ids) => EngineInput::Tokens(ids.clone()),
-                };
-                model.tokenize(&input, request.truncate)
-            })
-            .collect();
-        match encoded {
-            Ok(encoded) => accepted.push((encoded, reply)),
-            Err(e) => drop(reply.send(Err(engine_error(e)))),
-        }
-    }
-    if accepted.is_empty() {
-        return;
-    }
-    let all: Vec<_> = accepted.iter().flat_map(|(enc, _)| enc.iter()).collect();
-    tracing::debug!(
-        requests = accepted.len(),
-        sequences = all.len(),
-        "embedding round"
+    let requests = jobs
+        .into_iter()
+        .filter_map(|job| match job {
+            Job::Embed(request, reply) => {
+                let encoded = request
+                    .inputs
+                    .iter()
+                    .map(|input| {
+                        let input = match input {
+                            EmbedInput::Text(t) => EngineInput::Text(t.clone()),
+                            EmbedInput::Tokens(ids) => EngineInput::Tokens(ids.clone()),
+                        };
+                        model.tokenize(&input, request.truncate)
+                    })
+                    .collect();
+                Some((encoded, reply))
+            }
+            other => {
+                refuse(vec![other]);
+                None
+            }
+        })
+        .collect();
+    round(
+        "embedding",
+        requests,
+        |all| model.embed(all),
+        |embeddings, prompt_tokens| EmbedResponse {
+            embeddings,
+            prompt_tokens,
+        },
     );
-    match model.embed(&all) {
-        Ok(vectors) => {
-            let mut vectors = vectors.into_iter();
-            for (encoded, reply) in accepted {
-                let prompt_tokens = encoded.iter().map(|e| e.len()).sum();
-                let embeddings = vectors.by_ref().take(encoded.len()).collect();
-                let _ = reply.send(Ok(EmbedResponse {
-                    embeddings,
-                    prompt_tokens,
-                }));
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "embedding round failed");
-            let err = engine_error(e);
-            for (_, reply) in accepted {
-                let _ = reply.send(Err(err.clone()));
-            }
-        }
-    }
 }
 
 fn rerank_round(model: &dyn Rerank, jobs: Vec<Job>) {
-    let mut accepted = Vec::new();
-    for job in jobs {
-        let Job::Rerank(request, reply) = job else {
-            refuse(vec![job]);
-            continue;
-        };
-        let encoded: Result<Vec<_>, _> = request
-            .documents
-            .iter()
-            .map(|doc| model.tokenize_pair(&request.query, doc, request.truncate))
-            .collect();
+    let requests = jobs
+        .into_iter()
+        .filter_map(|job| match job {
+            Job::Rerank(request, reply) => {
+                let encoded = request
+                    .documents
+                    .iter()
+                    .map(|doc| model.tokenize_pair(&request.query, doc, request.truncate))
+                    .collect();
+                Some((encoded, reply))
+            }
+            other => {
+                refuse(vec![other]);
+                None
+            }
+        })
+        .collect();
+    round(
+        "rerank",
+        requests,
+        |all| model.score(all),
+        |scores, input_tokens| RerankResponse {
+            scores,
+            input_tokens,
+        },
+    );
+}
+
+/// One round of the model: every request's sequences go through `compute` together, then
+/// each request gets its share of the outputs (and its own token count). A request that failed
+/// to tokenize fails alone.
+fn round<Out, Resp>(
+    kind: &str,
+    requests: Vec<Tokenized<Resp>>,
+    compute: impl FnOnce(&[&Encoded]) -> Result<Vec<Out>, EngineError>,
+    respond: impl Fn(Vec<Out>, usize) -> Resp,
+) {
+    let mut accepted = Vec::with_capacity(requests.len());
+    for (encoded, reply) in requests {
         match encoded {
             Ok(encoded) => accepted.push((encoded, reply)),
             Err(e) => drop(reply.send(Err(engine_error(e)))),
@@ -339,21 +351,24 @@ fn rerank_round(model: &dyn Rerank, jobs: Vec<Job>) {
     if accepted.is_empty() {
         return;
     }
-    let all: Vec<_> = accepted.iter().flat_map(|(enc, _)| enc.iter()).collect();
-    match model.score(&all) {
-        Ok(scores) => {
-            let mut scores = scores.into_iter();
+    let all: Vec<&Encoded> = accepted.iter().flat_map(|(enc, _)| enc.iter()).collect();
+    tracing::debug!(
+        kind,
+        requests = accepted.len(),
+        sequences = all.len(),
+        "{kind} round"
+    );
+    match compute(&all) {
+        Ok(outputs) => {
+            let mut outputs = outputs.into_iter();
             for (encoded, reply) in accepted {
-                let input_tokens = encoded.iter().map(|e| e.len()).sum();
-                let scores = scores.by_ref().take(encoded.len()).collect();
-                let _ = reply.send(Ok(RerankResponse {
-                    scores,
-                    input_tokens,
-                }));
+                let tokens = encoded.iter().map(Encoded::len).sum();
+                let mine = outputs.by_ref().take(encoded.len()).collect();
+                let _ = reply.send(Ok(respond(mine, tokens)));
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, "rerank round failed");
+            tracing::error!(kind, error = %e, "round failed");
             let err = engine_error(e);
             for (_, reply) in accepted {
                 let _ = reply.send(Err(err.clone()));
