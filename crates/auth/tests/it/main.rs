@@ -3,6 +3,7 @@
 //!
 //! Shared fixtures live here; each module holds data-driven tables.
 
+mod config_files;
 mod config_rules;
 mod jwt;
 mod login;
