@@ -1,0 +1,73 @@
+"""The real `xinference-client` SDK and the `openai` SDK against xinference-local with auth on,
+unchanged: what an existing Xinference user's scripts do."""
+import json
+
+import pytest
+from openai import OpenAI
+from xinference_client import RESTfulClient as Client
+
+ADMIN_KEY = "sk-72tkvudyGLPMi"  # user1's api key in examples/auth.json
+
+
+def admin(url):
+    client = Client(url)
+    client.login("user1", "secret1")
+    return client
+
+
+def test_login_errors_read_well(server):
+    with pytest.raises(RuntimeError, match="Incorrect username or password"):
+        Client(server).login("user2", "not-the-password")
+    reader = Client(server)
+    reader.login("user2", "secret2")
+    with pytest.raises(RuntimeError, match="Not enough permissions"):
+        reader.launch_model(model_name="all-MiniLM-L6-v2", model_type="embedding", model_path="/tmp")
+
+
+def test_embeddings_through_both_sdks(server, models):
+    client = admin(server)
+    uid = client.launch_model(model_name="all-MiniLM-L6-v2", model_type="embedding",
+                              model_uid="sdk-minilm", model_path=f"{models}/all-MiniLM-L6-v2")
+    assert uid == "sdk-minilm"
+    reader = Client(server)
+    reader.login("user2", "secret2")
+    listed = reader.list_models()
+    assert listed["sdk-minilm"]["model_type"] == "embedding"
+    model = reader.get_model(uid)
+    result = model.create_embedding(["Hello world", "xinference-rs"])
+    assert len(result["data"]) == 2 and len(result["data"][0]["embedding"]) == 384
+    assert result["usage"]["prompt_tokens"] > 4
+
+    openai = OpenAI(base_url=f"{server}/v1", api_key=ADMIN_KEY)
+    # The openai SDK asks for base64 by default and decodes it.
+    got = openai.embeddings.create(model=uid, input="Hello world").data[0].embedding
+    want = model.create_embedding("Hello world")["data"][0]["embedding"]
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-6
+    with pytest.raises(Exception, match="401"):
+        OpenAI(base_url=f"{server}/v1", api_key="sk-NotAValidKey1").embeddings.create(model=uid, input="x")
+
+    client.terminate_model(uid)
+    assert uid not in client.list_models()
+
+
+def test_register_launch_rerank_unregister(server, cross_encoder):
+    folder, fixture = cross_encoder
+    client = admin(server)
+    definition = {"model_name": "sdk-cross-encoder", "type": "normal", "language": ["en"], "max_tokens": 512,
+                  "model_specs": [{"model_format": "pytorch", "model_uri": folder, "quantization": "none"}]}
+    client.register_model(model_type="rerank", model=json.dumps(definition), persist=False)
+    names = [r["model_name"] for r in client.list_model_registrations("rerank")]
+    assert "sdk-cross-encoder" in names
+    uid = client.launch_model(model_name="sdk-cross-encoder", model_type="rerank")
+    query = fixture["pairs"][0][0]
+    documents = [p[1] for p in fixture["pairs"][:3]]
+    result = client.get_model(uid).rerank(documents, query, top_n=2, return_documents=True, return_len=True)
+    assert len(result["results"]) == 2
+    best = result["results"][0]
+    assert abs(best["relevance_score"] - max(fixture["scores"][:3])) < 1e-5
+    assert best["document"]["text"] == documents[best["index"]]
+    assert result["meta"]["tokens"]["input_tokens"] > 0
+    client.terminate_model(uid)
+    client.unregister_model(model_type="rerank", model_name="sdk-cross-encoder")
+    with pytest.raises(RuntimeError, match="not found"):
+        client.get_model_registration("rerank", "sdk-cross-encoder")
