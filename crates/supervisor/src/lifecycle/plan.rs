@@ -49,11 +49,7 @@ pub fn plan_launch(
         .parse()
         .map_err(SupervisorError::BadRequest)?;
     if let Some(engine) = request.model_engine.as_deref() {
-        if !engine.eq_ignore_ascii_case("candle") {
-            return Err(bad(format!(
-                "Model engine {engine:?} is not supported; xinference-rs runs models with `candle`"
-            )));
-        }
+        check_engine(engine)?;
     }
     let replica = match request.replica {
         None => 1,
@@ -93,6 +89,29 @@ pub fn plan_launch(
         model_path: request.model_path,
         options: request.extra,
     })
+}
+
+/// Upstream's CPU engine names, which scripts written for Xinference pass; they run on candle.
+const CANDLE_ALIASES: [&str; 4] = ["transformers", "llama.cpp", "sentence_transformers", "flag"];
+
+/// `candle`, or an upstream engine name candle stands in for; GPU-server engines (vLLM,
+/// SGLang, ...) are refused rather than silently replaced.
+fn check_engine(engine: &str) -> Result<(), SupervisorError> {
+    let name = engine.to_ascii_lowercase();
+    if name == "candle" {
+        return Ok(());
+    }
+    if CANDLE_ALIASES.contains(&name.as_str()) {
+        tracing::info!(
+            engine,
+            "model_engine is an upstream engine name; the model runs on candle"
+        );
+        return Ok(());
+    }
+    Err(bad(format!(
+        "Model engine {engine:?} is not supported; xinference-rs runs models with `candle` \
+         (upstream's Transformers, llama.cpp, sentence_transformers and flag are accepted as aliases)"
+    )))
 }
 
 /// `model_name`, or `model_name-<8 distinct random alphanumerics>` when that uid is taken.

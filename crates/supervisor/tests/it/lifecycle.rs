@@ -91,8 +91,10 @@ async fn launch_requests_are_validated_with_upstream_messages() {
     for body in [
         json!({ "model_name": "smollm2-instruct", "model_engine": "candle", "model_format": "ggufv2",
                 "model_size_in_billions": 0.135, "quantization": "q4_1", "model_path": "/tmp/x.gguf" }),
-        json!({ "model_name": "all-MiniLM-L6-v2", "model_type": "embedding", "replica": 2 }),
+        json!({ "model_name": "all-MiniLM-L6-v2", "model_type": "embedding", "replica": 2,
+                "model_engine": "sentence_transformers" }),
         json!({ "model_name": "bge-reranker-base", "model_type": "rerank", "model_uid": "my-reranker" }),
+        json!({ "model_name": "smollm2-instruct", "model_engine": "llama.cpp", "model_format": "ggufv2" }),
     ] {
         let (got, reply) = launch(&client, &server, body.clone()).await;
         assert_eq!(got, 503, "{body} -> {reply}");
