@@ -9,7 +9,7 @@ use crate::bert::FastBert;
 use crate::encoder::{max_tokens, var_builder, Architecture, Encoder};
 use crate::error::EngineError;
 use crate::files::ModelFiles;
-use crate::text::{pad_batch, plan_batches, Encoded, TextEncoder};
+use crate::text::{in_batches, pad_batch, Encoded, TextEncoder};
 use crate::DEFAULT_BATCH_TOKENS;
 
 /// One input of an embedding request.
@@ -196,15 +196,7 @@ impl Embed for EmbeddingModel {
     }
 
     fn embed(&self, inputs: &[&Encoded]) -> Result<Vec<Vec<f32>>, EngineError> {
-        let lengths: Vec<usize> = inputs.iter().map(|e| e.len()).collect();
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); inputs.len()];
-        for batch in plan_batches(&lengths, self.batch_tokens) {
-            let seqs: Vec<&Encoded> = batch.iter().map(|i| inputs[*i]).collect();
-            for (index, vector) in batch.iter().zip(self.embed_batch(&seqs)?) {
-                out[*index] = vector;
-            }
-        }
-        Ok(out)
+        in_batches(inputs, self.batch_tokens, |batch| self.embed_batch(batch))
     }
 
     fn dimensions(&self) -> usize {

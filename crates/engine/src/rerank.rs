@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::encoder::{max_tokens, missing_weights, var_builder, Architecture};
 use crate::error::EngineError;
 use crate::files::ModelFiles;
-use crate::text::{pad_batch, plan_batches, Encoded, TextEncoder};
+use crate::text::{in_batches, pad_batch, Encoded, TextEncoder};
 use crate::DEFAULT_BATCH_TOKENS;
 
 /// The rerank ability.
@@ -157,15 +157,7 @@ impl Rerank for CrossEncoder {
     }
 
     fn score(&self, pairs: &[&Encoded]) -> Result<Vec<f32>, EngineError> {
-        let lengths: Vec<usize> = pairs.iter().map(|e| e.len()).collect();
-        let mut out = vec![0.0; pairs.len()];
-        for batch in plan_batches(&lengths, self.batch_tokens) {
-            let seqs: Vec<&Encoded> = batch.iter().map(|i| pairs[*i]).collect();
-            for (index, score) in batch.iter().zip(self.logits(&seqs)?) {
-                out[*index] = score;
-            }
-        }
-        Ok(out)
+        in_batches(pairs, self.batch_tokens, |batch| self.logits(batch))
     }
 
     fn max_tokens(&self) -> usize {

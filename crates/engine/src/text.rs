@@ -200,6 +200,24 @@ pub fn plan_batches(lengths: &[usize], budget: usize) -> Vec<Vec<usize>> {
     batches
 }
 
+/// Runs `compute` over `inputs` in the batches of [`plan_batches`] and returns its outputs in
+/// input order.
+pub fn in_batches<T: Default + Clone>(
+    inputs: &[&Encoded],
+    budget: usize,
+    mut compute: impl FnMut(&[&Encoded]) -> Result<Vec<T>, EngineError>,
+) -> Result<Vec<T>, EngineError> {
+    let lengths: Vec<usize> = inputs.iter().map(|e| e.len()).collect();
+    let mut out = vec![T::default(); inputs.len()];
+    for batch in plan_batches(&lengths, budget) {
+        let seqs: Vec<&Encoded> = batch.iter().map(|i| inputs[*i]).collect();
+        for (index, value) in batch.iter().zip(compute(&seqs)?) {
+            out[*index] = value;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::plan_batches;
