@@ -11,6 +11,8 @@
 //!   candle-transformers' BERT / XLM-RoBERTa for everything else.
 //! - [`embedding`]: [`EmbeddingModel`] — pooling (mean/cls/last token) and L2 normalisation.
 //! - [`rerank`]: [`CrossEncoder`] — BERT or XLM-RoBERTa sequence classification.
+//! - [`llm`]: text generation with GGUF llama models: tokenizer from the GGUF metadata, Jinja
+//!   chat templates, sampling and stop conditions.
 //!
 //! Invariants: nothing here panics on bad files or inputs (every failure is an
 //! [`EngineError`]); models are `Send` so each can live on its own thread; inference takes
@@ -21,6 +23,7 @@ pub mod embedding;
 pub mod encoder;
 pub mod error;
 pub mod files;
+pub mod llm;
 mod ops;
 pub mod rerank;
 pub mod text;

@@ -38,6 +38,11 @@ pub fn minilm() -> PathBuf {
     models_dir().join("all-MiniLM-L6-v2")
 }
 
+/// SmolLM2-135M-Instruct as a Q4_1 GGUF file (llama architecture, chat template in metadata).
+pub fn smollm2_gguf() -> PathBuf {
+    models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
 /// A reference fixture from `crates/engine/tests/fixtures`.
 pub fn fixture(name: &str) -> Value {
     let path = repo_root().join("crates/engine/tests/fixtures").join(name);

@@ -3,6 +3,7 @@
 
 mod embedding;
 mod files;
+mod llm;
 mod rerank;
 mod support;
 mod synthetic;

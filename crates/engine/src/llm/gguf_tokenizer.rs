@@ -1,0 +1,105 @@
+//! A Hugging Face tokenizer rebuilt from a GGUF file's metadata (vocabulary, merges, token
+//! types), so a GGUF model needs no `tokenizer.json`. Byte-level BPE (`tokenizer.ggml.model` =
+//! `gpt2`) with the pre-tokenizer its `tokenizer.ggml.pre` names, no prefix space (candle's own
+//! helper adds one, which changes every token id), control tokens kept whole.
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
+
+use crate::error::EngineError;
+
+/// GGUF token types that must never be split: control (3) and user-defined (4).
+const KEEP_WHOLE: [i32; 2] = [3, 4];
+
+fn field<'a>(ct: &'a Content, key: &str) -> Result<&'a Value, EngineError> {
+    ct.metadata.get(key).ok_or_else(|| {
+        EngineError::Unsupported(format!(
+            "the GGUF file has no {key} (no tokenizer in its metadata)"
+        ))
+    })
+}
+
+fn strings(ct: &Content, key: &str) -> Result<Vec<String>, EngineError> {
+    field(ct, key)?
+        .to_vec()?
+        .iter()
+        .map(|v| v.to_string().cloned().map_err(EngineError::from))
+        .collect()
+}
+
+/// Builds the tokenizer; also returns the special token ids `(bos, eos)` if the file names them.
+pub fn from_gguf(ct: &Content) -> Result<(Tokenizer, Option<u32>, Option<u32>), EngineError> {
+    let kind = field(ct, "tokenizer.ggml.model")?.to_string()?.clone();
+    if kind != "gpt2" {
+        return Err(EngineError::Unsupported(format!(
+            "GGUF tokenizer model {kind:?} is not supported yet (byte-level BPE, \"gpt2\", is)"
+        )));
+    }
+    let pre = ct
+        .metadata
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_else(|| "default".into());
+    let tokens = strings(ct, "tokenizer.ggml.tokens")?;
+    let merges: Vec<(String, String)> = strings(ct, "tokenizer.ggml.merges")?
+        .into_iter()
+        .map(|m| match m.split_once(' ') {
+            Some((a, b)) => Ok((a.to_string(), b.to_string())),
+            None => Err(EngineError::Unsupported(format!(
+                "GGUF merge {m:?} has no space"
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
+    let types: Vec<i32> = match ct.metadata.get("tokenizer.ggml.token_type") {
+        Some(v) => v
+            .to_vec()?
+            .iter()
+            .map(|t| t.to_i32().unwrap_or(1))
+            .collect(),
+        None => vec![1; tokens.len()],
+    };
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| EngineError::Unsupported(format!("cannot build the BPE model: {e}")))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    let byte_level = ByteLevel::new(false, true, true);
+    let pre_tokenizer: PreTokenizerWrapper = match pre.as_str() {
+        // SmolLM: every digit on its own, then GPT-2's regex.
+        "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+        "gpt2" | "default" => byte_level.into(),
+        other => {
+            return Err(EngineError::Unsupported(format!(
+                "GGUF pre-tokenizer {other:?} is not supported yet (supported: smollm, gpt2)"
+            )))
+        }
+    };
+    tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
+    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+    let special: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&types)
+        .filter(|(_, t)| KEEP_WHOLE.contains(t))
+        .map(|(tok, _)| AddedToken::from(tok.clone(), true))
+        .collect();
+    tokenizer
+        .add_special_tokens(special)
+        .map_err(|e| EngineError::Unsupported(format!("cannot add the special tokens: {e}")))?;
+    let id = |key: &str| ct.metadata.get(key).and_then(|v| v.to_u32().ok());
+    Ok((
+        tokenizer,
+        id("tokenizer.ggml.bos_token_id"),
+        id("tokenizer.ggml.eos_token_id"),
+    ))
+}
