@@ -71,3 +71,26 @@ def test_register_launch_rerank_unregister(server, cross_encoder):
     client.unregister_model(model_type="rerank", model_name="sdk-cross-encoder")
     with pytest.raises(RuntimeError, match="not found"):
         client.get_model_registration("rerank", "sdk-cross-encoder")
+
+
+def test_chat_through_both_sdks(server, models):
+    client = admin(server)
+    uid = client.launch_model(model_name="smollm2-instruct", model_engine="llama.cpp", model_format="ggufv2",
+                              quantization="Q4_1", model_path=f"{models}/SmolLM2-135M-Instruct.Q4_1.gguf",
+                              requantize="F32")
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    reader = Client(server)
+    reader.login("user2", "secret2")
+    model = reader.get_model(uid)
+    answer = model.chat(messages=messages, generate_config={"temperature": 0, "max_tokens": 32})
+    assert answer["choices"][0]["message"]["content"] == "The capital of France is Paris."
+    pieces = model.chat(messages=messages, generate_config={"temperature": 0, "max_tokens": 32, "stream": True})
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in pieces if c.get("choices"))
+    assert streamed == "The capital of France is Paris."
+
+    openai = OpenAI(base_url=f"{server}/v1", api_key=ADMIN_KEY)
+    reply = openai.chat.completions.create(model=uid, messages=messages, temperature=0)
+    assert reply.choices[0].message.content == "The capital of France is Paris."
+    stream = openai.chat.completions.create(model=uid, messages=messages, temperature=0, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "The capital of France is Paris."
+    client.terminate_model(uid)

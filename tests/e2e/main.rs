@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `xinference-local` binary on 127.0.0.1:0.
 
+mod llm;
 mod local;
 mod models;
 mod support;

@@ -127,4 +127,64 @@ pub trait Worker: Send + Sync + 'static {
         replica_uid: String,
         request: RerankRequest,
     ) -> BoxFuture<'_, Result<RerankResponse, WorkerError>>;
+    /// Starts a generation; the stream ends after `Done` or `Error`. Dropping the stream stops
+    /// the generation (within one token).
+    fn generate(
+        &self,
+        replica_uid: String,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<EventStream, WorkerError>>;
 }
+
+/// A chat message of a generation request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatTurn {
+    pub role: String,
+    pub content: String,
+}
+
+/// What to generate from: a chat (rendered with the model's template) or a raw prompt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Prompt {
+    Chat(Vec<ChatTurn>),
+    Text(String),
+}
+
+/// Sampling and stopping; `None` means the engine's default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Sampling {
+    pub max_tokens: Option<usize>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<usize>,
+    pub repetition_penalty: Option<f32>,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    pub stop_token_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub sampling: Sampling,
+}
+
+/// The end of a generation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerateSummary {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// `stop` or `length`.
+    pub finish_reason: String,
+}
+
+/// What a generation stream yields: text as it becomes final, then a summary or an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum GenerateEvent {
+    Text(String),
+    Done(GenerateSummary),
+    Error(WorkerError),
+}
+
+/// Events of one generation; dropping it stops the generation.
+pub type EventStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = GenerateEvent> + Send>>;

@@ -28,6 +28,7 @@ mod ops;
 pub mod rerank;
 pub mod text;
 
+pub use candle_core::quantized as candle_quantized;
 pub use embedding::{Embed, EmbeddingModel};
 pub use error::EngineError;
 pub use files::ModelFiles;

@@ -35,6 +35,9 @@ pub enum SupervisorError {
         detail: String,
         retry_after: Option<u64>,
     },
+    /// A feature the request asks for is not implemented (upstream: `logit_bias`, 501).
+    #[error("{0}")]
+    NotImplemented(String),
     /// A launch was cancelled (upstream answers 499).
     #[error("{0}")]
     Cancelled(String),
@@ -73,6 +76,7 @@ impl ResponseError for SupervisorError {
             SupervisorError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             SupervisorError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             SupervisorError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            SupervisorError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             SupervisorError::Cancelled(_) => {
                 StatusCode::from_u16(499).unwrap_or(StatusCode::CONFLICT)
             }

@@ -6,8 +6,8 @@ use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use xi_api::worker::{
-    BoxFuture, EmbedRequest, EmbedResponse, ReplicaInfo, ReplicaSpec, RerankRequest,
-    RerankResponse, Worker, WorkerError, WorkerErrorKind,
+    BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, ReplicaInfo, ReplicaSpec,
+    RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
 };
 
 use crate::replica::{Job, Replica, ReplicaOptions};
@@ -163,6 +163,23 @@ impl Worker for LocalWorker {
         request: RerankRequest,
     ) -> BoxFuture<'_, Result<RerankResponse, WorkerError>> {
         Box::pin(async move { self.ask(&replica_uid, |tx| Job::Rerank(request, tx)).await })
+    }
+
+    fn generate(
+        &self,
+        replica_uid: String,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<EventStream, WorkerError>> {
+        Box::pin(async move {
+            let replica = self.replica(&replica_uid)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            replica.submit(Job::Generate(request, tx))?;
+            drop(replica);
+            let events = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|event| (event, rx))
+            });
+            Ok(Box::pin(events) as EventStream)
+        })
     }
 }
 

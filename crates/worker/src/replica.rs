@@ -5,13 +5,16 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use tokio::sync::mpsc as mpsc_events;
 use tokio::sync::oneshot;
 use xi_api::models::ModelType;
 use xi_api::worker::{
-    EmbedInput, EmbedRequest, EmbedResponse, ReplicaInfo, ReplicaSpec, RerankRequest,
-    RerankResponse, WorkerError, WorkerErrorKind,
+    EmbedInput, EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, GenerateSummary,
+    Prompt, ReplicaInfo, ReplicaSpec, RerankRequest, RerankResponse, WorkerError, WorkerErrorKind,
 };
+use xi_engine::candle_quantized::GgmlDType;
 use xi_engine::embedding::EmbedInput as EngineInput;
+use xi_engine::llm::{ChatMessage, GenerationParams, LlmModel};
 use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Encoded, EngineError, Rerank};
 
 /// A request and the channel its answer goes back on.
@@ -24,11 +27,14 @@ pub enum Job {
         RerankRequest,
         oneshot::Sender<Result<RerankResponse, WorkerError>>,
     ),
+    /// Events go out as they happen; a closed channel (client gone) stops the generation.
+    Generate(GenerateRequest, mpsc_events::Sender<GenerateEvent>),
 }
 
 enum Loaded {
     Embedding(Box<dyn Embed>),
     Rerank(Box<dyn Rerank>),
+    Llm(Box<LlmModel>),
 }
 
 /// Shared between the replica thread and the worker.
@@ -162,13 +168,62 @@ fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaIn
             };
             (Loaded::Rerank(Box::new(model)), info)
         }
-        ModelType::Llm => return Err(WorkerError::new(
-            WorkerErrorKind::InvalidModel,
-            "LLM models cannot be served by this build yet (the candle LLM engine is not included)",
-        )),
+        ModelType::Llm => {
+            let file = gguf_file(&spec.model_path)?;
+            let requantize = requantize_option(spec)?;
+            let model = LlmModel::load_gguf(&file, None, requantize).map_err(invalid)?;
+            let info = ReplicaInfo {
+                dimensions: None,
+                max_tokens: Some(model.context_length()),
+            };
+            (Loaded::Llm(Box::new(model)), info)
+        }
     };
     shared.set_progress(1.0);
     Ok(loaded)
+}
+
+/// The GGUF file of an LLM launch: the path itself, or the one `.gguf` file in a folder.
+fn gguf_file(path: &std::path::Path) -> Result<std::path::PathBuf, WorkerError> {
+    let invalid = |m: String| WorkerError::new(WorkerErrorKind::InvalidModel, m);
+    if path.is_file() {
+        if path.extension().is_some_and(|e| e == "gguf") {
+            return Ok(path.to_path_buf());
+        }
+        return Err(invalid(format!(
+            "{} is not a .gguf file; this build serves LLMs in the ggufv2 format only",
+            path.display()
+        )));
+    }
+    let found: Vec<_> = std::fs::read_dir(path)
+        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(invalid(format!(
+            "{} holds no .gguf file (this build serves LLMs in the ggufv2 format only)",
+            path.display()
+        ))),
+        _ => Err(invalid(format!(
+            "{} holds several .gguf files; pass the file itself as model_path",
+            path.display()
+        ))),
+    }
+}
+
+/// The `requantize` launch option: `Q8_0` (faster on CPU) or `F32` (exact), default none.
+fn requantize_option(spec: &ReplicaSpec) -> Result<Option<GgmlDType>, WorkerError> {
+    match spec.options.get("requantize").and_then(|v| v.as_str()) {
+        None | Some("none") => Ok(None),
+        Some(v) if v.eq_ignore_ascii_case("q8_0") => Ok(Some(GgmlDType::Q8_0)),
+        Some(v) if v.eq_ignore_ascii_case("f32") => Ok(Some(GgmlDType::F32)),
+        Some(other) => Err(WorkerError::new(
+            WorkerErrorKind::InvalidModel,
+            format!("requantize must be \"Q8_0\", \"F32\" or \"none\", got {other:?}"),
+        )),
+    }
 }
 
 fn run(
@@ -187,7 +242,7 @@ fn run(
         )));
         return;
     }
-    let model = match result {
+    let mut model = match result {
         Ok((model, info)) => {
             tracing::info!(replica = %spec.replica_uid, secs = started.elapsed().as_secs_f32(), "replica ready");
             let _ = ready.send(Ok(info));
@@ -199,12 +254,12 @@ fn run(
             return;
         }
     };
-    serve(&model, options, &shared, &receiver);
+    serve(&mut model, options, &shared, &receiver);
     tracing::info!(replica = %spec.replica_uid, "replica stopped");
 }
 
 fn serve(
-    model: &Loaded,
+    model: &mut Loaded,
     options: ReplicaOptions,
     shared: &ReplicaShared,
     receiver: &Receiver<Job>,
@@ -231,6 +286,11 @@ fn serve(
         match model {
             Loaded::Embedding(m) => embed_round(m.as_ref(), jobs),
             Loaded::Rerank(m) => rerank_round(m.as_ref(), jobs),
+            Loaded::Llm(m) => {
+                for job in jobs {
+                    generate_job(m, job);
+                }
+            }
         }
     }
 }
@@ -251,6 +311,7 @@ fn estimate_tokens(job: &Job) -> usize {
             .iter()
             .map(|d| (d.len() + r.query.len()) / 3 + 3)
             .sum(),
+        Job::Generate(..) => 0,
     }
 }
 
@@ -260,6 +321,7 @@ fn refuse(jobs: Vec<Job>) {
         match job {
             Job::Embed(_, reply) => drop(reply.send(Err(gone()))),
             Job::Rerank(_, reply) => drop(reply.send(Err(gone()))),
+            Job::Generate(_, events) => drop(events.blocking_send(GenerateEvent::Error(gone()))),
         }
     }
 }
@@ -375,4 +437,71 @@ fn round<Out, Resp>(
             }
         }
     }
+}
+
+/// Default `max_tokens` when the request gives none (capped by the context).
+const DEFAULT_MAX_TOKENS: usize = 1024;
+
+fn generate_job(model: &mut LlmModel, job: Job) {
+    let Job::Generate(request, events) = job else {
+        refuse(vec![job]);
+        return;
+    };
+    let prompt = match &request.prompt {
+        Prompt::Text(text) => Ok(text.clone()),
+        Prompt::Chat(turns) => {
+            let messages: Vec<ChatMessage> = turns
+                .iter()
+                .map(|t| ChatMessage {
+                    role: t.role.clone(),
+                    content: t.content.clone(),
+                })
+                .collect();
+            model.chat_prompt(&messages)
+        }
+    };
+    let ids = prompt.and_then(|p| model.encode(&p));
+    let ids = match ids {
+        Ok(ids) => ids,
+        Err(e) => {
+            let _ = events.blocking_send(GenerateEvent::Error(engine_error(e)));
+            return;
+        }
+    };
+    let s = &request.sampling;
+    // OpenAI's defaults: temperature 1, no nucleus cut.
+    let params = GenerationParams {
+        max_tokens: s.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        temperature: s.temperature.unwrap_or(1.0),
+        top_p: s.top_p.filter(|p| *p < 1.0),
+        top_k: s.top_k.filter(|k| *k > 0),
+        repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
+        seed: s.seed.unwrap_or_else(rand_seed),
+        stop: s.stop.clone(),
+        stop_token_ids: s.stop_token_ids.clone(),
+    };
+    let mut on_text = |text: &str| {
+        events
+            .blocking_send(GenerateEvent::Text(text.to_string()))
+            .is_ok()
+    };
+    match model.generate(&ids, &params, &mut on_text) {
+        Ok(done) => {
+            let _ = events.blocking_send(GenerateEvent::Done(GenerateSummary {
+                prompt_tokens: done.prompt_tokens,
+                completion_tokens: done.completion_tokens,
+                finish_reason: done.finish_reason.as_str().to_string(),
+            }));
+        }
+        Err(e) => {
+            let _ = events.blocking_send(GenerateEvent::Error(engine_error(e)));
+        }
+    }
+}
+
+/// A seed for requests that give none, from the clock (sampling needs no cryptographic seed).
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -26,7 +26,7 @@ fn bad(message: impl Into<String>) -> SupervisorError {
 }
 
 /// The model a request names, ready to serve and of the right type.
-fn resolve(
+pub(super) fn resolve(
     state: &AppState,
     body: &Value,
     wanted: ModelType,
@@ -244,27 +244,4 @@ pub async fn rerank(
         "results": results,
         "meta": { "api_version": null, "billed_units": null, "tokens": tokens, "warnings": null },
     })))
-}
-
-pub async fn chat(
-    _: Require<ModelsRead>,
-    state: web::Data<AppState>,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, SupervisorError> {
-    resolve(&state, &body, ModelType::Llm, "chat").map(|_| unreachable_llm())
-}
-
-pub async fn completions(
-    _: Require<ModelsRead>,
-    state: web::Data<AppState>,
-    body: web::Json<Value>,
-) -> Result<HttpResponse, SupervisorError> {
-    resolve(&state, &body, ModelType::Llm, "completions").map(|_| unreachable_llm())
-}
-
-/// No LLM can become ready in this build (the worker refuses to load one), so a ready LLM
-/// entry cannot exist; answer honestly if it ever did.
-fn unreachable_llm() -> HttpResponse {
-    HttpResponse::NotImplemented()
-        .json(json!({ "detail": "LLM inference is not available in this build" }))
 }

@@ -7,6 +7,7 @@
 mod auth;
 mod catalogue;
 mod cluster;
+mod generation;
 mod inference;
 mod models;
 mod registrations;
@@ -190,10 +191,10 @@ pub fn route_table() -> Vec<RouteDef> {
         ),
         // Inference (OpenAI shapes).
         row(Post, "/v1/chat/completions", Requires(ModelsRead), |r| {
-            r.to(inference::chat)
+            r.to(generation::chat)
         }),
         row(Post, "/v1/completions", Requires(ModelsRead), |r| {
-            r.to(inference::completions)
+            r.to(generation::completions)
         }),
         row(Post, "/v1/embeddings", Requires(ModelsRead), |r| {
             r.to(inference::embeddings)
