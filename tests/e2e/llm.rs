@@ -118,9 +118,12 @@ async fn chat_and_completions_plain_and_streamed() {
         "{body}"
     );
 
+    // Nulls for unset fields, as some clients send them, are fine.
     let stop: Value = client
         .post(local.url("/v1/chat/completions"))
-        .json(&question(json!({ "stop": [" Paris"] })))
+        .json(&question(
+            json!({ "stop": [" Paris"], "stop_token_ids": null, "seed": null, "top_p": null }),
+        ))
         .send()
         .await
         .unwrap()

@@ -33,7 +33,7 @@ struct SamplingBody {
     #[serde(default)]
     stop: Option<Value>,
     #[serde(default)]
-    stop_token_ids: Vec<u32>,
+    stop_token_ids: Option<Vec<u32>>,
 }
 
 impl SamplingBody {
@@ -69,7 +69,7 @@ impl SamplingBody {
             repetition_penalty: self.repetition_penalty,
             seed: self.seed,
             stop,
-            stop_token_ids: self.stop_token_ids.clone(),
+            stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),
         })
     }
 }
