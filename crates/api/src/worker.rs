@@ -158,6 +158,8 @@ pub struct Sampling {
     pub top_p: Option<f64>,
     pub top_k: Option<usize>,
     pub repetition_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
     pub stop_token_ids: Vec<u32>,

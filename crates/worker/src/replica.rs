@@ -476,6 +476,8 @@ fn generate_job(model: &mut LlmModel, job: Job) {
         top_p: s.top_p.filter(|p| *p < 1.0),
         top_k: s.top_k.filter(|k| *k > 0),
         repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
+        presence_penalty: s.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
         seed: s.seed.unwrap_or_else(rand_seed),
         stop: s.stop.clone(),
         stop_token_ids: s.stop_token_ids.clone(),

@@ -30,6 +30,10 @@ pub struct GenerationParams {
     pub top_p: Option<f64>,
     pub top_k: Option<usize>,
     pub repetition_penalty: f32,
+    /// OpenAI's: subtracted once from the logit of every token already generated.
+    pub presence_penalty: f32,
+    /// OpenAI's: subtracted from a token's logit once per time it was generated.
+    pub frequency_penalty: f32,
     pub seed: u64,
     /// Strings that end generation; they are not part of the output.
     pub stop: Vec<String>,
@@ -45,6 +49,8 @@ impl Default for GenerationParams {
             top_p: None,
             top_k: None,
             repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
             stop: Vec::new(),
             stop_token_ids: Vec::new(),
@@ -244,6 +250,16 @@ impl LlmModel {
             } else {
                 logits
             };
+            let logits = if params.presence_penalty != 0.0 || params.frequency_penalty != 0.0 {
+                penalize(
+                    &logits,
+                    &generated,
+                    params.presence_penalty,
+                    params.frequency_penalty,
+                )?
+            } else {
+                logits
+            };
             let next = sampler.sample(&logits)?;
             if self.end_ids.contains(&next) || params.stop_token_ids.contains(&next) {
                 finish = FinishReason::Stop;
@@ -287,6 +303,26 @@ impl LlmModel {
             finish_reason: finish,
         })
     }
+}
+
+/// Applies OpenAI's presence and frequency penalties for the tokens generated so far.
+fn penalize(
+    logits: &Tensor,
+    generated: &[u32],
+    presence: f32,
+    frequency: f32,
+) -> candle_core::Result<Tensor> {
+    let mut counts: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    for token in generated {
+        *counts.entry(*token).or_default() += 1;
+    }
+    let mut values = logits.to_vec1::<f32>()?;
+    for (token, count) in counts {
+        if let Some(v) = values.get_mut(token as usize) {
+            *v -= presence + frequency * count as f32;
+        }
+    }
+    Tensor::new(values, logits.device())
 }
 
 /// Rewrites every matrix of a GGUF file as `target` into an in-memory GGUF (vectors, such as

@@ -160,3 +160,37 @@ fn prompts_beyond_the_context_are_refused_with_the_numbers() {
         "{err}"
     );
 }
+
+#[test]
+fn presence_and_frequency_penalties_discourage_repeats() {
+    let mut model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
+    let ids = model
+        .encode(
+            &model
+                .chat_prompt(&user("Count from 1 to 20, separated by commas."))
+                .unwrap(),
+        )
+        .unwrap();
+    let run = |model: &mut LlmModel, presence: f32, frequency: f32| {
+        let params = GenerationParams {
+            max_tokens: 30,
+            presence_penalty: presence,
+            frequency_penalty: frequency,
+            ..Default::default()
+        };
+        let text = model.generate(&ids, &params, &mut |_| true).unwrap().text;
+        let tokens = model.encode(&text).unwrap();
+        let distinct: std::collections::HashSet<u32> = tokens.iter().copied().collect();
+        (tokens.len(), distinct.len())
+    };
+    let (plain_len, plain_distinct) = run(&mut model, 0.0, 0.0);
+    assert!(
+        plain_distinct < plain_len,
+        "without penalties the model repeats itself"
+    );
+    let (len, distinct) = run(&mut model, 2.0, 2.0);
+    assert!(
+        distinct * plain_len > plain_distinct * len,
+        "penalties raise the share of distinct tokens: {distinct}/{len} vs {plain_distinct}/{plain_len}"
+    );
+}

@@ -29,6 +29,8 @@ struct SamplingBody {
     top_p: Option<f64>,
     top_k: Option<i64>,
     repetition_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
     seed: Option<u64>,
     #[serde(default)]
     stop: Option<Value>,
@@ -56,6 +58,14 @@ impl SamplingBody {
                 return Err(bad(format!("temperature must be between 0 and 2, got {t}")));
             }
         }
+        for (name, value) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if value.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
+                return Err(bad(format!("{name} must be between -2 and 2")));
+            }
+        }
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
                 return Err(bad(format!("top_p must be in (0, 1], got {p}")));
@@ -67,6 +77,8 @@ impl SamplingBody {
             top_p: self.top_p,
             top_k: self.top_k.filter(|k| *k > 0).map(|k| k as usize),
             repetition_penalty: self.repetition_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
             seed: self.seed,
             stop,
             stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),
