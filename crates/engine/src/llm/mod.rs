@@ -76,6 +76,8 @@ impl FinishReason {
 #[derive(Debug, Clone)]
 pub struct Generated {
     pub text: String,
+    /// The generated token ids (stop tokens excluded).
+    pub token_ids: Vec<u32>,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub finish_reason: FinishReason,
@@ -300,6 +302,7 @@ impl LlmModel {
             text,
             prompt_tokens: prompt.len(),
             completion_tokens: generated.len(),
+            token_ids: generated,
             finish_reason: finish,
         })
     }

@@ -194,3 +194,33 @@ fn presence_and_frequency_penalties_discourage_repeats() {
         "penalties raise the share of distinct tokens: {distinct}/{len} vs {plain_distinct}/{plain_len}"
     );
 }
+
+#[test]
+fn f32_greedy_tokens_equal_transformers_for_40_tokens() {
+    // bench/make_llm_fixture.py: transformers on the same GGUF, dequantized to f32, greedy.
+    let fixture = xi_testkit::fixture("smollm2_greedy.json");
+    let mut model = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::F32)).unwrap();
+    for case in fixture["cases"].as_array().unwrap() {
+        let messages: Vec<ChatMessage> = case["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| ChatMessage {
+                role: m["role"].as_str().unwrap().into(),
+                content: m["content"].as_str().unwrap().into(),
+            })
+            .collect();
+        let ids = model
+            .encode(&model.chat_prompt(&messages).unwrap())
+            .unwrap();
+        let want_prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
+        assert_eq!(ids, want_prompt, "prompt tokens");
+        let want: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
+        let params = GenerationParams {
+            max_tokens: want.len(),
+            ..Default::default()
+        };
+        let got = model.generate(&ids, &params, &mut |_| true).unwrap();
+        assert_eq!(got.token_ids, want, "greedy tokens");
+    }
+}
