@@ -8,7 +8,7 @@ use reqwest::Client;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::support::Local;
+use crate::support::{get_json, Local};
 
 fn launch_body() -> Value {
     json!({
@@ -44,14 +44,7 @@ async fn chat_and_completions_plain_and_streamed() {
         .unwrap();
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 
-    let described: Value = client
-        .get(local.url("/v1/models/smollm2-instruct"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let described: Value = get_json(&client, local.url("/v1/models/smollm2-instruct")).await;
     assert_eq!(described["model_type"], "LLM");
     assert_eq!(described["model_ability"], json!(["chat"]));
 

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::support::{
-    config, eventually, login, run_to_exit, token, write_json, Local, BIN, SECRET,
+    config, eventually, get_json, login, run_to_exit, token, write_json, Local, BIN, SECRET,
 };
 
 fn users() -> Value {
@@ -103,14 +103,7 @@ async fn the_example_config_serves_and_sigterm_stops_gracefully() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/auth.json");
     let mut local = Local::start(&dir.path().join("home"), &["--auth-config", example]);
     let client = Client::new();
-    let auth: Value = client
-        .get(local.url("/v1/cluster/auth"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let auth: Value = get_json(&client, local.url("/v1/cluster/auth")).await;
     assert_eq!(auth, json!({ "auth": true }));
     let user1 = token(&client, &local.url, "user1", "secret1").await;
     let res = client
@@ -282,14 +275,7 @@ async fn kill_9_during_registration_writes_leaves_every_file_whole() {
         }
     }
     let restarted = Local::start(&home, &[]);
-    let list: Value = client
-        .get(restarted.url("/v1/model_registrations/embedding"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&client, restarted.url("/v1/model_registrations/embedding")).await;
     let names: Vec<&str> = list
         .as_array()
         .unwrap()

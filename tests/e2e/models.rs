@@ -8,18 +8,9 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::support::{
-    build_cross_encoder, config, eventually, fixture, minilm, token, write_json, Local,
+    build_cross_encoder, config, eventually, fixture, get_json, minilm, post, token, write_json,
+    Local,
 };
-
-async fn post(client: &Client, url: String, auth: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = client.post(url).json(&body);
-    if let Some(auth) = auth {
-        req = req.bearer_auth(auth);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap())
-}
 
 fn launch_minilm(uid: &str, replica: u32) -> Value {
     json!({
@@ -78,15 +69,13 @@ async fn embeddings_with_auth_match_sentence_transformers() {
     .await;
     assert_eq!((status, &body), (200, &json!({ "model_uid": "mini" })));
 
-    let models: Value = client
+    let res = client
         .get(local.url("/v1/models"))
         .bearer_auth(&reader)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    let models: Value = res.json().await.unwrap();
     let model = &models["data"][0];
     assert_eq!(
         (model["id"].as_str(), model["model_type"].as_str()),
@@ -365,39 +354,18 @@ async fn background_launch_progress_replicas_and_bad_folders() {
     .await;
     assert_eq!((status, &body), (200, &json!({ "model_uid": "bg" })));
     let ready = eventually(Duration::from_secs(60), || async {
-        let progress: Value = client
-            .get(local.url("/v1/models/bg/progress"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let progress: Value = get_json(&client, local.url("/v1/models/bg/progress")).await;
         progress["progress"].as_f64() == Some(1.0)
     })
     .await;
     assert!(ready, "the background launch finished");
-    let instances: Value = client
-        .get(local.url("/v1/models/instances?model_uid=bg"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let instances: Value = get_json(&client, local.url("/v1/models/instances?model_uid=bg")).await;
     assert_eq!(instances[0]["status"], "READY");
     assert_eq!(
         instances[0]["replica_statuses"].as_array().unwrap().len(),
         2
     );
-    let described: Value = client
-        .get(local.url("/v1/models/bg"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let described: Value = get_json(&client, local.url("/v1/models/bg")).await;
     assert_eq!(described["replica"], 2);
 
     let mut replicas = Vec::new();
@@ -600,14 +568,7 @@ async fn terminate_during_requests_never_hangs_and_full_queues_answer_503() {
             .status(),
         200
     );
-    let models: Value = client
-        .get(local.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(&client, local.url("/v1/models")).await;
     assert_eq!(models["data"], json!([]));
 }
 

@@ -158,3 +158,25 @@ where
 }
 
 pub use xi_testkit::{build_cross_encoder, fixture, minilm};
+
+/// `GET url` as JSON (the tests' most common call).
+pub async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    let res = client.get(url).send().await.expect("request sent");
+    res.json().await.expect("a JSON body")
+}
+
+/// `POST url` with a JSON body (and a bearer token, if any): the status and the JSON reply.
+pub async fn post(
+    client: &reqwest::Client,
+    url: String,
+    auth: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut req = client.post(url).json(&body);
+    if let Some(auth) = auth {
+        req = req.bearer_auth(auth);
+    }
+    let res = req.send().await.expect("request sent");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("a JSON body"))
+}
