@@ -78,12 +78,24 @@ enum Command {
         #[arg(long)]
         password: Option<String>,
     },
+    /// Convert a GGUF LLM (llama, mistral, qwen2, qwen3) into a Hugging Face folder:
+    /// config.json, tokenizer.json, tokenizer_config.json, generation_config.json and
+    /// model.safetensors with f32 weights. The folder loads with `model_format: "pytorch"`
+    /// here and with Hugging Face transformers.
+    ConvertGguf {
+        /// The .gguf file.
+        gguf: PathBuf,
+        /// The folder to create (must not exist, or be empty).
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::HashPassword { password }) = cli.command {
-        return hash_password(password);
+    match cli.command {
+        Some(Command::HashPassword { password }) => return hash_password(password),
+        Some(Command::ConvertGguf { gguf, out }) => return convert_gguf(&gguf, &out),
+        None => {}
     }
     if let Some(threads) = cli.threads {
         // candle and rayon read this when they first size their pools; no thread exists yet.
@@ -201,6 +213,25 @@ fn hash_password(password: Option<String>) -> ExitCode {
     match xi_auth::password::hash_for_config(&password) {
         Ok(hash) => {
             println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xinference-local: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn convert_gguf(gguf: &std::path::Path, out: &std::path::Path) -> ExitCode {
+    match xi_engine::llm::convert::gguf_to_safetensors(gguf, out) {
+        Ok(done) => {
+            println!(
+                "wrote {} ({} {} tensors, {:.1} MiB of f32 weights)",
+                out.display(),
+                done.config.arch.name(),
+                done.tensors,
+                done.bytes as f64 / (1024.0 * 1024.0)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -163,6 +163,9 @@ pub struct Sampling {
     pub seed: Option<u64>,
     pub stop: Vec<String>,
     pub stop_token_ids: Vec<u32>,
+    /// Keep generating past the model's end tokens (vLLM's `ignore_eos`).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

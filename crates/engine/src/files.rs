@@ -35,7 +35,7 @@ fn read_json(path: &Path) -> Result<Value, EngineError> {
         .map_err(|e| EngineError::bad_file(path, format!("is not valid JSON: {e}")))
 }
 
-fn read_optional_json(path: &Path) -> Result<Option<Value>, EngineError> {
+pub(crate) fn read_optional_json(path: &Path) -> Result<Option<Value>, EngineError> {
     if path.is_file() {
         read_json(path).map(Some)
     } else {

@@ -44,8 +44,13 @@ pub fn smollm2_gguf() -> PathBuf {
 }
 
 /// A reference fixture from `crates/engine/tests/fixtures`.
+/// The path of a file or folder under `crates/engine/tests/fixtures`.
+pub fn fixture_path(name: &str) -> PathBuf {
+    repo_root().join("crates/engine/tests/fixtures").join(name)
+}
+
 pub fn fixture(name: &str) -> Value {
-    let path = repo_root().join("crates/engine/tests/fixtures").join(name);
+    let path = fixture_path(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("fixture is JSON")
 }

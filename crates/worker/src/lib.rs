@@ -6,11 +6,14 @@
 //! - `replica`: one loaded model on its own thread, fed by a bounded queue; each request
 //!   carries a oneshot for its reply. Requests that queue up while a batch runs are merged
 //!   into the next forward pass (dynamic batching, capped by a token budget).
+//! - `batcher`: continuous batching for LLM replicas: all running sequences advance together,
+//!   one forward pass per step; new requests join between steps.
 //!
 //! Invariants: model compute never runs on the async runtime; a full queue is refused at once
 //! (never an unbounded wait); terminating a replica joins its thread, so its memory is freed
 //! when `terminate` returns.
 
+mod batcher;
 mod local;
 mod replica;
 

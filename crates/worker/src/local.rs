@@ -5,6 +5,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use serde_json::Value;
 use tokio::sync::oneshot;
+use xi_api::models::ModelType;
 use xi_api::worker::{
     BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, ReplicaInfo, ReplicaSpec,
     RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
@@ -30,6 +31,29 @@ impl WorkerConfig {
             queue_capacity: 256,
             batch_tokens: 8_192,
         }
+    }
+}
+
+/// LLM sequences generating at once per replica (vLLM's `max_num_seqs`).
+const DEFAULT_MAX_SEQS: usize = 16;
+/// LLM tokens per forward pass: decode steps plus prompt chunks (vLLM's
+/// `max_num_batched_tokens`). Bounds how long a new long prompt pauses running streams.
+const DEFAULT_LLM_BATCH_TOKENS: usize = 512;
+
+/// A positive integer launch option, or its default.
+fn count_option(spec: &ReplicaSpec, name: &str, default: usize) -> Result<usize, WorkerError> {
+    match spec.options.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                WorkerError::new(
+                    WorkerErrorKind::InvalidModel,
+                    format!("{name} must be a positive integer, got {v}"),
+                )
+            }),
     }
 }
 
@@ -69,10 +93,22 @@ impl LocalWorker {
                 ))
             }
         };
+        let llm = spec.model_type == ModelType::Llm;
+        let max_seqs = if batching {
+            count_option(spec, "max_num_seqs", DEFAULT_MAX_SEQS)?
+        } else {
+            1
+        };
+        let batch_tokens = if llm {
+            count_option(spec, "max_num_batched_tokens", DEFAULT_LLM_BATCH_TOKENS)?
+        } else {
+            self.config.batch_tokens
+        };
         Ok(ReplicaOptions {
             queue_capacity: self.config.queue_capacity,
             batching,
-            batch_tokens: self.config.batch_tokens,
+            batch_tokens,
+            max_seqs,
         })
     }
 
@@ -172,7 +208,7 @@ impl Worker for LocalWorker {
     ) -> BoxFuture<'_, Result<EventStream, WorkerError>> {
         Box::pin(async move {
             let replica = self.replica(&replica_uid)?;
-            let (tx, rx) = tokio::sync::mpsc::channel(64);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             replica.submit(Job::Generate(request, tx))?;
             drop(replica);
             let events = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -5,16 +5,16 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tokio::sync::mpsc as mpsc_events;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 use xi_api::models::ModelType;
 use xi_api::worker::{
-    EmbedInput, EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, GenerateSummary,
-    Prompt, ReplicaInfo, ReplicaSpec, RerankRequest, RerankResponse, WorkerError, WorkerErrorKind,
+    EmbedInput, EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, ReplicaInfo,
+    ReplicaSpec, RerankRequest, RerankResponse, WorkerError, WorkerErrorKind,
 };
 use xi_engine::candle_quantized::GgmlDType;
 use xi_engine::embedding::EmbedInput as EngineInput;
-use xi_engine::llm::{ChatMessage, GenerationParams, LlmModel};
+use xi_engine::llm::{LlmModel, LoadOptions};
 use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Encoded, EngineError, Rerank};
 
 /// A request and the channel its answer goes back on.
@@ -27,8 +27,10 @@ pub enum Job {
         RerankRequest,
         oneshot::Sender<Result<RerankResponse, WorkerError>>,
     ),
-    /// Events go out as they happen; a closed channel (client gone) stops the generation.
-    Generate(GenerateRequest, mpsc_events::Sender<GenerateEvent>),
+    /// Events go out as they happen (never blocking the batch: the channel is unbounded, and a
+    /// generation's events are bounded by its `max_tokens`); a closed channel (client gone)
+    /// stops the generation.
+    Generate(GenerateRequest, UnboundedSender<GenerateEvent>),
 }
 
 enum Loaded {
@@ -68,11 +70,14 @@ pub struct ReplicaOptions {
     pub queue_capacity: usize,
     /// Merge queued requests into one forward pass.
     pub batching: bool,
-    /// Tokens gathered from the queue into one round before it runs.
+    /// Tokens gathered from the queue into one round before it runs (for LLMs: tokens per
+    /// forward pass, prompt chunks included).
     pub batch_tokens: usize,
+    /// LLMs: sequences generating at once (the rest wait in the queue).
+    pub max_seqs: usize,
 }
 
-fn engine_error(e: EngineError) -> WorkerError {
+pub(crate) fn engine_error(e: EngineError) -> WorkerError {
     let kind = if e.is_client_error() {
         WorkerErrorKind::InvalidInput
     } else {
@@ -169,9 +174,18 @@ fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaIn
             (Loaded::Rerank(Box::new(model)), info)
         }
         ModelType::Llm => {
-            let file = gguf_file(&spec.model_path)?;
-            let requantize = requantize_option(spec)?;
-            let model = LlmModel::load_gguf(&file, None, requantize).map_err(invalid)?;
+            let options = LoadOptions {
+                requantize: requantize_option(spec)?,
+                fallback_template: spec
+                    .options
+                    .get("chat_template")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+            };
+            let model = LlmModel::load(&spec.model_path, &options, &mut |p| {
+                shared.set_progress(0.1 + 0.9 * p)
+            })
+            .map_err(invalid)?;
             let info = ReplicaInfo {
                 dimensions: None,
                 max_tokens: Some(model.context_length()),
@@ -181,36 +195,6 @@ fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaIn
     };
     shared.set_progress(1.0);
     Ok(loaded)
-}
-
-/// The GGUF file of an LLM launch: the path itself, or the one `.gguf` file in a folder.
-fn gguf_file(path: &std::path::Path) -> Result<std::path::PathBuf, WorkerError> {
-    let invalid = |m: String| WorkerError::new(WorkerErrorKind::InvalidModel, m);
-    if path.is_file() {
-        if path.extension().is_some_and(|e| e == "gguf") {
-            return Ok(path.to_path_buf());
-        }
-        return Err(invalid(format!(
-            "{} is not a .gguf file; this build serves LLMs in the ggufv2 format only",
-            path.display()
-        )));
-    }
-    let found: Vec<_> = std::fs::read_dir(path)
-        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
-        .collect();
-    match found.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(invalid(format!(
-            "{} holds no .gguf file (this build serves LLMs in the ggufv2 format only)",
-            path.display()
-        ))),
-        _ => Err(invalid(format!(
-            "{} holds several .gguf files; pass the file itself as model_path",
-            path.display()
-        ))),
-    }
 }
 
 /// The `requantize` launch option: `Q8_0` (faster on CPU) or `F32` (exact), default none.
@@ -254,7 +238,10 @@ fn run(
             return;
         }
     };
-    serve(&mut model, options, &shared, &receiver);
+    match &mut model {
+        Loaded::Llm(m) => crate::batcher::serve(m, options, &shared, &receiver),
+        _ => serve(&mut model, options, &shared, &receiver),
+    }
     tracing::info!(replica = %spec.replica_uid, "replica stopped");
 }
 
@@ -286,11 +273,8 @@ fn serve(
         match model {
             Loaded::Embedding(m) => embed_round(m.as_ref(), jobs),
             Loaded::Rerank(m) => rerank_round(m.as_ref(), jobs),
-            Loaded::Llm(m) => {
-                for job in jobs {
-                    generate_job(m, job);
-                }
-            }
+            // LLM replicas are served by the batcher (see `run`).
+            Loaded::Llm(_) => refuse(jobs),
         }
     }
 }
@@ -315,13 +299,16 @@ fn estimate_tokens(job: &Job) -> usize {
     }
 }
 
-fn refuse(jobs: Vec<Job>) {
-    let gone = || WorkerError::new(WorkerErrorKind::NotFound, "Model was terminated");
+pub(crate) fn terminated() -> WorkerError {
+    WorkerError::new(WorkerErrorKind::NotFound, "Model was terminated")
+}
+
+pub(crate) fn refuse(jobs: Vec<Job>) {
     for job in jobs {
         match job {
-            Job::Embed(_, reply) => drop(reply.send(Err(gone()))),
-            Job::Rerank(_, reply) => drop(reply.send(Err(gone()))),
-            Job::Generate(_, events) => drop(events.blocking_send(GenerateEvent::Error(gone()))),
+            Job::Embed(_, reply) => drop(reply.send(Err(terminated()))),
+            Job::Rerank(_, reply) => drop(reply.send(Err(terminated()))),
+            Job::Generate(_, events) => drop(events.send(GenerateEvent::Error(terminated()))),
         }
     }
 }
@@ -437,73 +424,4 @@ fn round<Out, Resp>(
             }
         }
     }
-}
-
-/// Default `max_tokens` when the request gives none (capped by the context).
-const DEFAULT_MAX_TOKENS: usize = 1024;
-
-fn generate_job(model: &mut LlmModel, job: Job) {
-    let Job::Generate(request, events) = job else {
-        refuse(vec![job]);
-        return;
-    };
-    let prompt = match &request.prompt {
-        Prompt::Text(text) => Ok(text.clone()),
-        Prompt::Chat(turns) => {
-            let messages: Vec<ChatMessage> = turns
-                .iter()
-                .map(|t| ChatMessage {
-                    role: t.role.clone(),
-                    content: t.content.clone(),
-                })
-                .collect();
-            model.chat_prompt(&messages)
-        }
-    };
-    let ids = prompt.and_then(|p| model.encode(&p));
-    let ids = match ids {
-        Ok(ids) => ids,
-        Err(e) => {
-            let _ = events.blocking_send(GenerateEvent::Error(engine_error(e)));
-            return;
-        }
-    };
-    let s = &request.sampling;
-    // OpenAI's defaults: temperature 1, no nucleus cut.
-    let params = GenerationParams {
-        max_tokens: s.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-        temperature: s.temperature.unwrap_or(1.0),
-        top_p: s.top_p.filter(|p| *p < 1.0),
-        top_k: s.top_k.filter(|k| *k > 0),
-        repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
-        presence_penalty: s.presence_penalty.unwrap_or(0.0),
-        frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
-        seed: s.seed.unwrap_or_else(rand_seed),
-        stop: s.stop.clone(),
-        stop_token_ids: s.stop_token_ids.clone(),
-    };
-    let mut on_text = |text: &str| {
-        events
-            .blocking_send(GenerateEvent::Text(text.to_string()))
-            .is_ok()
-    };
-    match model.generate(&ids, &params, &mut on_text) {
-        Ok(done) => {
-            let _ = events.blocking_send(GenerateEvent::Done(GenerateSummary {
-                prompt_tokens: done.prompt_tokens,
-                completion_tokens: done.completion_tokens,
-                finish_reason: done.finish_reason.as_str().to_string(),
-            }));
-        }
-        Err(e) => {
-            let _ = events.blocking_send(GenerateEvent::Error(engine_error(e)));
-        }
-    }
-}
-
-/// A seed for requests that give none, from the clock (sampling needs no cryptographic seed).
-fn rand_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }

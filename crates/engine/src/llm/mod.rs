@@ -1,25 +1,35 @@
-//! Text generation with quantized (GGUF) llama-architecture models.
+//! Text generation with decoder-only transformers (llama family, Qwen2, Qwen3) from GGUF files
+//! (quantized) or Hugging Face safetensors folders.
 //!
-//! Parts: [`gguf_tokenizer`] (the tokenizer rebuilt from GGUF metadata), [`template`] (Jinja
-//! chat templates with minijinja) and [`LlmModel`] (load, encode, generate with sampling and
-//! stop conditions). One model generates one sequence at a time (candle's quantized llama keeps
-//! one KV cache).
+//! Parts: [`config`] (the model's shape), [`weights`] (GGUF / safetensors tensors under one
+//! naming), [`transformer`] + [`attention`] (our forward pass over packed batches with one KV
+//! cache per sequence), [`sequence`] (sampling, stop conditions, streamed text),
+//! [`gguf_tokenizer`] (the tokenizer rebuilt from GGUF metadata), [`template`] (Jinja chat
+//! templates) and [`convert`] (GGUF → safetensors folder). [`LlmModel::step`] advances any number
+//! of sequences by one forward pass: that is what continuous batching is built on.
 
+mod attention;
+pub mod config;
+pub mod convert;
 pub mod gguf_tokenizer;
+mod sequence;
 pub mod template;
+mod transformer;
+pub mod weights;
 
 use std::path::Path;
 
-use std::io::{Read, Seek};
-
-use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::quantized_llama::ModelWeights;
+use candle_core::quantized::{gguf_file, GgmlDType};
+use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::error::EngineError;
+use crate::files::{read_optional_json, ModelFiles};
+pub use config::LlmConfig;
+pub use sequence::{Sequence, Update};
 pub use template::{ChatMessage, ChatTemplate};
+use transformer::Transformer;
+use weights::{GgufWeights, SafetensorsWeights};
 
 /// How to pick and when to stop.
 #[derive(Debug, Clone)]
@@ -39,6 +49,8 @@ pub struct GenerationParams {
     pub stop: Vec<String>,
     /// Token ids that end generation, besides the model's own end tokens.
     pub stop_token_ids: Vec<u32>,
+    /// Keep going past the model's end tokens (vLLM's `ignore_eos`; for benchmarks).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerationParams {
@@ -54,6 +66,7 @@ impl Default for GenerationParams {
             seed: 0,
             stop: Vec::new(),
             stop_token_ids: Vec::new(),
+            ignore_eos: false,
         }
     }
 }
@@ -83,59 +96,73 @@ pub struct Generated {
     pub finish_reason: FinishReason,
 }
 
+/// How to load: optional re-quantisation and a chat template for files that carry none.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Converts every matrix at load: `Q8_0` (fast on CPU, a quarter of f32's memory) or `F32`
+    /// (exact). `None` keeps the file's format.
+    pub requantize: Option<GgmlDType>,
+    /// The chat template to use when the model files have none (the catalogue family's).
+    pub fallback_template: Option<String>,
+}
+
+/// Tokens that end a turn in common chat formats; generation stops at any the vocabulary has.
+const END_OF_TURN: [&str; 6] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "<|end|>",
+    "<end_of_turn>",
+];
+
 pub struct LlmModel {
-    weights: ModelWeights,
+    transformer: Transformer,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     end_ids: Vec<u32>,
-    context_length: usize,
-    device: Device,
 }
 
 impl LlmModel {
-    /// Loads a GGUF file. The chat template comes from the file's metadata, else `fallback`
-    /// (the catalogue family's template). `requantize` converts the weights at load: `F32`
-    /// computes like the unquantized model; `Q8_0` decodes faster than `Q4_1` on CPUs, whose
-    /// candle kernels have no SIMD path.
+    /// Loads `path`: a `.gguf` file, a folder holding one `.gguf` file, or a Hugging Face folder
+    /// (`config.json`, `tokenizer.json`, `*.safetensors`). `on_progress` sees 0..1.
+    pub fn load(
+        path: &Path,
+        options: &LoadOptions,
+        on_progress: &mut dyn FnMut(f32),
+    ) -> Result<LlmModel, EngineError> {
+        if path.is_dir() && path.join("config.json").is_file() {
+            return Self::load_safetensors(path, options, on_progress);
+        }
+        let file = gguf_file_in(path)?;
+        Self::load_gguf_with(&file, options, on_progress)
+    }
+
+    /// Loads a GGUF file (see [`LoadOptions`]).
     pub fn load_gguf(
         path: &Path,
         fallback_template: Option<String>,
         requantize: Option<GgmlDType>,
     ) -> Result<LlmModel, EngineError> {
+        let options = LoadOptions {
+            requantize,
+            fallback_template,
+        };
+        Self::load_gguf_with(path, &options, &mut |_| {})
+    }
+
+    fn load_gguf_with(
+        path: &Path,
+        options: &LoadOptions,
+        on_progress: &mut dyn FnMut(f32),
+    ) -> Result<LlmModel, EngineError> {
         let bad = |e: &dyn std::fmt::Display| EngineError::bad_file(path, e);
         let mut file = std::fs::File::open(path).map_err(|e| bad(&format!("cannot open: {e}")))?;
         let content = gguf_file::Content::read(&mut file)
             .map_err(|e| bad(&format!("is not a GGUF file: {e}")))?;
-        match requantize {
-            None => Self::from_content(path, content, &mut file, fallback_template),
-            Some(target) => {
-                let (content, mut buffer) =
-                    requantized(content, &mut file, target).map_err(|e| bad(&e))?;
-                Self::from_content(path, content, &mut buffer, fallback_template)
-            }
-        }
-    }
-
-    fn from_content<R: Read + Seek>(
-        path: &Path,
-        content: gguf_file::Content,
-        reader: &mut R,
-        fallback_template: Option<String>,
-    ) -> Result<LlmModel, EngineError> {
-        let bad = |e: &dyn std::fmt::Display| EngineError::bad_file(path, e);
-        let arch = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
-        if arch != "llama" {
-            return Err(EngineError::Unsupported(format!(
-                "GGUF architecture {arch:?} is not supported yet (llama is)"
-            )));
-        }
+        let config = LlmConfig::from_gguf(&content)?;
         let (tokenizer, bos, eos) = gguf_tokenizer::from_gguf(&content)?;
-        let token = |id: Option<u32>| {
+        let name = |id: Option<u32>| {
             id.and_then(|i| tokenizer.id_to_token(i))
                 .unwrap_or_default()
         };
@@ -144,31 +171,102 @@ impl LlmModel {
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok())
             .cloned()
-            .or(fallback_template);
+            .or_else(|| options.fallback_template.clone());
         let template = source
-            .map(|s| ChatTemplate::new(s, token(bos), token(eos)))
+            .map(|s| ChatTemplate::new(s, name(bos), name(eos)))
             .transpose()?;
-        let context_length = content
+        let eot = content
             .metadata
-            .get("llama.context_length")
-            .and_then(|v| v.to_u32().ok())
-            .unwrap_or(2048) as usize;
-        let device = Device::Cpu;
-        let weights = ModelWeights::from_gguf(content, reader, &device)
-            .map_err(|e| bad(&format!("cannot load the weights: {e}")))?;
-        tracing::info!(file = %path.display(), context_length, "LLM loaded");
+            .get("tokenizer.ggml.eot_token_id")
+            .and_then(|v| v.to_u32().ok());
+        let end_ids = end_ids(&tokenizer, [eos, eot].into_iter().flatten());
+        let mut weights = GgufWeights::new(content, file, options.requantize, path);
+        let transformer = Transformer::load(config, &mut weights, &mut |done, all| {
+            on_progress(done as f32 / all as f32)
+        })?;
+        tracing::info!(file = %path.display(), arch = transformer.config.arch.name(),
+            context = transformer.config.context_length, "LLM loaded");
         Ok(LlmModel {
-            weights,
+            transformer,
             tokenizer,
             template,
-            end_ids: eos.into_iter().collect(),
-            context_length,
-            device,
+            end_ids,
+        })
+    }
+
+    /// Loads a Hugging Face folder: `config.json`, `tokenizer.json`, safetensors weights, and
+    /// optionally `tokenizer_config.json` (chat template, special tokens) and
+    /// `generation_config.json` (end tokens).
+    pub fn load_safetensors(
+        folder: &Path,
+        options: &LoadOptions,
+        on_progress: &mut dyn FnMut(f32),
+    ) -> Result<LlmModel, EngineError> {
+        let files = ModelFiles::resolve(folder)?;
+        let config = LlmConfig::from_hf(&files.config)?;
+        let tokenizer = Tokenizer::from_file(&files.tokenizer)
+            .map_err(|e| EngineError::bad_file(&files.tokenizer, e))?;
+        let tok_config =
+            read_optional_json(&folder.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+        let generation =
+            read_optional_json(&folder.join("generation_config.json"))?.unwrap_or(Value::Null);
+        let special = |key: &str| -> String {
+            let v = &tok_config[key];
+            v.as_str()
+                .or_else(|| v["content"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let template_source = match &tok_config["chat_template"] {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(list) => list
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .map(str::to_string),
+            _ => None,
+        }
+        .or_else(|| options.fallback_template.clone());
+        let (bos, eos) = (special("bos_token"), special("eos_token"));
+        let mut ids: Vec<u32> = Vec::new();
+        for source in [&generation["eos_token_id"], &files.config["eos_token_id"]] {
+            match source {
+                Value::Number(n) => ids.extend(n.as_u64().map(|v| v as u32)),
+                Value::Array(list) => {
+                    ids.extend(list.iter().filter_map(Value::as_u64).map(|v| v as u32))
+                }
+                _ => {}
+            }
+        }
+        ids.extend(tokenizer.token_to_id(&eos));
+        let end_ids = end_ids(&tokenizer, ids.into_iter());
+        let template = template_source
+            .map(|s| ChatTemplate::new(s, bos, eos))
+            .transpose()?;
+        let mut weights = SafetensorsWeights::open(&files.weights, options.requantize)?;
+        let transformer = Transformer::load(config, &mut weights, &mut |done, all| {
+            on_progress(done as f32 / all as f32)
+        })?;
+        tracing::info!(folder = %folder.display(), arch = transformer.config.arch.name(),
+            context = transformer.config.context_length, "LLM loaded");
+        Ok(LlmModel {
+            transformer,
+            tokenizer,
+            template,
+            end_ids,
         })
     }
 
     pub fn context_length(&self) -> usize {
-        self.context_length
+        self.transformer.config.context_length
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.transformer.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// Renders a chat with the model's template.
@@ -187,174 +285,178 @@ impl LlmModel {
         Ok(encoding.get_ids().to_vec())
     }
 
-    fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
-        self.tokenizer
-            .decode(ids, true)
-            .map_err(|e| EngineError::InvalidInput(format!("cannot decode tokens: {e}")))
+    /// A new sequence for `prompt`; refused when the prompt leaves no room in the context.
+    pub fn start(
+        &self,
+        prompt: Vec<u32>,
+        params: GenerationParams,
+    ) -> Result<Sequence, EngineError> {
+        let context = self.context_length();
+        if prompt.is_empty() {
+            return Err(EngineError::InvalidInput("the prompt is empty".into()));
+        }
+        if prompt.len() >= context {
+            return Err(EngineError::InvalidInput(format!(
+                "the prompt has {} tokens but the model's context is {context} tokens",
+                prompt.len()
+            )));
+        }
+        let vocab = self.transformer.config.vocab_size as u32;
+        if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
+            return Err(EngineError::InvalidInput(format!(
+                "token id {bad} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        let max_new = params.max_tokens.min(context - prompt.len());
+        Ok(Sequence::new(
+            prompt,
+            params,
+            max_new,
+            self.transformer.config.layers,
+        ))
     }
 
-    /// Generates from `prompt`. `on_text` receives the text as it becomes final (never a piece
-    /// of a stop string) and returns false to stop early (the client went away).
+    /// Advances every unfinished sequence in `seqs` by one forward pass: sequences that are
+    /// decoding add one token each; sequences still reading their prompt add up to what is left
+    /// of `token_budget` (chunked prefill, so a long prompt never stalls the others for long).
+    /// Returns one update per sequence, in order.
+    pub fn step(
+        &self,
+        seqs: &mut [&mut Sequence],
+        token_budget: usize,
+    ) -> Result<Vec<Update>, EngineError> {
+        let mut take = vec![0usize; seqs.len()];
+        let mut used = 0;
+        for (i, s) in seqs.iter().enumerate() {
+            if s.finished().is_none() && s.pending() == 1 {
+                take[i] = 1;
+                used += 1;
+            }
+        }
+        for (i, s) in seqs.iter().enumerate() {
+            if s.finished().is_none() && s.pending() > 1 {
+                let room = token_budget.saturating_sub(used);
+                let room = if used == 0 { room.max(1) } else { room };
+                take[i] = s.pending().min(room);
+                used += take[i];
+            }
+        }
+        let mut tokens = Vec::with_capacity(used);
+        let mut spans = Vec::new();
+        let mut wanted = Vec::new();
+        let mut members = Vec::new();
+        for (i, s) in seqs.iter().enumerate() {
+            if take[i] == 0 {
+                continue;
+            }
+            let from = s.cache.len();
+            tokens.extend_from_slice(&s.tokens[from..from + take[i]]);
+            spans.push(take[i]);
+            if take[i] == s.pending() {
+                wanted.push(tokens.len() as u32 - 1);
+            }
+            members.push(i);
+        }
+        let mut updates: Vec<Update> = seqs.iter().map(|_| Update::default()).collect();
+        if tokens.is_empty() {
+            return Ok(updates);
+        }
+        let logits = {
+            let mut caches: Vec<&mut attention::KvCache> = Vec::with_capacity(members.len());
+            for (i, s) in seqs.iter_mut().enumerate() {
+                if take[i] > 0 {
+                    caches.push(&mut s.cache);
+                }
+            }
+            self.transformer
+                .forward(&tokens, &spans, &mut caches, &wanted)?
+        };
+        let mut logits = logits.into_iter();
+        for &i in &members {
+            if seqs[i].pending() == 0 {
+                let row = logits.next().ok_or_else(|| {
+                    EngineError::InvalidInput("internal: missing logits row".into())
+                })?;
+                updates[i] = seqs[i].advance(row, &self.end_ids, &self.tokenizer)?;
+            }
+        }
+        Ok(updates)
+    }
+
+    /// The logits of the token that would follow `prompt` (one forward pass, no sampling).
+    pub fn next_token_logits(&self, prompt: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let seq = self.start(prompt.to_vec(), GenerationParams::default())?;
+        let mut cache = seq.cache;
+        let last = prompt.len() as u32 - 1;
+        let mut rows =
+            self.transformer
+                .forward(prompt, &[prompt.len()], &mut [&mut cache], &[last])?;
+        rows.pop()
+            .ok_or_else(|| EngineError::InvalidInput("internal: no logits".into()))
+    }
+
+    /// Generates one sequence from `prompt`. `on_text` receives the text as it becomes final
+    /// (never a piece of a stop string) and returns false to stop early (the client went away).
     pub fn generate(
-        &mut self,
+        &self,
         prompt: &[u32],
         params: &GenerationParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generated, EngineError> {
-        if prompt.is_empty() {
-            return Err(EngineError::InvalidInput("the prompt is empty".into()));
-        }
-        if prompt.len() >= self.context_length {
-            return Err(EngineError::InvalidInput(format!(
-                "the prompt has {} tokens but the model's context is {} tokens",
-                prompt.len(),
-                self.context_length
-            )));
-        }
-        let max_tokens = params.max_tokens.min(self.context_length - prompt.len());
-        let sampling = match (params.temperature, params.top_k, params.top_p) {
-            (t, _, _) if t < 1e-7 => Sampling::ArgMax,
-            (t, Some(k), Some(p)) => Sampling::TopKThenTopP {
-                k,
-                p,
-                temperature: t,
-            },
-            (t, Some(k), None) => Sampling::TopK { k, temperature: t },
-            (t, None, Some(p)) => Sampling::TopP { p, temperature: t },
-            (t, None, None) => Sampling::All { temperature: t },
-        };
-        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
-        self.weights.clear_kv_cache();
-
-        let mut tokens: Vec<u32> = prompt.to_vec();
-        let mut generated: Vec<u32> = Vec::new();
-        let mut emitted = 0usize;
-        let hold_back = params
-            .stop
-            .iter()
-            .map(|s| s.len())
-            .max()
-            .unwrap_or(1)
-            .saturating_sub(1);
-        let mut finish = FinishReason::Length;
-        let mut text = String::new();
-        let mut input = Tensor::new(prompt, &self.device)?.unsqueeze(0)?;
-        let mut position = 0;
-        while generated.len() < max_tokens {
-            let logits = self.weights.forward(&input, position)?.squeeze(0)?;
-            position += input.dim(1)?;
-            let logits = if params.repetition_penalty != 1.0 {
-                candle_transformers::utils::apply_repeat_penalty(
-                    &logits,
-                    params.repetition_penalty,
-                    &tokens,
-                )?
-            } else {
-                logits
-            };
-            let logits = if params.presence_penalty != 0.0 || params.frequency_penalty != 0.0 {
-                penalize(
-                    &logits,
-                    &generated,
-                    params.presence_penalty,
-                    params.frequency_penalty,
-                )?
-            } else {
-                logits
-            };
-            let next = sampler.sample(&logits)?;
-            if self.end_ids.contains(&next) || params.stop_token_ids.contains(&next) {
-                finish = FinishReason::Stop;
-                break;
+        let mut seq = self.start(prompt.to_vec(), params.clone())?;
+        while seq.finished().is_none() {
+            let update = self
+                .step(&mut [&mut seq], crate::DEFAULT_BATCH_TOKENS)?
+                .pop()
+                .unwrap_or_default();
+            if !update.text.is_empty() && !on_text(&update.text) {
+                seq.cancel();
             }
-            tokens.push(next);
-            generated.push(next);
-            text = self.decode(&generated)?;
-            if let Some(at) = params
-                .stop
-                .iter()
-                .filter_map(|s| text.find(s.as_str()))
-                .min()
-            {
-                text.truncate(at);
-                finish = FinishReason::Stop;
-                break;
-            }
-            // Hold back what could still become a stop string, and half-decoded characters.
-            let mut safe = text.len().saturating_sub(hold_back);
-            while !text.is_char_boundary(safe) {
-                safe -= 1;
-            }
-            if safe > emitted && !text[..safe].ends_with('\u{fffd}') {
-                if !on_text(&text[emitted..safe]) {
-                    finish = FinishReason::Stop;
-                    emitted = safe;
-                    break;
-                }
-                emitted = safe;
-            }
-            input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
-        }
-        if text.len() > emitted {
-            on_text(&text[emitted..]);
         }
         Ok(Generated {
-            text,
-            prompt_tokens: prompt.len(),
-            completion_tokens: generated.len(),
-            token_ids: generated,
-            finish_reason: finish,
+            text: seq.text().to_string(),
+            token_ids: seq.generated().to_vec(),
+            prompt_tokens: seq.prompt_tokens(),
+            completion_tokens: seq.completion_tokens(),
+            finish_reason: seq.finished().unwrap_or(FinishReason::Stop),
         })
     }
 }
 
-/// Applies OpenAI's presence and frequency penalties for the tokens generated so far.
-fn penalize(
-    logits: &Tensor,
-    generated: &[u32],
-    presence: f32,
-    frequency: f32,
-) -> candle_core::Result<Tensor> {
-    let mut counts: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-    for token in generated {
-        *counts.entry(*token).or_default() += 1;
-    }
-    let mut values = logits.to_vec1::<f32>()?;
-    for (token, count) in counts {
-        if let Some(v) = values.get_mut(token as usize) {
-            *v -= presence + frequency * count as f32;
-        }
-    }
-    Tensor::new(values, logits.device())
+/// The end ids given plus every end-of-turn token the vocabulary has.
+fn end_ids(tokenizer: &Tokenizer, given: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut ids: Vec<u32> = given.collect();
+    ids.extend(END_OF_TURN.iter().filter_map(|t| tokenizer.token_to_id(t)));
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
-/// Rewrites every matrix of a GGUF file as `target` into an in-memory GGUF (vectors, such as
-/// norm weights, stay as they are).
-fn requantized<R: Read + Seek>(
-    content: gguf_file::Content,
-    reader: &mut R,
-    target: GgmlDType,
-) -> candle_core::Result<(gguf_file::Content, std::io::Cursor<Vec<u8>>)> {
-    let device = Device::Cpu;
-    let mut tensors = Vec::with_capacity(content.tensor_infos.len());
-    for (name, info) in &content.tensor_infos {
-        let tensor = info.read(reader, content.tensor_data_offset, &device)?;
-        let tensor = if tensor.dtype() == target || tensor.rank() < 2 {
-            tensor
-        } else {
-            QTensor::quantize(&tensor.dequantize(&device)?, target)?
-        };
-        tensors.push((name.clone(), tensor));
+/// The GGUF file of an LLM path: the path itself, or the one `.gguf` file in a folder.
+pub fn gguf_file_in(path: &Path) -> Result<std::path::PathBuf, EngineError> {
+    if path.is_file() {
+        if path.extension().is_some_and(|e| e == "gguf") {
+            return Ok(path.to_path_buf());
+        }
+        return Err(EngineError::bad_file(
+            path,
+            "is not a .gguf file (LLMs load from a .gguf file or a Hugging Face folder with config.json)",
+        ));
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v))
+    let found: Vec<_> = std::fs::read_dir(path)
+        .map_err(|e| EngineError::bad_file(path, format!("cannot read: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
         .collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut buffer = std::io::Cursor::new(Vec::new());
-    gguf_file::write(&mut buffer, &metadata, &refs)?;
-    buffer.set_position(0);
-    let content = gguf_file::Content::read(&mut buffer)?;
-    Ok((content, buffer))
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(EngineError::bad_file(
+            path,
+            "holds neither a .gguf file nor config.json + safetensors weights",
+        )),
+        _ => Err(EngineError::bad_file(
+            path,
+            "holds several .gguf files; pass the file itself as model_path",
+        )),
+    }
 }

@@ -2,7 +2,10 @@
 //! chat template, greedy and sampled generation, stop conditions.
 
 use candle_core::quantized::GgmlDType;
-use xi_engine::llm::{ChatMessage, FinishReason, GenerationParams, LlmModel};
+use xi_engine::llm::config::Arch;
+use xi_engine::llm::{
+    ChatMessage, FinishReason, GenerationParams, LlmModel, LoadOptions, Sequence,
+};
 use xi_testkit::smollm2_gguf;
 
 fn user(text: &str) -> Vec<ChatMessage> {
@@ -38,7 +41,7 @@ fn greedy_chat_answers_and_stops_at_the_end_token() {
     // Dequantized to f32 the model computes like the reference: transformers on the same GGUF
     // (dequantized) answers "The capital of France is Paris." to this prompt, greedily. Q4_1 as
     // is, candle's kernels drift to another answer for this small model.
-    let mut model = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::F32)).unwrap();
+    let model = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::F32)).unwrap();
     let prompt = model
         .chat_prompt(&user("What is the capital of France?"))
         .unwrap();
@@ -65,7 +68,7 @@ fn greedy_chat_answers_and_stops_at_the_end_token() {
     assert_eq!(again.text, first.text, "greedy decoding is deterministic");
     // Q8_0 re-quantization (the fast CPU format) loads and generates deterministically; like
     // Q4_1, its integer kernels drift from the f32 answer on this 135M model.
-    let mut q8 = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::Q8_0)).unwrap();
+    let q8 = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::Q8_0)).unwrap();
     let fast = q8.generate(&ids, &params, &mut |_| true).unwrap();
     assert!(fast.completion_tokens > 0 && !fast.text.is_empty());
     assert_eq!(
@@ -76,7 +79,7 @@ fn greedy_chat_answers_and_stops_at_the_end_token() {
 
 #[test]
 fn stop_strings_max_tokens_and_seeded_sampling() {
-    let mut model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
+    let model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
     let ids = model
         .encode(
             &model
@@ -132,7 +135,7 @@ fn stop_strings_max_tokens_and_seeded_sampling() {
         assert_eq!(streamed, cut.text, "the stop string is never streamed");
     }
 
-    let mut sampled = |seed| {
+    let sampled = |seed| {
         let params = GenerationParams {
             max_tokens: 12,
             temperature: 0.9,
@@ -149,7 +152,7 @@ fn stop_strings_max_tokens_and_seeded_sampling() {
 
 #[test]
 fn prompts_beyond_the_context_are_refused_with_the_numbers() {
-    let mut model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
+    let model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
     let ids = vec![42u32; model.context_length() + 1];
     let err = model
         .generate(&ids, &GenerationParams::default(), &mut |_| true)
@@ -163,7 +166,7 @@ fn prompts_beyond_the_context_are_refused_with_the_numbers() {
 
 #[test]
 fn presence_and_frequency_penalties_discourage_repeats() {
-    let mut model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
+    let model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
     let ids = model
         .encode(
             &model
@@ -171,7 +174,7 @@ fn presence_and_frequency_penalties_discourage_repeats() {
                 .unwrap(),
         )
         .unwrap();
-    let run = |model: &mut LlmModel, presence: f32, frequency: f32| {
+    let run = |model: &LlmModel, presence: f32, frequency: f32| {
         let params = GenerationParams {
             max_tokens: 30,
             presence_penalty: presence,
@@ -183,12 +186,12 @@ fn presence_and_frequency_penalties_discourage_repeats() {
         let distinct: std::collections::HashSet<u32> = tokens.iter().copied().collect();
         (tokens.len(), distinct.len())
     };
-    let (plain_len, plain_distinct) = run(&mut model, 0.0, 0.0);
+    let (plain_len, plain_distinct) = run(&model, 0.0, 0.0);
     assert!(
         plain_distinct < plain_len,
         "without penalties the model repeats itself"
     );
-    let (len, distinct) = run(&mut model, 2.0, 2.0);
+    let (len, distinct) = run(&model, 2.0, 2.0);
     assert!(
         distinct * plain_len > plain_distinct * len,
         "penalties raise the share of distinct tokens: {distinct}/{len} vs {plain_distinct}/{plain_len}"
@@ -199,7 +202,7 @@ fn presence_and_frequency_penalties_discourage_repeats() {
 fn f32_greedy_tokens_equal_transformers_for_40_tokens() {
     // bench/make_llm_fixture.py: transformers on the same GGUF, dequantized to f32, greedy.
     let fixture = xi_testkit::fixture("smollm2_greedy.json");
-    let mut model = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::F32)).unwrap();
+    let model = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::F32)).unwrap();
     for case in fixture["cases"].as_array().unwrap() {
         let messages: Vec<ChatMessage> = case["messages"]
             .as_array()
@@ -222,5 +225,159 @@ fn f32_greedy_tokens_equal_transformers_for_40_tokens() {
         };
         let got = model.generate(&ids, &params, &mut |_| true).unwrap();
         assert_eq!(got.token_ids, want, "greedy tokens");
+    }
+}
+
+fn fixture_chat(case: &serde_json::Value) -> Vec<ChatMessage> {
+    case["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| ChatMessage {
+            role: m["role"].as_str().unwrap().into(),
+            content: m["content"].as_str().unwrap().into(),
+        })
+        .collect()
+}
+
+#[test]
+fn converted_safetensors_folder_generates_the_transformers_tokens() {
+    // `convert-gguf` writes a Hugging Face folder (un-permuting llama.cpp's q/k rows); our
+    // safetensors path must then compute exactly what transformers computes on the same weights.
+    let out = tempfile::tempdir().unwrap();
+    let folder = out.path().join("smollm2");
+    let done = xi_engine::llm::convert::gguf_to_safetensors(&smollm2_gguf(), &folder).unwrap();
+    assert_eq!(done.tensors, 272);
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "model.safetensors",
+    ] {
+        assert!(folder.join(file).is_file(), "{file}");
+    }
+    let mut progress = Vec::new();
+    let model =
+        LlmModel::load(&folder, &LoadOptions::default(), &mut |p| progress.push(p)).unwrap();
+    assert_eq!(progress.last(), Some(&1.0), "load progress reaches 1");
+    assert_eq!(model.config().arch, Arch::Llama);
+    let fixture = xi_testkit::fixture("smollm2_greedy.json");
+    for case in fixture["cases"].as_array().unwrap() {
+        let ids = model
+            .encode(&model.chat_prompt(&fixture_chat(case)).unwrap())
+            .unwrap();
+        let want_prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
+        assert_eq!(
+            ids, want_prompt,
+            "tokenizer.json tokenizes like the original"
+        );
+        let want: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
+        let params = GenerationParams {
+            max_tokens: want.len(),
+            ..Default::default()
+        };
+        let got = model.generate(&ids, &params, &mut |_| true).unwrap();
+        assert_eq!(got.token_ids, want, "greedy tokens");
+    }
+    // A folder that is not empty is refused, nothing is overwritten.
+    let err = xi_engine::llm::convert::gguf_to_safetensors(&smollm2_gguf(), &folder).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+}
+
+#[test]
+fn sequences_batched_together_generate_what_each_generates_alone() {
+    // Q8_0: integer kernels give every row the same result whatever the batch, so batched
+    // and lone generations must agree token for token.
+    let model = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::Q8_0)).unwrap();
+    let prompts = [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "Count from 1 to 20, separated by commas.",
+        &"Summarise this: the quick brown fox jumps over the lazy dog. ".repeat(12),
+    ];
+    let params = |seed| GenerationParams {
+        max_tokens: 24,
+        temperature: if seed == 0 { 0.0 } else { 0.8 },
+        seed,
+        ..Default::default()
+    };
+    let ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| model.encode(&model.chat_prompt(&user(p)).unwrap()).unwrap())
+        .collect();
+    assert!(ids[3].len() > 100, "one long prompt, read in chunks");
+    let alone: Vec<Vec<u32>> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            model
+                .generate(p, &params(i as u64), &mut |_| true)
+                .unwrap()
+                .token_ids
+        })
+        .collect();
+    let mut seqs: Vec<Sequence> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| model.start(p.clone(), params(i as u64)).unwrap())
+        .collect();
+    let mut texts = vec![String::new(); seqs.len()];
+    let mut steps = 0;
+    while seqs.iter().any(|s| s.finished().is_none()) {
+        let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
+        // A small budget: the long prompt is read 32 tokens at a time while the others decode.
+        let updates = model.step(&mut refs, 32).unwrap();
+        for (text, update) in texts.iter_mut().zip(updates) {
+            text.push_str(&update.text);
+        }
+        steps += 1;
+    }
+    for (i, seq) in seqs.iter().enumerate() {
+        assert_eq!(seq.generated(), alone[i].as_slice(), "sequence {i}");
+        assert_eq!(texts[i], seq.text(), "streamed pieces add up, sequence {i}");
+    }
+    // One at a time would take 4 × 24 decode steps; together, 24 plus the prompt chunks.
+    let prompt_steps = ids.iter().map(Vec::len).sum::<usize>().div_ceil(32);
+    assert!(
+        steps <= 24 + prompt_steps + 1,
+        "{steps} steps: sequences advanced together"
+    );
+}
+
+#[test]
+fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
+    // bench/make_tiny_llm_fixtures.py: tiny random-weight models saved by transformers, with
+    // the reference logits and greedy tokens. Llama uses llama3 RoPE scaling, Qwen2 q/k/v biases
+    // and tied embeddings, Qwen3 per-head q/k norms and a head_dim unlike hidden/heads.
+    for (name, arch) in [
+        ("llama", Arch::Llama),
+        ("qwen2", Arch::Qwen2),
+        ("qwen3", Arch::Qwen3),
+    ] {
+        let folder = xi_testkit::fixture_path(&format!("tiny_llm/{name}"));
+        let model = LlmModel::load(&folder, &LoadOptions::default(), &mut |_| {}).unwrap();
+        assert_eq!(model.config().arch, arch);
+        let expected: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(folder.join("expected.json")).unwrap()).unwrap();
+        for case in expected["cases"].as_array().unwrap() {
+            let prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
+            let want_logits: Vec<f32> =
+                serde_json::from_value(case["last_logits"].clone()).unwrap();
+            let logits = model.next_token_logits(&prompt).unwrap();
+            let diff = logits
+                .iter()
+                .zip(&want_logits)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-4, "{name}: logits differ by {diff}");
+            let want: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
+            let params = GenerationParams {
+                max_tokens: want.len(),
+                ..Default::default()
+            };
+            let got = model.generate(&prompt, &params, &mut |_| true).unwrap();
+            assert_eq!(got.token_ids, want, "{name}: greedy tokens");
+        }
     }
 }

@@ -80,6 +80,14 @@ pub fn plan_launch(
         .get(model_type, &name)
         .ok_or_else(|| bad(format!("Model not found, name: {name}, type: {model_type}")))?;
     let spec = match_spec(&family, &request)?;
+    let mut options = request.extra;
+    // The family's chat template serves model files that carry none (a GGUF without
+    // `tokenizer.chat_template`, a folder without `tokenizer_config.json`).
+    if let Some(template) = family.body.get("chat_template").filter(|t| t.is_string()) {
+        options
+            .entry("chat_template")
+            .or_insert_with(|| template.clone());
+    }
     Ok(LaunchPlan {
         uid,
         model_type,
@@ -87,7 +95,7 @@ pub fn plan_launch(
         spec,
         replica,
         model_path: request.model_path,
-        options: request.extra,
+        options,
     })
 }
 

@@ -23,8 +23,8 @@ fn bad(message: impl Into<String>) -> SupervisorError {
 struct SamplingBody {
     #[serde(default)]
     stream: bool,
-    max_tokens: Option<usize>,
-    max_completion_tokens: Option<usize>,
+    max_tokens: Option<i64>,
+    max_completion_tokens: Option<i64>,
     temperature: Option<f64>,
     top_p: Option<f64>,
     top_k: Option<i64>,
@@ -36,6 +36,8 @@ struct SamplingBody {
     stop: Option<Value>,
     #[serde(default)]
     stop_token_ids: Option<Vec<u32>>,
+    #[serde(default)]
+    ignore_eos: Option<bool>,
 }
 
 impl SamplingBody {
@@ -71,8 +73,12 @@ impl SamplingBody {
                 return Err(bad(format!("top_p must be in (0, 1], got {p}")));
             }
         }
+        let max_tokens = self.max_completion_tokens.or(self.max_tokens);
+        if let Some(n) = max_tokens.filter(|n| *n < 1) {
+            return Err(bad(format!("max_tokens must be at least 1, got {n}")));
+        }
         Ok(Sampling {
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            max_tokens: max_tokens.map(|n| n as usize),
             temperature: self.temperature,
             top_p: self.top_p,
             top_k: self.top_k.filter(|k| *k > 0).map(|k| k as usize),
@@ -82,6 +88,7 @@ impl SamplingBody {
             seed: self.seed,
             stop,
             stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),
+            ignore_eos: self.ignore_eos.unwrap_or(false),
         })
     }
 }

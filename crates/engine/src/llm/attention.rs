@@ -1,0 +1,244 @@
+//! Per-sequence KV caches, RoPE and causal attention over packed sequences, on plain `f32`
+//! slices. A batch is several sequences' new tokens packed one after another; each sequence
+//! attends only to its own cache, so sequences of different lengths share one forward pass with
+//! no padding and no mask.
+
+use std::sync::OnceLock;
+
+use super::config::{LlmConfig, RopeStyle};
+
+/// One layer's keys and values for one sequence: rows of `kv_heads * head_dim`.
+#[derive(Default)]
+struct LayerCache {
+    keys: Vec<f32>,
+    values: Vec<f32>,
+}
+
+/// The KV cache of one sequence, every layer.
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> KvCache {
+        KvCache {
+            layers: (0..layers).map(|_| LayerCache::default()).collect(),
+            len: 0,
+        }
+    }
+
+    /// Tokens whose keys and values are cached.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| (l.keys.capacity() + l.values.capacity()) * 4)
+            .sum()
+    }
+}
+
+/// cos/sin of every position and rotated pair, computed once per model.
+pub struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    pairs: usize,
+    style: RopeStyle,
+}
+
+impl Rope {
+    /// `inv_freq` overrides the config's frequencies (GGUF `rope_freqs` factors applied).
+    pub fn new(config: &LlmConfig, inv_freq: &[f64]) -> Rope {
+        let pairs = config.head_dim / 2;
+        let positions = config.context_length;
+        let mut cos = Vec::with_capacity(positions * pairs);
+        let mut sin = Vec::with_capacity(positions * pairs);
+        for p in 0..positions {
+            for f in inv_freq {
+                let angle = p as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        Rope {
+            cos,
+            sin,
+            pairs,
+            style: config.rope_style,
+        }
+    }
+
+    /// Rotates every head of one token's row in place.
+    fn apply(&self, row: &mut [f32], head_dim: usize, position: usize) {
+        let cos = &self.cos[position * self.pairs..(position + 1) * self.pairs];
+        let sin = &self.sin[position * self.pairs..(position + 1) * self.pairs];
+        for head in row.chunks_exact_mut(head_dim) {
+            match self.style {
+                RopeStyle::Half => {
+                    let (a, b) = head.split_at_mut(self.pairs);
+                    for i in 0..self.pairs {
+                        let (x, y) = (a[i], b[i]);
+                        a[i] = x * cos[i] - y * sin[i];
+                        b[i] = x * sin[i] + y * cos[i];
+                    }
+                }
+                RopeStyle::Interleaved => {
+                    for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                        let (x, y) = (pair[0], pair[1]);
+                        pair[0] = x * cos[i] - y * sin[i];
+                        pair[1] = x * sin[i] + y * cos[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Head counts and sizes of one attention layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// The attention geometry of a model and its RoPE tables.
+pub struct Attention {
+    pub shape: Heads,
+    pub rope: Rope,
+}
+
+impl Attention {
+    /// One layer of attention for a packed batch. `q` is `[tokens, heads * head_dim]`, `k` and `v`
+    /// `[tokens, kv_heads * head_dim]`; `spans[i]` is how many of the packed tokens belong to
+    /// `caches[i]`, in order. Applies RoPE (at each sequence's own positions), appends keys and
+    /// values to the caches, and returns `[tokens, heads * head_dim]`.
+    pub fn attend(
+        &self,
+        layer: usize,
+        q: &mut [f32],
+        k: &mut [f32],
+        v: &[f32],
+        spans: &[usize],
+        caches: &mut [&mut KvCache],
+    ) -> Vec<f32> {
+        let Heads {
+            heads,
+            kv_heads,
+            head_dim,
+        } = self.shape;
+        let rope = &self.rope;
+        let q_row = heads * head_dim;
+        let kv_row = kv_heads * head_dim;
+        let mut start = 0;
+        for (cache, &n) in caches.iter_mut().zip(spans) {
+            for j in 0..n {
+                let t = start + j;
+                let position = cache.len + j;
+                rope.apply(&mut q[t * q_row..(t + 1) * q_row], head_dim, position);
+                rope.apply(&mut k[t * kv_row..(t + 1) * kv_row], head_dim, position);
+            }
+            let cached = &mut cache.layers[layer];
+            cached
+                .keys
+                .extend_from_slice(&k[start * kv_row..(start + n) * kv_row]);
+            cached
+                .values
+                .extend_from_slice(&v[start * kv_row..(start + n) * kv_row]);
+            start += n;
+        }
+
+        // One task per (sequence, head); each writes its own rows × head columns.
+        let mut tasks = Vec::with_capacity(spans.len() * heads);
+        let mut start = 0;
+        for (s, &n) in spans.iter().enumerate() {
+            for h in 0..heads {
+                tasks.push((s, h, start, n));
+            }
+            start += n;
+        }
+        let group = heads / kv_heads;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let caches: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+        let q: &[f32] = q;
+        // candle's own worker pool, which its matmuls use too: a second pool (rayon) would spin on
+        // the same cores between the two kinds of work and slow both down.
+        let results: Vec<OnceLock<Vec<f32>>> = tasks.iter().map(|_| OnceLock::new()).collect();
+        let run = |&(s, h, start, n): &(usize, usize, usize, usize)| {
+            let cache = &caches[s].layers[layer];
+            let total = cache.keys.len() / kv_row;
+            let past = total - n;
+            let kv_h = h / group;
+            let mut out = vec![0f32; n * head_dim];
+            let mut scores = Vec::with_capacity(total);
+            for j in 0..n {
+                let query = &q[(start + j) * q_row + h * head_dim..][..head_dim];
+                let visible = past + j + 1;
+                scores.clear();
+                let mut max = f32::NEG_INFINITY;
+                for p in 0..visible {
+                    let key = &cache.keys[p * kv_row + kv_h * head_dim..][..head_dim];
+                    let score = dot(query, key) * scale;
+                    max = max.max(score);
+                    scores.push(score);
+                }
+                let mut sum = 0f32;
+                for score in scores.iter_mut() {
+                    *score = (*score - max).exp();
+                    sum += *score;
+                }
+                let acc = &mut out[j * head_dim..(j + 1) * head_dim];
+                for (p, weight) in scores.iter().enumerate() {
+                    let value = &cache.values[p * kv_row + kv_h * head_dim..][..head_dim];
+                    let w = weight / sum;
+                    for (a, x) in acc.iter_mut().zip(value) {
+                        *a += w * x;
+                    }
+                }
+            }
+            out
+        };
+        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
+            for i in range {
+                let _ = results[i].set(run(&tasks[i]));
+            }
+        });
+        let total: usize = spans.iter().sum();
+        let mut out = vec![0f32; total * q_row];
+        for (&(_, h, start, n), result) in tasks.iter().zip(results) {
+            let result = result.into_inner().unwrap_or_default();
+            for j in 0..n {
+                out[(start + j) * q_row + h * head_dim..][..head_dim]
+                    .copy_from_slice(&result[j * head_dim..(j + 1) * head_dim]);
+            }
+        }
+        out
+    }
+}
+
+/// Marks the tokens of the last forward pass as cached (after every layer has appended them).
+pub fn advance(caches: &mut [&mut KvCache], spans: &[usize]) {
+    for (cache, n) in caches.iter_mut().zip(spans) {
+        cache.len += n;
+    }
+}
+
+/// A dot product with eight independent accumulators, which the compiler vectorises.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8 * 8;
+    for (x, y) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks..a.len() {
+        sum += a[i] * b[i];
+    }
+    sum
+}

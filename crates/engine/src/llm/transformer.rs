@@ -1,0 +1,174 @@
+//! Our decoder-only transformer (llama family, Qwen2, Qwen3) over packed batches: the new tokens
+//! of several sequences go through every matrix multiplication together, so the weights are
+//! read once per step however many sequences decode; attention runs per sequence against its
+//! own KV cache ([`attention`](super::attention)).
+
+use candle_core::quantized::QMatMul;
+use candle_core::{Module, Tensor};
+
+use super::attention::{self, Attention, Heads, KvCache, Rope};
+use super::config::LlmConfig;
+use super::weights::WeightSource;
+use crate::error::EngineError;
+
+struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(w: &mut dyn WeightSource, name: &str, bias: bool) -> Result<Linear, EngineError> {
+        let bias_name = format!("{name}.bias");
+        Ok(Linear {
+            weight: w.matrix(&format!("{name}.weight"))?,
+            bias: if bias && w.has(&bias_name) {
+                Some(w.dense(&bias_name)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: QMatMul,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    ffn_norm: Tensor,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+pub struct Transformer {
+    pub config: LlmConfig,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: QMatMul,
+    attention: Attention,
+}
+
+impl Transformer {
+    /// Loads every tensor from `w`. `on_layer` is told each finished layer (progress).
+    pub fn load(
+        config: LlmConfig,
+        w: &mut dyn WeightSource,
+        on_layer: &mut dyn FnMut(usize, usize),
+    ) -> Result<Transformer, EngineError> {
+        let bias = config.arch.qkv_bias();
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let p = format!("blk.{i}");
+            let norm = |w: &mut dyn WeightSource, n: &str| w.dense(&format!("{p}.{n}.weight"));
+            layers.push(Layer {
+                attn_norm: norm(w, "attn_norm")?,
+                q: Linear::load(w, &format!("{p}.attn_q"), bias)?,
+                k: Linear::load(w, &format!("{p}.attn_k"), bias)?,
+                v: Linear::load(w, &format!("{p}.attn_v"), bias)?,
+                o: w.matrix(&format!("{p}.attn_output.weight"))?,
+                q_norm: config
+                    .arch
+                    .qk_norm()
+                    .then(|| norm(w, "attn_q_norm"))
+                    .transpose()?,
+                k_norm: config
+                    .arch
+                    .qk_norm()
+                    .then(|| norm(w, "attn_k_norm"))
+                    .transpose()?,
+                ffn_norm: norm(w, "ffn_norm")?,
+                gate: w.matrix(&format!("{p}.ffn_gate.weight"))?,
+                up: w.matrix(&format!("{p}.ffn_up.weight"))?,
+                down: w.matrix(&format!("{p}.ffn_down.weight"))?,
+            });
+            on_layer(i + 1, config.layers);
+        }
+        let embed = w.dense("token_embd.weight")?;
+        let lm_head = if w.has("output.weight") {
+            w.matrix("output.weight")?
+        } else {
+            w.matrix("token_embd.weight")?
+        };
+        let mut inv_freq = config.inv_freq();
+        if w.has("rope_freqs.weight") {
+            // GGUF Llama 3.1: per-pair divisors of the base frequencies.
+            let factors = w.dense("rope_freqs.weight")?.to_vec1::<f32>()?;
+            for (f, d) in inv_freq.iter_mut().zip(factors) {
+                *f /= f64::from(d);
+            }
+        }
+        let attention = Attention {
+            shape: Heads {
+                heads: config.heads,
+                kv_heads: config.kv_heads,
+                head_dim: config.head_dim,
+            },
+            rope: Rope::new(&config, &inv_freq),
+        };
+        Ok(Transformer {
+            norm: w.dense("output_norm.weight")?,
+            config,
+            embed,
+            layers,
+            lm_head,
+            attention,
+        })
+    }
+
+    /// One forward pass over packed sequences. `tokens` holds each sequence's new tokens one
+    /// after another, `spans[i]` of them for `caches[i]`. Returns the logits of the packed rows
+    /// listed in `wanted` (usually each sequence's last token), one vector per row.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        spans: &[usize],
+        caches: &mut [&mut KvCache],
+        wanted: &[u32],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let c = &self.config;
+        let n = tokens.len();
+        let eps = c.rms_eps as f32;
+        let ids = Tensor::new(tokens, self.embed.device())?;
+        let mut x = self.embed.index_select(&ids, 0)?;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
+            let mut q = layer.q.forward(&h)?;
+            let mut k = layer.k.forward(&h)?;
+            let v = layer.v.forward(&h)?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                q = candle_nn::ops::rms_norm(&q.reshape((n * c.heads, c.head_dim))?, qn, eps)?;
+                k = candle_nn::ops::rms_norm(&k.reshape((n * c.kv_heads, c.head_dim))?, kn, eps)?;
+            }
+            let mut q = q.flatten_all()?.to_vec1::<f32>()?;
+            let mut k = k.flatten_all()?.to_vec1::<f32>()?;
+            let v = v.flatten_all()?.to_vec1::<f32>()?;
+            let mixed = self
+                .attention
+                .attend(index, &mut q, &mut k, &v, spans, caches);
+            let mixed = Tensor::from_vec(mixed, (n, c.heads * c.head_dim), x.device())?;
+            x = (x + layer.o.forward(&mixed)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+            let gated =
+                (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            x = (x + layer.down.forward(&gated)?)?;
+        }
+        attention::advance(caches, spans);
+        let rows = Tensor::new(wanted, x.device())?;
+        let last = x.index_select(&rows, 0)?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
+        Ok(self.lm_head.forward(&last)?.to_vec2::<f32>()?)
+    }
+}

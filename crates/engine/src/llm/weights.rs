@@ -1,0 +1,154 @@
+//! Where a transformer's tensors come from: a GGUF file (quantized) or Hugging Face
+//! safetensors (dense). Tensors are named the GGUF way (`blk.3.attn_q.weight`);
+//! [`hf_name`] maps those names to Hugging Face's, for loading and for conversion.
+
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::EngineError;
+
+/// The Hugging Face name of a GGUF tensor name (`blk.N.attn_q.weight` →
+/// `model.layers.N.self_attn.q_proj.weight`). Names without a counterpart come back unchanged.
+pub fn hf_name(gguf: &str) -> String {
+    let (stem, suffix) = match gguf.rsplit_once('.') {
+        Some((stem, suffix @ ("weight" | "bias"))) => (stem, suffix),
+        _ => return gguf.to_string(),
+    };
+    let fixed = match stem {
+        "token_embd" => Some("model.embed_tokens"),
+        "output_norm" => Some("model.norm"),
+        "output" => Some("lm_head"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return format!("{name}.{suffix}");
+    }
+    let Some(rest) = stem.strip_prefix("blk.") else {
+        return gguf.to_string();
+    };
+    let Some((layer, part)) = rest.split_once('.') else {
+        return gguf.to_string();
+    };
+    let part = match part {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return gguf.to_string(),
+    };
+    format!("model.layers.{layer}.{part}.{suffix}")
+}
+
+/// A source of named tensors (GGUF names).
+pub trait WeightSource {
+    fn has(&self, name: &str) -> bool;
+    /// A matrix for `x @ Wᵀ`, quantized or dense as the source (and the requantize option) has it.
+    fn matrix(&mut self, name: &str) -> Result<QMatMul, EngineError>;
+    /// Any tensor as dense f32 (norm weights, biases, the embedding table).
+    fn dense(&mut self, name: &str) -> Result<Tensor, EngineError>;
+}
+
+pub struct GgufWeights<R> {
+    pub content: gguf_file::Content,
+    reader: R,
+    requantize: Option<GgmlDType>,
+    path: PathBuf,
+}
+
+impl<R: Read + Seek> GgufWeights<R> {
+    pub fn new(
+        content: gguf_file::Content,
+        reader: R,
+        requantize: Option<GgmlDType>,
+        path: &Path,
+    ) -> Self {
+        GgufWeights {
+            content,
+            reader,
+            requantize,
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn qtensor(&mut self, name: &str) -> Result<QTensor, EngineError> {
+        self.content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| EngineError::bad_file(&self.path, format!("tensor {name}: {e}")))
+    }
+}
+
+impl<R: Read + Seek> WeightSource for GgufWeights<R> {
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn matrix(&mut self, name: &str) -> Result<QMatMul, EngineError> {
+        let tensor = self.qtensor(name)?;
+        let tensor = match self.requantize {
+            Some(target) if tensor.dtype() != target => {
+                QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, target)?
+            }
+            _ => tensor,
+        };
+        Ok(QMatMul::from_qtensor(tensor)?)
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor, EngineError> {
+        Ok(self.qtensor(name)?.dequantize(&Device::Cpu)?)
+    }
+}
+
+pub struct SafetensorsWeights {
+    tensors: MmapedSafetensors,
+    requantize: Option<GgmlDType>,
+}
+
+impl SafetensorsWeights {
+    pub fn open(files: &[PathBuf], requantize: Option<GgmlDType>) -> Result<Self, EngineError> {
+        // SAFETY: the files are memory-mapped read-only; like every safetensors loader we rely on
+        // them not being truncated while the model loads.
+        let tensors = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| {
+            EngineError::bad_file(
+                files.first().cloned().unwrap_or_default(),
+                format!("cannot read the safetensors weights: {e}"),
+            )
+        })?;
+        Ok(SafetensorsWeights {
+            tensors,
+            requantize: requantize.filter(|d| *d != GgmlDType::F32),
+        })
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn has(&self, name: &str) -> bool {
+        self.tensors.get(&hf_name(name)).is_ok()
+    }
+
+    fn matrix(&mut self, name: &str) -> Result<QMatMul, EngineError> {
+        let tensor = self.dense(name)?;
+        Ok(match self.requantize {
+            Some(target) => QMatMul::from_qtensor(QTensor::quantize(&tensor, target)?)?,
+            None => QMatMul::Tensor(tensor),
+        })
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor, EngineError> {
+        let hf = hf_name(name);
+        let tensor = self.tensors.load(&hf, &Device::Cpu).map_err(|e| {
+            EngineError::Unsupported(format!("the safetensors weights have no {hf}: {e}"))
+        })?;
+        Ok(tensor.to_dtype(DType::F32)?)
+    }
+}

@@ -1,0 +1,135 @@
+//! Continuous batching for one LLM replica: every running sequence advances by one forward pass
+//! per step, new requests join between steps (their prompts read in chunks so that running
+//! streams keep flowing), finished or abandoned sequences leave at once.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+
+use tokio::sync::mpsc::UnboundedSender;
+use xi_api::worker::{GenerateEvent, GenerateRequest, GenerateSummary, Prompt, WorkerError};
+use xi_engine::llm::{ChatMessage, GenerationParams, LlmModel, Sequence};
+use xi_engine::EngineError;
+
+use crate::replica::{engine_error, refuse, terminated, Job, ReplicaOptions, ReplicaShared};
+
+/// Default `max_tokens` when the request gives none (capped by the context).
+const DEFAULT_MAX_TOKENS: usize = 1024;
+
+struct Running {
+    seq: Sequence,
+    events: UnboundedSender<GenerateEvent>,
+}
+
+pub(crate) fn serve(
+    model: &LlmModel,
+    options: ReplicaOptions,
+    shared: &ReplicaShared,
+    receiver: &Receiver<Job>,
+) {
+    let mut running: Vec<Running> = Vec::new();
+    loop {
+        if running.is_empty() {
+            match receiver.recv() {
+                Ok(job) => admit(model, job, &mut running),
+                Err(_) => return,
+            }
+        }
+        while running.len() < options.max_seqs {
+            match receiver.try_recv() {
+                Ok(job) => admit(model, job, &mut running),
+                Err(_) => break,
+            }
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            for r in running.drain(..) {
+                let _ = r.events.send(GenerateEvent::Error(terminated()));
+            }
+            continue;
+        }
+        // A closed channel is a client that went away: its sequence stops here.
+        running.retain(|r| !r.events.is_closed());
+        if running.is_empty() {
+            continue;
+        }
+        let mut seqs: Vec<&mut Sequence> = running.iter_mut().map(|r| &mut r.seq).collect();
+        match model.step(&mut seqs, options.batch_tokens) {
+            Ok(updates) => {
+                for (r, update) in running.iter().zip(updates) {
+                    if !update.text.is_empty() {
+                        let _ = r.events.send(GenerateEvent::Text(update.text));
+                    }
+                    if let Some(reason) = update.finished {
+                        let _ = r.events.send(GenerateEvent::Done(GenerateSummary {
+                            prompt_tokens: r.seq.prompt_tokens(),
+                            completion_tokens: r.seq.completion_tokens(),
+                            finish_reason: reason.as_str().to_string(),
+                        }));
+                    }
+                }
+                running.retain(|r| r.seq.finished().is_none());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, sequences = running.len(), "LLM step failed");
+                let err = engine_error(e);
+                for r in running.drain(..) {
+                    let _ = r.events.send(GenerateEvent::Error(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn admit(model: &LlmModel, job: Job, running: &mut Vec<Running>) {
+    let Job::Generate(request, events) = job else {
+        refuse(vec![job]);
+        return;
+    };
+    match start(model, request) {
+        Ok(seq) => running.push(Running { seq, events }),
+        Err(e) => {
+            let _ = events.send(GenerateEvent::Error(e));
+        }
+    }
+}
+
+fn start(model: &LlmModel, request: GenerateRequest) -> Result<Sequence, WorkerError> {
+    let prompt = match &request.prompt {
+        Prompt::Text(text) => text.clone(),
+        Prompt::Chat(turns) => {
+            let messages: Vec<ChatMessage> = turns
+                .iter()
+                .map(|t| ChatMessage {
+                    role: t.role.clone(),
+                    content: t.content.clone(),
+                })
+                .collect();
+            model.chat_prompt(&messages).map_err(engine_error)?
+        }
+    };
+    let ids = model.encode(&prompt).map_err(engine_error)?;
+    let s = request.sampling;
+    // OpenAI's defaults: temperature 1, no nucleus cut.
+    let params = GenerationParams {
+        max_tokens: s.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        temperature: s.temperature.unwrap_or(1.0),
+        top_p: s.top_p.filter(|p| *p < 1.0),
+        top_k: s.top_k.filter(|k| *k > 0),
+        repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
+        presence_penalty: s.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
+        seed: s.seed.unwrap_or_else(rand_seed),
+        stop: s.stop,
+        stop_token_ids: s.stop_token_ids,
+        ignore_eos: s.ignore_eos,
+    };
+    model
+        .start(ids, params)
+        .map_err(|e: EngineError| engine_error(e))
+}
+
+/// A seed for requests that give none, from the clock (sampling needs no cryptographic seed).
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
