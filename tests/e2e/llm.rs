@@ -144,6 +144,24 @@ async fn chat_and_completions_plain_and_streamed() {
             "Invalid input. Please specify the prompt.",
         ),
         (
+            question(json!({ "max_tokens": 0 })),
+            "/v1/chat/completions",
+            400,
+            "max_tokens must be at least 1, got 0",
+        ),
+        (
+            json!({ "model": "smollm2-instruct", "prompt": "x", "max_tokens": -5 }),
+            "/v1/completions",
+            400,
+            "max_tokens must be at least 1, got -5",
+        ),
+        (
+            question(json!({ "max_completion_tokens": 0 })),
+            "/v1/chat/completions",
+            400,
+            "max_tokens must be at least 1",
+        ),
+        (
             question(json!({ "temperature": 3 })),
             "/v1/chat/completions",
             400,
@@ -196,9 +214,12 @@ async fn a_client_that_goes_away_stops_its_generation() {
     let dir = TempDir::new().unwrap();
     let local = Local::start(&dir.path().join("home"), &[]);
     let client = Client::new();
+    // One sequence at a time, so a generation that kept running would block the next request.
+    let mut launch = launch_body();
+    launch["max_num_seqs"] = json!(1);
     let res = client
         .post(local.url("/v1/models"))
-        .json(&launch_body())
+        .json(&launch)
         .send()
         .await
         .unwrap();
@@ -217,8 +238,7 @@ async fn a_client_that_goes_away_stops_its_generation() {
     let mut stream = res.bytes_stream();
     stream.next().await.unwrap().unwrap();
     drop(stream);
-    // The replica generates one sequence at a time: this answer comes back only if the
-    // abandoned generation stopped (4000 tokens would take minutes).
+    // This answer comes back only if the abandoned generation stopped (4000 tokens would take minutes).
     let started = std::time::Instant::now();
     let res = tokio::time::timeout(
         Duration::from_secs(30),
@@ -232,4 +252,103 @@ async fn a_client_that_goes_away_stops_its_generation() {
     .unwrap();
     assert_eq!(res.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn concurrent_streams_generate_together() {
+    let dir = TempDir::new().unwrap();
+    let local = Local::start(&dir.path().join("home"), &[]);
+    let client = Client::new();
+    let mut launch = launch_body();
+    launch["requantize"] = json!("Q8_0");
+    let res = client
+        .post(local.url("/v1/models"))
+        .json(&launch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Four streams of 48 tokens each. Batched, every stream has text before any has finished;
+    // one at a time, the first would finish before the last began.
+    let events = std::sync::Mutex::new(Vec::new());
+    let stream = |i: usize| {
+        let client = client.clone();
+        let url = local.url("/v1/chat/completions");
+        let events = &events;
+        async move {
+            let body = json!({
+                "model": "smollm2-instruct", "stream": true, "max_tokens": 48, "ignore_eos": true,
+                "temperature": 0.7, "seed": i,
+                "messages": [{ "role": "user", "content": format!("Tell story number {i}.") }],
+            });
+            let res = client.post(url).json(&body).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let mut chunks = res.bytes_stream();
+            let mut seen_text = false;
+            let mut text = String::new();
+            while let Some(chunk) = chunks.next().await {
+                let chunk = String::from_utf8(chunk.unwrap().to_vec()).unwrap();
+                text.push_str(&chunk);
+                // Text, not the opening role chunk (whose content is "").
+                let has_text =
+                    chunk.contains("\"content\":\"") && !chunk.contains("\"content\":\"\"");
+                if !seen_text && has_text {
+                    seen_text = true;
+                    events.lock().unwrap().push(("text", i));
+                }
+            }
+            events.lock().unwrap().push(("done", i));
+            assert!(text.contains("\"finish_reason\":\"length\""), "{text}");
+            assert!(text.trim_end().ends_with("data: [DONE]"));
+        }
+    };
+    futures_util::future::join_all((0..4).map(stream)).await;
+    let events = events.into_inner().unwrap();
+    let last_text = events.iter().rposition(|e| e.0 == "text").unwrap();
+    let first_done = events.iter().position(|e| e.0 == "done").unwrap();
+    assert!(
+        last_text < first_done,
+        "streams did not overlap: {events:?}"
+    );
+    assert_eq!(events.iter().filter(|e| e.0 == "text").count(), 4);
+}
+
+#[tokio::test]
+async fn pytorch_format_folders_launch_and_chat_with_the_catalogue_template() {
+    // A tiny random-weight Qwen2 saved by transformers (safetensors, no chat template of its
+    // own): it launches as `pytorch`, and chat uses qwen2.5-instruct's template.
+    let dir = TempDir::new().unwrap();
+    let local = Local::start(&dir.path().join("home"), &[]);
+    let client = Client::new();
+    let folder = xi_testkit::fixture_path("tiny_llm/qwen2");
+    let res = client
+        .post(local.url("/v1/models"))
+        .json(&json!({
+            "model_name": "qwen2.5-instruct", "model_uid": "tiny", "model_engine": "transformers",
+            "model_format": "pytorch", "model_size_in_billions": "0_5",
+            "model_path": folder,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let body: Value = client
+        .post(local.url("/v1/chat/completions"))
+        .json(&json!({
+            "model": "tiny", "max_tokens": 6, "temperature": 0,
+            "messages": [{ "role": "user", "content": "hello there" }],
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "length", "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 6);
+    // The template's default system prompt is in the prompt.
+    assert!(
+        body["usage"]["prompt_tokens"].as_u64().unwrap() > 10,
+        "{body}"
+    );
 }
