@@ -5,6 +5,8 @@
 
 use std::sync::OnceLock;
 
+use rayon::prelude::*;
+
 use super::config::{LlmConfig, RopeStyle};
 
 /// One layer's keys and values for one sequence: rows of `kv_heads * head_dim`.
@@ -165,47 +167,25 @@ impl Attention {
         let scale = 1.0 / (head_dim as f32).sqrt();
         let caches: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
         let q: &[f32] = q;
-        // candle's own worker pool, which its matmuls use too: a second pool (rayon) would spin on
-        // the same cores between the two kinds of work and slow both down.
+        // rayon, like the integer matmuls: one pool, and work-stealing copes with busy cores.
         let results: Vec<OnceLock<Vec<f32>>> = tasks.iter().map(|_| OnceLock::new()).collect();
         let run = |&(s, h, start, n): &(usize, usize, usize, usize)| {
             let cache = &caches[s].layers[layer];
-            let total = cache.keys.len() / kv_row;
-            let past = total - n;
-            let kv_h = h / group;
-            let mut out = vec![0f32; n * head_dim];
-            let mut scores = Vec::with_capacity(total);
-            for j in 0..n {
-                let query = &q[(start + j) * q_row + h * head_dim..][..head_dim];
-                let visible = past + j + 1;
-                scores.clear();
-                let mut max = f32::NEG_INFINITY;
-                for p in 0..visible {
-                    let key = &cache.keys[p * kv_row + kv_h * head_dim..][..head_dim];
-                    let score = dot(query, key) * scale;
-                    max = max.max(score);
-                    scores.push(score);
-                }
-                let mut sum = 0f32;
-                for score in scores.iter_mut() {
-                    *score = (*score - max).exp();
-                    sum += *score;
-                }
-                let acc = &mut out[j * head_dim..(j + 1) * head_dim];
-                for (p, weight) in scores.iter().enumerate() {
-                    let value = &cache.values[p * kv_row + kv_h * head_dim..][..head_dim];
-                    let w = weight / sum;
-                    for (a, x) in acc.iter_mut().zip(value) {
-                        *a += w * x;
-                    }
-                }
-            }
-            out
+            head(&HeadJob {
+                keys: &cache.keys,
+                values: &cache.values,
+                kv_row,
+                kv_offset: (h / group) * head_dim,
+                head_dim,
+                queries: &q[start * q_row + h * head_dim..],
+                q_row,
+                n,
+                past: cache.keys.len() / kv_row - n,
+                scale,
+            })
         };
-        candle_core::utils::barrier_pool().execute_chunked(tasks.len(), |range| {
-            for i in range {
-                let _ = results[i].set(run(&tasks[i]));
-            }
+        (0..tasks.len()).into_par_iter().for_each(|i| {
+            let _ = results[i].set(run(&tasks[i]));
         });
         let total: usize = spans.iter().sum();
         let mut out = vec![0f32; total * q_row];
@@ -220,6 +200,76 @@ impl Attention {
     }
 }
 
+/// One head of one sequence: its `n` new queries against its cache.
+struct HeadJob<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    kv_row: usize,
+    kv_offset: usize,
+    head_dim: usize,
+    /// Starts at the first query; rows `q_row` apart.
+    queries: &'a [f32],
+    q_row: usize,
+    n: usize,
+    /// Cached positions before the first new token.
+    past: usize,
+    scale: f32,
+}
+
+/// Causal softmax attention for one head, `[n, head_dim]` out.
+fn head(job: &HeadJob) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: OnceLock<bool> = OnceLock::new();
+        if *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            return unsafe { head_avx2(job) };
+        }
+    }
+    head_body(job)
+}
+
+/// The same code compiled for AVX2 + FMA: the dot products and sums vectorise 8 wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn head_avx2(job: &HeadJob) -> Vec<f32> {
+    head_body(job)
+}
+
+#[inline(always)]
+fn head_body(job: &HeadJob) -> Vec<f32> {
+    let d = job.head_dim;
+    let mut out = vec![0f32; job.n * d];
+    let mut scores = Vec::with_capacity(job.past + job.n);
+    for j in 0..job.n {
+        let query = &job.queries[j * job.q_row..][..d];
+        let visible = job.past + j + 1;
+        scores.clear();
+        let mut max = f32::NEG_INFINITY;
+        for p in 0..visible {
+            let key = &job.keys[p * job.kv_row + job.kv_offset..][..d];
+            let score = dot(query, key) * job.scale;
+            max = max.max(score);
+            scores.push(score);
+        }
+        let mut sum = 0f32;
+        for score in scores.iter_mut() {
+            *score = (*score - max).exp();
+            sum += *score;
+        }
+        let acc = &mut out[j * d..(j + 1) * d];
+        for (p, weight) in scores.iter().enumerate() {
+            let value = &job.values[p * job.kv_row + job.kv_offset..][..d];
+            let w = weight / sum;
+            for (a, x) in acc.iter_mut().zip(value) {
+                *a += w * x;
+            }
+        }
+    }
+    out
+}
+
 /// Marks the tokens of the last forward pass as cached (after every layer has appended them).
 pub fn advance(caches: &mut [&mut KvCache], spans: &[usize]) {
     for (cache, n) in caches.iter_mut().zip(spans) {
@@ -228,6 +278,7 @@ pub fn advance(caches: &mut [&mut KvCache], spans: &[usize]) {
 }
 
 /// A dot product with eight independent accumulators, which the compiler vectorises.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.len() / 8 * 8;

@@ -12,6 +12,7 @@ mod attention;
 pub mod config;
 pub mod convert;
 pub mod gguf_tokenizer;
+mod qlinear;
 mod sequence;
 pub mod template;
 mod transformer;

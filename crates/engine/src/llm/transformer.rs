@@ -3,16 +3,15 @@
 //! read once per step however many sequences decode; attention runs per sequence against its
 //! own KV cache ([`attention`](super::attention)).
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 
 use super::attention::{self, Attention, Heads, KvCache, Rope};
 use super::config::LlmConfig;
-use super::weights::WeightSource;
+use super::weights::{Matrix, WeightSource};
 use crate::error::EngineError;
 
 struct Linear {
-    weight: QMatMul,
+    weight: Matrix,
     bias: Option<Tensor>,
 }
 
@@ -43,13 +42,13 @@ struct Layer {
     q: Linear,
     k: Linear,
     v: Linear,
-    o: QMatMul,
+    o: Matrix,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
 }
 
 pub struct Transformer {
@@ -57,7 +56,7 @@ pub struct Transformer {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    lm_head: QMatMul,
+    lm_head: Matrix,
     attention: Attention,
 }
 

@@ -9,7 +9,35 @@ use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use super::qlinear::QLinear;
 use crate::error::EngineError;
+
+/// A weight matrix for `x @ Wᵀ`: our integer kernel where the CPU and format allow, else
+/// candle's matmul (dense, or its quantized kernels).
+pub enum Matrix {
+    Int8(QLinear),
+    Candle(QMatMul),
+}
+
+impl Matrix {
+    /// Set `XINFERENCE_INT8_KERNEL=0` to use candle's quantized kernels instead (benchmarks).
+    pub fn from_qtensor(tensor: QTensor) -> Result<Matrix, EngineError> {
+        let allowed = std::env::var("XINFERENCE_INT8_KERNEL").map_or(true, |v| v != "0");
+        if allowed && QLinear::supported() {
+            if let Some(linear) = QLinear::from_qtensor(&tensor) {
+                return Ok(Matrix::Int8(linear));
+            }
+        }
+        Ok(Matrix::Candle(QMatMul::from_qtensor(tensor)?))
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Matrix::Int8(linear) => linear.forward(x),
+            Matrix::Candle(m) => candle_core::Module::forward(m, x),
+        }
+    }
+}
 
 /// The Hugging Face name of a GGUF tensor name (`blk.N.attn_q.weight` →
 /// `model.layers.N.self_attn.q_proj.weight`). Names without a counterpart come back unchanged.
@@ -54,7 +82,7 @@ pub fn hf_name(gguf: &str) -> String {
 pub trait WeightSource {
     fn has(&self, name: &str) -> bool;
     /// A matrix for `x @ Wᵀ`, quantized or dense as the source (and the requantize option) has it.
-    fn matrix(&mut self, name: &str) -> Result<QMatMul, EngineError>;
+    fn matrix(&mut self, name: &str) -> Result<Matrix, EngineError>;
     /// Any tensor as dense f32 (norm weights, biases, the embedding table).
     fn dense(&mut self, name: &str) -> Result<Tensor, EngineError>;
 }
@@ -93,7 +121,7 @@ impl<R: Read + Seek> WeightSource for GgufWeights<R> {
         self.content.tensor_infos.contains_key(name)
     }
 
-    fn matrix(&mut self, name: &str) -> Result<QMatMul, EngineError> {
+    fn matrix(&mut self, name: &str) -> Result<Matrix, EngineError> {
         let tensor = self.qtensor(name)?;
         let tensor = match self.requantize {
             Some(target) if tensor.dtype() != target => {
@@ -101,7 +129,7 @@ impl<R: Read + Seek> WeightSource for GgufWeights<R> {
             }
             _ => tensor,
         };
-        Ok(QMatMul::from_qtensor(tensor)?)
+        Matrix::from_qtensor(tensor)
     }
 
     fn dense(&mut self, name: &str) -> Result<Tensor, EngineError> {
@@ -136,12 +164,12 @@ impl WeightSource for SafetensorsWeights {
         self.tensors.get(&hf_name(name)).is_ok()
     }
 
-    fn matrix(&mut self, name: &str) -> Result<QMatMul, EngineError> {
+    fn matrix(&mut self, name: &str) -> Result<Matrix, EngineError> {
         let tensor = self.dense(name)?;
-        Ok(match self.requantize {
-            Some(target) => QMatMul::from_qtensor(QTensor::quantize(&tensor, target)?)?,
-            None => QMatMul::Tensor(tensor),
-        })
+        match self.requantize {
+            Some(target) => Matrix::from_qtensor(QTensor::quantize(&tensor, target)?),
+            None => Ok(Matrix::Candle(QMatMul::Tensor(tensor))),
+        }
     }
 
     fn dense(&mut self, name: &str) -> Result<Tensor, EngineError> {
