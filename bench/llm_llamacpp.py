@@ -178,6 +178,21 @@ def main():
         )
         runs.append(res)
 
+    # Cross-check against llama.cpp's own counters (all runs incl. warm-up):
+    # shows how much of the measured time is Python/binding overhead.
+    try:
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+        if perf.n_p_eval and perf.n_eval:
+            log(
+                "[llamacpp-bench] llama.cpp internal: prefill {:.1f} tok/s ({} tok), "
+                "decode {:.1f} tok/s ({} tok)".format(
+                    perf.n_p_eval / perf.t_p_eval_ms * 1000.0, perf.n_p_eval,
+                    perf.n_eval / perf.t_eval_ms * 1000.0, perf.n_eval,
+                )
+            )
+    except Exception as e:  # informational only
+        log(f"[llamacpp-bench] perf counters unavailable: {e}")
+
     result = {
         "engine": "llama.cpp",
         "version": version,
