@@ -27,7 +27,11 @@ fi
 if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
     echo "building llama-cpp-python $LLAMA_CPP_VERSION (llama.cpp from source, native CPU flags)..." >&2
     "$VENV/bin/pip" install -q cmake ninja
-    CMAKE_ARGS="-DGGML_NATIVE=ON" "$VENV/bin/pip" install -q "llama-cpp-python==$LLAMA_CPP_VERSION"
+    # Native flags (AVX-512, VNNI), but no AMX: llama.cpp's AMX path segfaults on the first eval
+    # on Sapphire Rapids here (upstream issue ggml-org/llama.cpp#20824).
+    no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    CMAKE_ARGS="-DGGML_NATIVE=ON -DCMAKE_C_FLAGS='$no_amx' -DCMAKE_CXX_FLAGS='$no_amx'" \
+        "$VENV/bin/pip" install -q "llama-cpp-python==$LLAMA_CPP_VERSION"
 fi
 if [ ! -f "$q8" ]; then
     mkdir -p "$(dirname "$q8")"

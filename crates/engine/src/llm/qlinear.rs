@@ -31,9 +31,11 @@ pub struct QLinear {
     nibbles: bool,
     /// `[n, k]` unsigned weights (`[n, k/2]` when `nibbles`).
     q: Vec<u8>,
-    /// `[n, k / 32]` scales and offsets.
-    scale: Vec<f32>,
-    offset: Vec<f32>,
+    /// `[n, k / 32]` scales and offsets. Q8_0 keeps no offsets (each is `-128 · scale`): less
+    /// memory traffic.
+    /// Kept as f16, as in the GGUF blocks: less memory traffic, converted in registers.
+    scale: Vec<f16>,
+    offset: Vec<f16>,
 }
 
 /// Activations quantized per block of 32: `[m, k]` bytes, `[m, k/32]` scales, and
@@ -56,6 +58,7 @@ impl QLinear {
                 && is_x86_feature_detected!("avx512dq")
                 && is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -73,9 +76,9 @@ impl QLinear {
         let blocks = n * k / BLOCK;
         let nibbles = tensor.dtype() == GgmlDType::Q4_1;
         let mut q = vec![0u8; if nibbles { n * k / 2 } else { n * k }];
-        let mut scale = vec![0f32; blocks];
-        let mut offset = vec![0f32; blocks];
-        let half = |bytes: &[u8]| f16::from_le_bytes([bytes[0], bytes[1]]).to_f32();
+        let mut scale = vec![f16::ZERO; blocks];
+        let mut offset = vec![f16::ZERO; if nibbles { blocks } else { 0 }];
+        let half = |bytes: &[u8]| f16::from_le_bytes([bytes[0], bytes[1]]);
         match tensor.dtype() {
             GgmlDType::Q8_0 => {
                 if data.len() != blocks * 34 {
@@ -84,7 +87,6 @@ impl QLinear {
                 for (b, raw) in data.chunks_exact(34).enumerate() {
                     let d = half(raw);
                     scale[b] = d;
-                    offset[b] = -128.0 * d;
                     for (dst, &v) in q[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(&raw[2..]) {
                         *dst = (v as i8 as i16 + 128) as u8;
                     }
@@ -109,6 +111,34 @@ impl QLinear {
             q,
             scale,
             offset,
+        })
+    }
+
+    /// Output rows.
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// The matrices stacked by rows (`[n1 + n2 + ..., k]`), when they share `k` and layout: one
+    /// pass then quantizes the input once and dispatches once.
+    pub fn concat(parts: &[&QLinear]) -> Option<QLinear> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|p| p.k != first.k || p.nibbles != first.nibbles)
+        {
+            return None;
+        }
+        Some(QLinear {
+            n: parts.iter().map(|p| p.n).sum(),
+            k: first.k,
+            nibbles: first.nibbles,
+            q: parts.iter().flat_map(|p| p.q.iter().copied()).collect(),
+            scale: parts.iter().flat_map(|p| p.scale.iter().copied()).collect(),
+            offset: parts
+                .iter()
+                .flat_map(|p| p.offset.iter().copied())
+                .collect(),
         })
     }
 
@@ -219,9 +249,11 @@ fn quantize(x: &[f32], m: usize, k: usize) -> QActivations {
 mod vnni {
     use std::arch::x86_64::*;
 
+    use half::f16;
+
     use super::{QActivations, QLinear, BLOCK};
 
-    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vnni,avx512vl")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vnni,avx512vl")]
     pub(super) unsafe fn tile(
         w: &QLinear,
         acts: &QActivations,
@@ -297,7 +329,7 @@ mod vnni {
 
     /// `out[i][j] = Σ_b scale[c][b] · sx[r][b] · Σ q[c]·qx[r]` for the tile's rows and columns:
     /// two blocks per 512-bit step, a last odd block in 256 bits.
-    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vnni,avx512vl")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vnni,avx512vl")]
     /// Rows `row0..row0 + R` by columns `col0..col0 + C`, written to `out[out_row + i][j]`.
     // Index loops over fixed-size register tiles read clearer than zipped iterators here.
     #[allow(clippy::needless_range_loop)]
@@ -322,7 +354,7 @@ mod vnni {
             for j in 0..nc {
                 let c = cols.start + j;
                 wv[j] = weights2::<NIBBLES>(w, c, b);
-                ws[j] = scales2(w.scale.as_ptr().add(c * kb + b));
+                ws[j] = half_scales2(w.scale.as_ptr().add(c * kb + b));
             }
             for i in 0..nr {
                 let r = rows.start + i;
@@ -342,7 +374,7 @@ mod vnni {
             for j in 0..nc {
                 let c = cols.start + j;
                 let wv = weights::<NIBBLES>(w, c, b);
-                let ws = _mm256_set1_ps(*w.scale.get_unchecked(c * kb + b));
+                let ws = _mm256_set1_ps(w.scale.get_unchecked(c * kb + b).to_f32());
                 for i in 0..nr {
                     let r = rows.start + i;
                     let xv = _mm256_loadu_si256(
@@ -358,31 +390,43 @@ mod vnni {
             let sums = acts.scaled_sum.as_ptr().add((rows.start + i) * kb);
             for j in 0..nc {
                 // The offset term: Σ_b offset_b · sx_b · Σ qx_b.
-                let offsets = w.offset.as_ptr().add((cols.start + j) * kb);
+                let offset_term = if NIBBLES {
+                    dot_half(w.offset.as_ptr().add((cols.start + j) * kb), sums, kb)
+                } else {
+                    -128.0 * dot_half(w.scale.as_ptr().add((cols.start + j) * kb), sums, kb)
+                };
                 out[out_row + i][j] =
-                    _mm512_reduce_add_ps(acc[i][j]) + hsum(tail[i][j]) + dot(offsets, sums, kb);
+                    _mm512_reduce_add_ps(acc[i][j]) + hsum(tail[i][j]) + offset_term;
             }
         }
     }
 
-    /// `Σ a[i]·b[i]` over `n` floats.
+    /// `Σ a[i]·b[i]` over `n` values, `a` in f16.
     #[inline(always)]
-    unsafe fn dot(a: *const f32, b: *const f32, n: usize) -> f32 {
+    unsafe fn dot_half(a: *const f16, b: *const f32, n: usize) -> f32 {
+        let a = a as *const u16;
         let mut acc = _mm512_setzero_ps();
         let mut i = 0;
         while i + 16 <= n {
-            acc = _mm512_fmadd_ps(_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i)), acc);
+            let av = _mm512_cvtph_ps(_mm256_loadu_si256(a.add(i) as *const __m256i));
+            acc = _mm512_fmadd_ps(av, _mm512_loadu_ps(b.add(i)), acc);
             i += 16;
         }
         if i < n {
             let mask: __mmask16 = (1u16 << (n - i)) - 1;
-            acc = _mm512_fmadd_ps(
-                _mm512_maskz_loadu_ps(mask, a.add(i)),
-                _mm512_maskz_loadu_ps(mask, b.add(i)),
-                acc,
-            );
+            let av = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, a.add(i) as *const i16));
+            acc = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(mask, b.add(i)), acc);
         }
         _mm512_reduce_add_ps(acc)
+    }
+
+    /// Two f16 scales, each repeated over the 8 lanes of its block.
+    #[inline(always)]
+    unsafe fn half_scales2(pair: *const f16) -> __m512 {
+        let bits = (pair as *const u32).read_unaligned();
+        let both = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+        let index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_permutexvar_ps(index, _mm512_castps128_ps512(both))
     }
 
     #[target_feature(enable = "avx2,fma")]

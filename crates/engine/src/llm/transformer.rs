@@ -7,47 +7,41 @@ use candle_core::Tensor;
 
 use super::attention::{self, Attention, Heads, KvCache, Rope};
 use super::config::LlmConfig;
-use super::weights::{Matrix, WeightSource};
+use super::weights::{Fused, Matrix, WeightSource};
 use crate::error::EngineError;
 
-struct Linear {
-    weight: Matrix,
-    bias: Option<Tensor>,
+fn optional_bias(
+    w: &mut dyn WeightSource,
+    name: &str,
+    bias: bool,
+) -> Result<Option<Tensor>, EngineError> {
+    let bias_name = format!("{name}.bias");
+    Ok(if bias && w.has(&bias_name) {
+        Some(w.dense(&bias_name)?)
+    } else {
+        None
+    })
 }
 
-impl Linear {
-    fn load(w: &mut dyn WeightSource, name: &str, bias: bool) -> Result<Linear, EngineError> {
-        let bias_name = format!("{name}.bias");
-        Ok(Linear {
-            weight: w.matrix(&format!("{name}.weight"))?,
-            bias: if bias && w.has(&bias_name) {
-                Some(w.dense(&bias_name)?)
-            } else {
-                None
-            },
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
+fn add_bias(y: Tensor, bias: &Option<Tensor>) -> candle_core::Result<Tensor> {
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
     }
 }
 
 struct Layer {
     attn_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k, v projections.
+    qkv: Fused,
+    /// Qwen2's q, k, v biases.
+    qkv_bias: [Option<Tensor>; 3],
     o: Matrix,
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
     ffn_norm: Tensor,
-    gate: Matrix,
-    up: Matrix,
+    /// gate and up projections.
+    gate_up: Fused,
     down: Matrix,
 }
 
@@ -74,9 +68,16 @@ impl Transformer {
             let norm = |w: &mut dyn WeightSource, n: &str| w.dense(&format!("{p}.{n}.weight"));
             layers.push(Layer {
                 attn_norm: norm(w, "attn_norm")?,
-                q: Linear::load(w, &format!("{p}.attn_q"), bias)?,
-                k: Linear::load(w, &format!("{p}.attn_k"), bias)?,
-                v: Linear::load(w, &format!("{p}.attn_v"), bias)?,
+                qkv: Fused::new(vec![
+                    w.matrix(&format!("{p}.attn_q.weight"))?,
+                    w.matrix(&format!("{p}.attn_k.weight"))?,
+                    w.matrix(&format!("{p}.attn_v.weight"))?,
+                ]),
+                qkv_bias: [
+                    optional_bias(w, &format!("{p}.attn_q"), bias)?,
+                    optional_bias(w, &format!("{p}.attn_k"), bias)?,
+                    optional_bias(w, &format!("{p}.attn_v"), bias)?,
+                ],
                 o: w.matrix(&format!("{p}.attn_output.weight"))?,
                 q_norm: config
                     .arch
@@ -89,8 +90,10 @@ impl Transformer {
                     .then(|| norm(w, "attn_k_norm"))
                     .transpose()?,
                 ffn_norm: norm(w, "ffn_norm")?,
-                gate: w.matrix(&format!("{p}.ffn_gate.weight"))?,
-                up: w.matrix(&format!("{p}.ffn_up.weight"))?,
+                gate_up: Fused::new(vec![
+                    w.matrix(&format!("{p}.ffn_gate.weight"))?,
+                    w.matrix(&format!("{p}.ffn_up.weight"))?,
+                ]),
                 down: w.matrix(&format!("{p}.ffn_down.weight"))?,
             });
             on_layer(i + 1, config.layers);
@@ -144,9 +147,13 @@ impl Transformer {
         let mut x = self.embed.index_select(&ids, 0)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let mut q = layer.q.forward(&h)?;
-            let mut k = layer.k.forward(&h)?;
-            let v = layer.v.forward(&h)?;
+            let [q, k, v]: [Tensor; 3] = layer
+                .qkv
+                .forward(&h)?
+                .try_into()
+                .map_err(|_| EngineError::InvalidInput("internal: q/k/v split".into()))?;
+            let [qb, kb, vb] = &layer.qkv_bias;
+            let (mut q, mut k, v) = (add_bias(q, qb)?, add_bias(k, kb)?, add_bias(v, vb)?);
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 q = candle_nn::ops::rms_norm(&q.reshape((n * c.heads, c.head_dim))?, qn, eps)?;
                 k = candle_nn::ops::rms_norm(&k.reshape((n * c.kv_heads, c.head_dim))?, kn, eps)?;
@@ -160,8 +167,12 @@ impl Transformer {
             let mixed = Tensor::from_vec(mixed, (n, c.heads * c.head_dim), x.device())?;
             x = (x + layer.o.forward(&mixed)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let gated =
-                (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
+            let [gate, up]: [Tensor; 2] = layer
+                .gate_up
+                .forward(&h)?
+                .try_into()
+                .map_err(|_| EngineError::InvalidInput("internal: gate/up split".into()))?;
+            let gated = (candle_nn::ops::silu(&gate)? * up)?;
             x = (x + layer.down.forward(&gated)?)?;
         }
         attention::advance(caches, spans);
