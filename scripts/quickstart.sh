@@ -20,13 +20,16 @@ for _ in $(seq 100); do curl -sf "$url/status" >/dev/null && break; sleep 0.1; d
 # user1 is the admin of examples/auth.json; sk-72tkvudyGLPMi is its api key.
 curl -sf "$url/v1/models" -H 'Authorization: Bearer sk-72tkvudyGLPMi' -H 'content-type: application/json' \
   -d "{\"model_name\": \"all-MiniLM-L6-v2\", \"model_type\": \"embedding\", \"model_path\": \"$models/all-MiniLM-L6-v2\"}" >/dev/null
+curl -sf "$url/v1/models" -H 'Authorization: Bearer sk-72tkvudyGLPMi' -H 'content-type: application/json' \
+  -d "{\"model_name\": \"smollm2-instruct\", \"model_type\": \"LLM\", \"model_format\": \"ggufv2\", \"quantization\": \"Q4_1\", \"model_path\": \"$models/SmolLM2-135M-Instruct.Q4_1.gguf\"}" >/dev/null
 
 cat <<MSG
 
-xinference-local is serving all-MiniLM-L6-v2 at $url (auth on). Try, as user2 (models:list + models:read):
+xinference-local is serving all-MiniLM-L6-v2 and SmolLM2-135M-Instruct at $url (auth on). Try, as user2 (models:list + models:read):
 
   TOKEN=\$(curl -s $url/token -H 'content-type: application/json' -d '{"username": "user2", "password": "secret2"}' | python3 -c 'import sys, json; print(json.load(sys.stdin)["access_token"])')
   curl -s $url/v1/embeddings -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' -d '{"model": "all-MiniLM-L6-v2", "input": ["Hello world", "xinference-rs"]}'
+  curl -sN $url/v1/chat/completions -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' -d '{"model": "smollm2-instruct", "stream": true, "messages": [{"role": "user", "content": "What is the capital of France?"}]}'
 
 Ctrl-C stops the server.
 MSG

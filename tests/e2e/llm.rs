@@ -129,6 +129,23 @@ async fn chat_and_completions_plain_and_streamed() {
     );
     assert_eq!(stop["choices"][0]["finish_reason"], "stop");
 
+    // top_k 1 leaves one candidate: sampling at temperature 1 gives the greedy answer.
+    let top_k: Value = client
+        .post(local.url("/v1/chat/completions"))
+        .json(&question(
+            json!({ "temperature": 1.0, "top_k": 1, "seed": 11 }),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        top_k["choices"][0]["message"]["content"],
+        "The capital of France is Paris."
+    );
+
     let long = "word ".repeat(9000);
     let bad: Vec<(Value, &str, u16, &str)> = vec![
         (

@@ -381,3 +381,55 @@ fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
         }
     }
 }
+
+#[test]
+fn top_k_top_p_and_repetition_penalty_shape_the_choice() {
+    let model = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::Q8_0)).unwrap();
+    let ids = model
+        .encode(
+            &model
+                .chat_prompt(&user("Count from 1 to 20, separated by commas."))
+                .unwrap(),
+        )
+        .unwrap();
+    let run = |params: GenerationParams| {
+        model
+            .generate(&ids, &params, &mut |_| true)
+            .unwrap()
+            .token_ids
+    };
+    let base = GenerationParams {
+        max_tokens: 24,
+        ..Default::default()
+    };
+    let greedy = run(base.clone());
+    // With one candidate left, sampling at temperature 1 is the greedy choice, whatever the seed.
+    for seed in [1, 2, 3] {
+        let top_k = GenerationParams {
+            temperature: 1.0,
+            top_k: Some(1),
+            seed,
+            ..base.clone()
+        };
+        assert_eq!(run(top_k), greedy, "top_k 1, seed {seed}");
+        let top_p = GenerationParams {
+            temperature: 1.0,
+            top_p: Some(1e-6),
+            seed,
+            ..base.clone()
+        };
+        assert_eq!(run(top_p), greedy, "top_p 1e-6, seed {seed}");
+    }
+    // Counting repeats ", " every other token; a strong repetition penalty breaks the pattern.
+    let distinct = |t: &[u32]| t.iter().collect::<std::collections::HashSet<_>>().len();
+    let penalized = run(GenerationParams {
+        repetition_penalty: 3.0,
+        ..base.clone()
+    });
+    assert!(
+        distinct(&penalized) > distinct(&greedy),
+        "{} distinct tokens with the penalty vs {} without",
+        distinct(&penalized),
+        distinct(&greedy)
+    );
+}
