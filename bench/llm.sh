@@ -47,13 +47,19 @@ sys.exit(rc)
 EOF
 fi
 
-cargo build --release -q -p xi-engine --example llm_bench
+cargo build --release -q -p xi-engine --example llm_bench --example random_gguf
 ours=target/release/examples/llm_bench
+# A model of a real shape (Llama-3.2-1B's layers, SmolLM2's vocabulary) with random weights:
+# its output is noise, but its speed is that of a 1B model.
+big="$models_dir/bench/random-llama-3.2-1b.Q4_1.gguf"
+if [ ! -f "$big" ]; then
+    target/release/examples/random_gguf "$q4" llama-3.2-1b q4_1 "$big"
+fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 for round in 1 2; do
-    for model in "$q4" "$q8"; do
+    for model in "$q4" "$q8" "$big"; do
         name=$(basename "$model" .gguf)
         echo "round $round: $name" >&2
         RAYON_NUM_THREADS=$THREADS "$ours" "$model" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" \
@@ -75,20 +81,23 @@ def best(prefix, name):
     b["version"] = runs[0].get("version", "")
     return b
 print(f"# LLM engine vs llama.cpp ({datetime.date.today()})\n")
-print(f"SmolLM2-135M-Instruct, prompt {prompt} tokens, {gen} generated tokens (greedy, end token "
+print(f"SmolLM2-135M-Instruct (Q4_1 from its wheel, Q8_0 re-quantized from it by llama.cpp) and "
+      f"a random-weight model of Llama-3.2-1B's shape (1B: 16 layers, hidden 2048, SmolLM2's "
+      f"49k vocabulary); prompt {prompt} tokens, {gen} generated tokens (greedy, end token "
       f"ignored), {threads} threads, best of 2 rounds x 2 repeats, the engines alternating. "
       f"Produced by `bench/llm.sh`.\n")
-print("| file | engine | prefill tok/s | decode tok/s (1 stream) | TTFT ms | "
+print("| model | engine | prefill tok/s | decode tok/s (1 stream) | TTFT ms | "
       f"decode tok/s ({streams} streams) | {streams}-stream speed-up |")
 print("|---|---|---|---|---|---|---|")
-for name in ["SmolLM2-135M-Instruct.Q4_1", "SmolLM2-135M-Instruct.Q8_0"]:
+for name in ["SmolLM2-135M-Instruct.Q4_1", "SmolLM2-135M-Instruct.Q8_0", "random-llama-3.2-1b.Q4_1"]:
     o, l = best("ours", name), best("llamacpp", name)
-    print(f"| {name.split('.')[-1]} | xinference-rs | {o['prefill_tok_s']:.0f} | {o['decode_tok_s']:.1f} | "
+    label = name.replace("SmolLM2-135M-Instruct.", "SmolLM2 ")
+    print(f"| {label} | xinference-rs | {o['prefill_tok_s']:.0f} | {o['decode_tok_s']:.1f} | "
           f"{o['ttft_ms']:.0f} | {o['decode_tok_s_streams']:.1f} | "
           f"{o['decode_tok_s_streams'] / o['decode_tok_s']:.2f}x |")
-    print(f"| {name.split('.')[-1]} | llama.cpp {l['version']} | {l['prefill_tok_s']:.0f} | "
+    print(f"| {label} | llama.cpp {l['version']} | {l['prefill_tok_s']:.0f} | "
           f"{l['decode_tok_s']:.1f} | {l['ttft_ms']:.0f} | - | - |")
-    print(f"| {name.split('.')[-1]} | **ratio** | {o['prefill_tok_s'] / l['prefill_tok_s']:.2f}x | "
+    print(f"| {label} | **ratio** | {o['prefill_tok_s'] / l['prefill_tok_s']:.2f}x | "
           f"{o['decode_tok_s'] / l['decode_tok_s']:.2f}x | {l['ttft_ms'] / o['ttft_ms']:.2f}x faster | | |")
 EOF
 cat bench/results/llm.md
