@@ -93,4 +93,25 @@ def test_chat_through_both_sdks(server, models):
     assert reply.choices[0].message.content == "The capital of France is Paris."
     stream = openai.chat.completions.create(model=uid, messages=messages, temperature=0, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "The capital of France is Paris."
+
+    # Completions through both SDKs.
+    completion = model.generate("The capital of France is", generate_config={"temperature": 0, "max_tokens": 4})
+    assert completion["choices"][0]["text"].strip()
+    assert completion["usage"]["completion_tokens"] <= 4
+    text = openai.completions.create(model=uid, prompt="The capital of France is", max_tokens=4, temperature=0)
+    assert text.choices[0].text == completion["choices"][0]["text"]
+    client.terminate_model(uid)
+
+
+def test_cluster_and_model_views(server, models):
+    client = admin(server)
+    uid = client.launch_model(model_name="all-MiniLM-L6-v2", model_type="embedding", model_uid="views",
+                              model_path=f"{models}/all-MiniLM-L6-v2")
+    described = client.describe_model(uid)
+    assert described["model_type"] == "embedding" and described["model_name"] == "all-MiniLM-L6-v2"
+    assert client.get_launch_model_progress(uid)["progress"] == 1.0
+    engines = client.query_engine_by_model_name("smollm2-instruct")
+    assert engines, engines
+    assert client.get_workers_info()
+    assert client.get_supervisor_info()
     client.terminate_model(uid)

@@ -379,6 +379,23 @@ fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
             let got = model.generate(&prompt, &params, &mut |_| true).unwrap();
             assert_eq!(got.token_ids, want, "{name}: greedy tokens");
         }
+        // Re-quantized to Q8_0 at load (the integer kernel on AVX-512 VNNI CPUs, candle's
+        // elsewhere), the logits stay close to the f32 reference.
+        let options = LoadOptions {
+            requantize: Some(GgmlDType::Q8_0),
+            fallback_template: None,
+        };
+        let q8 = LlmModel::load(&folder, &options, &mut |_| {}).unwrap();
+        let case = &expected["cases"][0];
+        let prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
+        let want: Vec<f32> = serde_json::from_value(case["last_logits"].clone()).unwrap();
+        let got = q8.next_token_logits(&prompt).unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 0.3, "{name}: Q8_0 logits differ by {diff}");
     }
 }
 

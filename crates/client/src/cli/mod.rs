@@ -1,0 +1,230 @@
+//! The `xinference` command line: upstream's commands and flags on top of [`Client`].
+
+mod commands;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::client::Client;
+use crate::error::ClientError;
+use crate::token_store;
+
+/// Talk to an xinference-rs (or Xinference) server: log in, launch and stop models, chat,
+/// embed, rerank, manage custom registrations.
+#[derive(Parser, Debug)]
+#[command(name = "xinference", version, about)]
+pub struct Cli {
+    /// The server, exactly as you logged in to it (the stored token is keyed by this text).
+    #[arg(
+        short = 'e',
+        long,
+        env = "XINFERENCE_ENDPOINT",
+        default_value = "http://127.0.0.1:9997",
+        global = true
+    )]
+    pub endpoint: String,
+    /// An `sk-` api key (or a token) to use instead of the stored login. `-ak` works too.
+    #[arg(long = "api-key", env = "XINFERENCE_API_KEY", global = true)]
+    pub api_key: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Log in and store the access token for this endpoint ($XINFERENCE_HOME/auth/, mode 0600).
+    Login {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: String,
+    },
+    /// List the running models.
+    List,
+    /// Launch a model. Extra `--key value` pairs go to the engine (e.g. `--requantize Q8_0`).
+    Launch(commands::LaunchArgs),
+    /// Stop a running model.
+    Terminate {
+        #[arg(short = 'u', long = "model-uid")]
+        model_uid: String,
+    },
+    /// Register a custom model from a JSON file.
+    Register {
+        #[arg(short = 't', long = "model-type", default_value = "LLM")]
+        model_type: String,
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Keep it across server restarts.
+        #[arg(long)]
+        persist: bool,
+    },
+    /// Remove a custom model registration.
+    Unregister {
+        #[arg(short = 't', long = "model-type", default_value = "LLM")]
+        model_type: String,
+        #[arg(short = 'n', long = "model-name")]
+        model_name: String,
+    },
+    /// List the models of one type (built-in and custom).
+    Registrations {
+        #[arg(short = 't', long = "model-type", default_value = "LLM")]
+        model_type: String,
+    },
+    /// Chat with an LLM: one message with --message, else an interactive session (empty line
+    /// or Ctrl-D ends it). Answers stream as they are generated.
+    Chat(commands::ChatArgs),
+    /// Complete a prompt with an LLM (streamed).
+    Generate(commands::GenerateArgs),
+    /// Embed texts; prints each vector's size and first values (--json: the whole answer).
+    Embed {
+        #[arg(short = 'u', long = "model-uid")]
+        model_uid: String,
+        /// The texts to embed.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank documents against a query.
+    Rerank {
+        #[arg(short = 'u', long = "model-uid")]
+        model_uid: String,
+        #[arg(short = 'q', long)]
+        query: String,
+        /// The documents.
+        #[arg(required = true)]
+        documents: Vec<String>,
+        #[arg(long = "top-n")]
+        top_n: Option<usize>,
+    },
+    /// Show the engines and formats a model can launch with.
+    Engine {
+        #[arg(short = 'n', long = "model-name")]
+        model_name: String,
+    },
+    /// Stop the whole cluster (admin).
+    StopCluster,
+    /// Print an argon2id hash of a password for the auth config file (reads standard input
+    /// when --password is not given).
+    HashPassword {
+        #[arg(long)]
+        password: Option<String>,
+    },
+}
+
+/// Upstream spells some short flags with two letters (`-ak`, `-en`); clap's short flags are
+/// one letter, so those are rewritten to their long forms first. The endpoint and api key may
+/// come anywhere (even after `launch`'s free-form engine options), so they move to the front.
+fn upstream_aliases(args: impl Iterator<Item = String>) -> Vec<String> {
+    let args: Vec<String> = args
+        .map(|a| match a.as_str() {
+            "-ak" => "--api-key".to_string(),
+            "-en" => "--model-engine".to_string(),
+            _ => a,
+        })
+        .collect();
+    let mut global = Vec::new();
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    rest.extend(it.next()); // the program name
+    while let Some(arg) = it.next() {
+        if matches!(arg.as_str(), "-e" | "--endpoint" | "--api-key") {
+            global.push(arg);
+            global.extend(it.next());
+        } else if arg.starts_with("--endpoint=") || arg.starts_with("--api-key=") {
+            global.push(arg);
+        } else {
+            rest.push(arg);
+        }
+    }
+    rest.splice(1..1, global);
+    rest
+}
+
+/// Runs the CLI with the process arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse_from(upstream_aliases(std::env::args()));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xinference: error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xinference: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The credentials of a command: `--api-key`, else the stored login for this endpoint.
+fn credentials(cli: &Cli) -> Result<(Option<String>, bool), ClientError> {
+    if let Some(key) = &cli.api_key {
+        return Ok((Some(key.clone()), false));
+    }
+    let stored = token_store::load(&token_store::home()?, &cli.endpoint);
+    let from_store = stored.is_some();
+    Ok((stored, from_store))
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    if let Command::HashPassword { password } = &cli.command {
+        return commands::hash_password(password.clone());
+    }
+    if let Command::Login { username, password } = &cli.command {
+        return commands::login(&cli.endpoint, username, password).await;
+    }
+    let (token, from_store) = credentials(&cli)?;
+    let had_token = token.is_some();
+    let client = Client::new(&cli.endpoint, token);
+    let result = commands::dispatch(&client, cli.command).await;
+    // Explain a 401 in terms of what the user can do about it.
+    match result {
+        Err(e) if e.is_unauthorized() && !had_token => Err(ClientError::NotLoggedIn {
+            endpoint: cli.endpoint,
+        }),
+        Err(ClientError::Server { status: 401, detail }) if from_store => {
+            Err(ClientError::Server {
+                status: 401,
+                detail: format!(
+                    "{detail}; the stored login for {} was refused (expired?): run `xinference login` again",
+                    cli.endpoint
+                ),
+            })
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_two_letter_flags_parse() {
+        let args = [
+            "xinference",
+            "launch",
+            "-n",
+            "m",
+            "-en",
+            "candle",
+            "-ak",
+            "sk-1",
+        ];
+        let cli = Cli::parse_from(upstream_aliases(args.iter().map(|s| s.to_string())));
+        assert_eq!(cli.api_key.as_deref(), Some("sk-1"));
+        match cli.command {
+            Command::Launch(l) => assert_eq!(l.model_engine.as_deref(), Some("candle")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

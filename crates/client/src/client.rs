@@ -1,0 +1,267 @@
+//! [`Client`]: the REST API of an xinference-rs (or Xinference) server, async.
+
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{json, Value};
+
+use crate::error::ClientError;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    /// Sent as `Authorization: Bearer` (a JWT from `/token` or an `sk-` api key).
+    token: Option<String>,
+}
+
+impl Client {
+    /// `endpoint` like `http://127.0.0.1:9997` (a trailing slash is ignored).
+    pub fn new(endpoint: &str, token: Option<String>) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let builder = self
+            .http
+            .request(method, format!("{}{path}", self.endpoint));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    async fn send(&self, builder: RequestBuilder) -> Result<Response, ClientError> {
+        let response = builder.send().await.map_err(|e| ClientError::Connect {
+            endpoint: self.endpoint.clone(),
+            reason: root_cause(&e),
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| match &v["detail"] {
+                Value::String(s) => Some(s.clone()),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            })
+            .unwrap_or_else(|| {
+                if text.is_empty() {
+                    "no detail".into()
+                } else {
+                    text
+                }
+            });
+        Err(ClientError::Server { status, detail })
+    }
+
+    async fn json(&self, builder: RequestBuilder) -> Result<Value, ClientError> {
+        let response = self.send(builder).await?;
+        let text = response.text().await.map_err(|e| ClientError::Connect {
+            endpoint: self.endpoint.clone(),
+            reason: root_cause(&e),
+        })?;
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::Invalid(format!("the server's answer is not JSON: {e}")))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.json(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.json(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.json(self.request(Method::DELETE, path)).await
+    }
+
+    /// Whether the server has auth on (`GET /v1/cluster/auth`, public).
+    pub async fn auth_enabled(&self) -> Result<bool, ClientError> {
+        Ok(self.get("/v1/cluster/auth").await?["auth"]
+            .as_bool()
+            .unwrap_or(false))
+    }
+
+    /// `POST /token`; returns the access token.
+    pub async fn login(&self, username: &str, password: &str) -> Result<String, ClientError> {
+        let reply = self
+            .post(
+                "/token",
+                &json!({ "username": username, "password": password }),
+            )
+            .await?;
+        reply["access_token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Invalid("the /token answer has no access_token".into()))
+    }
+
+    /// Running models (`GET /v1/models`): the `data` list.
+    pub async fn list_models(&self) -> Result<Vec<Value>, ClientError> {
+        let reply = self.get("/v1/models").await?;
+        Ok(reply["data"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `POST /v1/models`; returns the model uid.
+    pub async fn launch(&self, body: &Value) -> Result<String, ClientError> {
+        let reply = self.post("/v1/models", body).await?;
+        reply["model_uid"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Invalid("the launch answer has no model_uid".into()))
+    }
+
+    pub async fn terminate(&self, uid: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/models/{}", encode(uid))).await?;
+        Ok(())
+    }
+
+    /// Registers a custom model from its JSON description.
+    pub async fn register(
+        &self,
+        model_type: &str,
+        model: &str,
+        persist: bool,
+    ) -> Result<(), ClientError> {
+        let body = json!({ "model": model, "persist": persist });
+        self.post(
+            &format!("/v1/model_registrations/{}", encode(model_type)),
+            &body,
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn unregister(&self, model_type: &str, name: &str) -> Result<(), ClientError> {
+        self.delete(&format!(
+            "/v1/model_registrations/{}/{}",
+            encode(model_type),
+            encode(name)
+        ))
+        .await?;
+        Ok(())
+    }
+
+    pub async fn registrations(&self, model_type: &str) -> Result<Vec<Value>, ClientError> {
+        let reply = self
+            .get(&format!("/v1/model_registrations/{}", encode(model_type)))
+            .await?;
+        Ok(reply.as_array().cloned().unwrap_or_default())
+    }
+
+    /// A streamed `POST` (`stream: true` is set): each `data:` event as JSON, until `[DONE]`.
+    /// An `{"error": ...}` event becomes an error.
+    pub async fn stream(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<impl Stream<Item = Result<Value, ClientError>>, ClientError> {
+        let mut body = body.clone();
+        body["stream"] = json!(true);
+        let response = self
+            .send(self.request(Method::POST, path).json(&body))
+            .await?;
+        let endpoint = self.endpoint.clone();
+        let bytes = response.bytes_stream();
+        let events = futures_util::stream::unfold(
+            (bytes, String::new(), false),
+            move |(mut bytes, mut buffer, done)| {
+                let endpoint = endpoint.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    loop {
+                        if let Some(end) = buffer.find("\n\n") {
+                            let event: String = buffer.drain(..end + 2).collect();
+                            let data: String = event
+                                .lines()
+                                .filter_map(|l| l.strip_prefix("data:"))
+                                .map(str::trim)
+                                .collect();
+                            if data.is_empty() {
+                                continue;
+                            }
+                            if data == "[DONE]" {
+                                return None;
+                            }
+                            let item = match serde_json::from_str::<Value>(&data) {
+                                Ok(v) if v.get("error").is_some() => Err(ClientError::Server {
+                                    status: 500,
+                                    detail: error_text(&v["error"]),
+                                }),
+                                Ok(v) => Ok(v),
+                                Err(e) => Err(ClientError::Invalid(format!(
+                                    "a stream event is not JSON: {e}"
+                                ))),
+                            };
+                            let stop = item.is_err();
+                            return Some((item, (bytes, buffer, stop)));
+                        }
+                        match bytes.next().await {
+                            Some(Ok(chunk)) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                            Some(Err(e)) => {
+                                let err = ClientError::Connect {
+                                    endpoint,
+                                    reason: root_cause(&e),
+                                };
+                                return Some((Err(err), (bytes, buffer, true)));
+                            }
+                            None => return None,
+                        }
+                    }
+                }
+            },
+        );
+        Ok(events)
+    }
+}
+
+fn error_text(error: &Value) -> String {
+    match error {
+        Value::String(s) => s.clone(),
+        other => other["message"]
+            .as_str()
+            .or(other["detail"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| other.to_string()),
+    }
+}
+
+/// The innermost cause of a reqwest error ("Connection refused (os error 111)").
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}
+
+/// Percent-encodes a path segment.
+fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

@@ -1,0 +1,32 @@
+//! The xinference-rs client: [`Client`] (async, over the REST API) and the `xinference`
+//! command line built on it ([`cli`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), xi_client::ClientError> {
+//! use xi_client::Client;
+//! let anonymous = Client::new("http://127.0.0.1:9997", None);
+//! let token = anonymous.login("user1", "secret1").await?;
+//! let client = Client::new("http://127.0.0.1:9997", Some(token));
+//! let uid = client
+//!     .launch(&serde_json::json!({
+//!         "model_name": "all-MiniLM-L6-v2", "model_type": "embedding",
+//!         "model_path": "/models/all-MiniLM-L6-v2",
+//!     }))
+//!     .await?;
+//! let reply = client
+//!     .post("/v1/embeddings", &serde_json::json!({ "model": uid, "input": "Hello" }))
+//!     .await?;
+//! println!("{}", reply["data"][0]["embedding"][0]);
+//! # Ok(()) }
+//! ```
+//!
+//! Errors are one [`ClientError`]: the server's `detail` with its status, a connection
+//! problem, or a missing login.
+
+pub mod cli;
+mod client;
+mod error;
+pub mod token_store;
+
+pub use client::Client;
+pub use error::ClientError;
