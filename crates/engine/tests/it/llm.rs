@@ -380,7 +380,8 @@ fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
             assert_eq!(got.token_ids, want, "{name}: greedy tokens");
         }
         // Re-quantized to Q8_0 at load (the integer kernel on AVX-512 VNNI CPUs, candle's
-        // elsewhere), the logits stay close to the f32 reference.
+        // elsewhere), the logits stay close to the f32 reference. (The tiny models' weights are
+        // wide random normals, the hard case for 8-bit blocks.)
         let options = LoadOptions {
             requantize: Some(GgmlDType::Q8_0),
             fallback_template: None,
@@ -395,7 +396,13 @@ fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(diff < 0.3, "{name}: Q8_0 logits differ by {diff}");
+        let range = want.iter().fold(f32::MIN, |a, b| a.max(*b))
+            - want.iter().fold(f32::MAX, |a, b| a.min(*b));
+        // 8-bit weights and activations: within a few percent of the logits' spread.
+        assert!(
+            diff < 0.04 * range,
+            "{name}: Q8_0 logits differ by {diff} (range {range})"
+        );
     }
 }
 
