@@ -34,14 +34,6 @@ impl KvCache {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| (l.keys.capacity() + l.values.capacity()) * 4)
-            .sum()
-    }
 }
 
 /// cos/sin of every position and rotated pair, computed once per model.

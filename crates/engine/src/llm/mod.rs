@@ -182,10 +182,22 @@ impl LlmModel {
             .and_then(|v| v.to_u32().ok());
         let end_ids = end_ids(&tokenizer, [eos, eot].into_iter().flatten());
         let mut weights = GgufWeights::new(content, file, options.requantize, path);
-        let transformer = Transformer::load(config, &mut weights, &mut |done, all| {
+        let parts = (tokenizer, template, end_ids);
+        Self::assemble(path, config, &mut weights, parts, on_progress)
+    }
+
+    /// Loads the weights and puts the model together (both formats end here).
+    fn assemble(
+        origin: &Path,
+        config: LlmConfig,
+        weights: &mut dyn weights::WeightSource,
+        (tokenizer, template, end_ids): (Tokenizer, Option<ChatTemplate>, Vec<u32>),
+        on_progress: &mut dyn FnMut(f32),
+    ) -> Result<LlmModel, EngineError> {
+        let transformer = Transformer::load(config, weights, &mut |done, all| {
             on_progress(done as f32 / all as f32)
         })?;
-        tracing::info!(file = %path.display(), arch = transformer.config.arch.name(),
+        tracing::info!(from = %origin.display(), arch = transformer.config.arch.name(),
             context = transformer.config.context_length, "LLM loaded");
         Ok(LlmModel {
             transformer,
@@ -245,17 +257,8 @@ impl LlmModel {
             .map(|s| ChatTemplate::new(s, bos, eos))
             .transpose()?;
         let mut weights = SafetensorsWeights::open(&files.weights, options.requantize)?;
-        let transformer = Transformer::load(config, &mut weights, &mut |done, all| {
-            on_progress(done as f32 / all as f32)
-        })?;
-        tracing::info!(folder = %folder.display(), arch = transformer.config.arch.name(),
-            context = transformer.config.context_length, "LLM loaded");
-        Ok(LlmModel {
-            transformer,
-            tokenizer,
-            template,
-            end_ids,
-        })
+        let parts = (tokenizer, template, end_ids);
+        Self::assemble(folder, config, &mut weights, parts, on_progress)
     }
 
     pub fn context_length(&self) -> usize {
@@ -264,10 +267,6 @@ impl LlmModel {
 
     pub fn config(&self) -> &LlmConfig {
         &self.transformer.config
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
     }
 
     /// Renders a chat with the model's template.

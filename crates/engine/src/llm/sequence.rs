@@ -100,11 +100,6 @@ impl Sequence {
         self.finished
     }
 
-    /// Bytes of KV cache held.
-    pub fn cache_bytes(&self) -> usize {
-        self.cache.bytes()
-    }
-
     /// Tokens not yet run through the model.
     pub(super) fn pending(&self) -> usize {
         self.tokens.len() - self.cache.len()
