@@ -20,8 +20,14 @@ pub struct Local {
 impl Local {
     /// Starts the binary with `args` (plus `-p 0 --home home`) and waits for its address.
     pub fn start(home: &Path, args: &[&str]) -> Local {
+        Self::start_with_env(home, args, &[])
+    }
+
+    /// Like [`Local::start`], with extra environment variables for the server process.
+    pub fn start_with_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Local {
         let log = home.with_extension(format!("log-{}", rand_suffix()));
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args(["-p", "0", "--home"])
             .arg(home)
             .args(args)

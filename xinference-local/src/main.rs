@@ -116,7 +116,7 @@ fn serve(cli: Cli) -> Result<(), String> {
         Some(home) => home,
         None => default_home()?,
     };
-    let mut config = SupervisorConfig::new(home);
+    let mut config = SupervisorConfig::new(home.clone());
     config.auth_config = cli.auth_config;
     config.metrics_require_auth = cli.metrics_require_auth;
     config.max_body_bytes = cli.max_body_bytes;
@@ -128,7 +128,7 @@ fn serve(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}:{}: {e}", cli.host, cli.port))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
 
-    let mut worker_config = WorkerConfig::new(address.to_string());
+    let mut worker_config = WorkerConfig::new(address.to_string(), &home);
     worker_config.queue_capacity = cli.model_queue_size.max(1);
     let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(worker_config));
 

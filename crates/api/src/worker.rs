@@ -24,6 +24,22 @@ pub struct ReplicaSpec {
     /// Engine options from the launch request (unknown launch keys).
     #[serde(default)]
     pub options: Map<String, Value>,
+    /// Files to fetch from a model hub first (a launch that named no local files); the worker
+    /// downloads them into its cache and loads from there.
+    #[serde(default)]
+    pub download: Option<HubDownload>,
+}
+
+/// Model files on a hub (Hugging Face's URL layout, at `HF_ENDPOINT`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HubDownload {
+    /// `owner/name`.
+    pub repo: String,
+    pub revision: String,
+    /// One file (a GGUF model); `None` for the files a Hugging Face model folder needs.
+    pub file: Option<String>,
+    /// The folder under `<XINFERENCE_HOME>/cache/v2/` (upstream's naming).
+    pub cache_name: String,
 }
 
 /// What the loaded replica turned out to be.
@@ -44,6 +60,8 @@ pub enum WorkerErrorKind {
     NotFound,
     /// The replica's queue is full (503 with Retry-After).
     Busy,
+    /// Something the model needs is unreachable or failed (a hub download): 503.
+    Unavailable,
     /// The launch was cancelled (499).
     Cancelled,
     /// Our fault (500).

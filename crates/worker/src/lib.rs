@@ -6,6 +6,8 @@
 //! - `replica`: one loaded model on its own thread, fed by a bounded queue; each request
 //!   carries a oneshot for its reply. Requests that queue up while a batch runs are merged
 //!   into the next forward pass (dynamic batching, capped by a token budget).
+//! - `download`: model files from a hub (Hugging Face's URL layout) into the cache, resumable,
+//!   checksummed, retried.
 //! - `batcher`: continuous batching for LLM replicas: all running sequences advance together,
 //!   one forward pass per step; new requests join between steps.
 //!
@@ -14,6 +16,7 @@
 //! when `terminate` returns.
 
 mod batcher;
+mod download;
 mod local;
 mod replica;
 

@@ -1,5 +1,6 @@
 //! [`LocalWorker`]: the in-process worker of `xinference-local`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -22,14 +23,17 @@ pub struct WorkerConfig {
     pub queue_capacity: usize,
     /// Tokens merged from the queue into one round.
     pub batch_tokens: usize,
+    /// Where hub downloads go: `<XINFERENCE_HOME>/cache/v2`.
+    pub cache_dir: PathBuf,
 }
 
 impl WorkerConfig {
-    pub fn new(address: String) -> Self {
+    pub fn new(address: String, home: &Path) -> Self {
         Self {
             address,
             queue_capacity: 256,
             batch_tokens: 8_192,
+            cache_dir: home.join("cache").join("v2"),
         }
     }
 }
@@ -135,9 +139,13 @@ impl Worker for LocalWorker {
         self.config.address.clone()
     }
 
-    fn launch(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<ReplicaInfo, WorkerError>> {
+    fn launch(&self, mut spec: ReplicaSpec) -> BoxFuture<'_, Result<ReplicaInfo, WorkerError>> {
         Box::pin(async move {
             let options = self.options(&spec)?;
+            if let Some(download) = &spec.download {
+                // Hub files go to this worker's cache; the replica fetches them before loading.
+                spec.model_path = self.config.cache_dir.join(&download.cache_name);
+            }
             let uid = spec.replica_uid.clone();
             if self.replicas.contains_key(&uid) {
                 return Err(WorkerError::new(

@@ -147,7 +147,18 @@ impl Replica {
 }
 
 fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaInfo), WorkerError> {
-    shared.set_progress(0.1);
+    let mut spec = spec.clone();
+    if let Some(download) = &spec.download {
+        // Downloading is the first 80% of the progress, loading the rest.
+        spec.model_path = crate::download::fetch(
+            download,
+            &spec.model_path,
+            &mut |p| shared.set_progress(0.8 * p),
+            &shared.stop,
+        )?;
+    }
+    let spec = &spec;
+    shared.set_progress(shared.progress().max(0.1));
     let invalid = |e: EngineError| {
         let kind = if e.is_client_error() {
             WorkerErrorKind::InvalidModel
@@ -182,8 +193,9 @@ fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaIn
                     .and_then(|v| v.as_str())
                     .map(str::to_string),
             };
+            let base = shared.progress();
             let model = LlmModel::load(&spec.model_path, &options, &mut |p| {
-                shared.set_progress(0.1 + 0.9 * p)
+                shared.set_progress(base + (1.0 - base) * p)
             })
             .map_err(invalid)?;
             let info = ReplicaInfo {

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use xi_api::models::{LaunchStatus, ModelType};
-use xi_api::worker::{ReplicaInfo, ReplicaSpec, Worker, WorkerError, WorkerErrorKind};
+use xi_api::worker::{HubDownload, ReplicaInfo, ReplicaSpec, Worker, WorkerError, WorkerErrorKind};
 
 use super::plan::LaunchPlan;
 use super::table::{ModelEntry, ModelTable};
 use crate::error::SupervisorError;
 use crate::state::AppState;
 
-/// Where the model's files are on the worker: the launch's `model_path`, else the
-/// registration's `model_uri`.
-fn local_files(plan: &LaunchPlan) -> Result<PathBuf, SupervisorError> {
+/// Where the model's files come from: the launch's `model_path`, else the registration's
+/// `model_uri`, else a download of the spec's hub files into the worker's cache.
+fn model_files(plan: &LaunchPlan) -> Result<(PathBuf, Option<HubDownload>), SupervisorError> {
     let bad = |m: String| SupervisorError::BadRequest(m);
     if let Some(path) = &plan.model_path {
         let path = PathBuf::from(path);
@@ -28,7 +28,7 @@ fn local_files(plan: &LaunchPlan) -> Result<PathBuf, SupervisorError> {
         if !path.exists() {
             return Err(bad(format!("model_path {} does not exist", path.display())));
         }
-        return Ok(path);
+        return Ok((path, None));
     }
     if let Some(uri) = plan.spec.get("model_uri").and_then(Value::as_str) {
         let path = PathBuf::from(uri.strip_prefix("file://").unwrap_or(uri));
@@ -38,13 +38,63 @@ fn local_files(plan: &LaunchPlan) -> Result<PathBuf, SupervisorError> {
                 plan.family.name
             )));
         }
-        return Ok(path);
+        return Ok((path, None));
     }
-    Err(bad(format!(
-        "Model {} has no local files: pass `model_path` (the model folder) when launching, or register \
-         the model with a `model_uri`. Downloading from the Hugging Face hub is not available in this build.",
-        plan.family.name
-    )))
+    Ok((PathBuf::new(), Some(hub_download(plan)?)))
+}
+
+/// The hub files of the launched spec: GGUF specs name one file (`model_file_name_template`
+/// with the quantization), other formats take the repository's model folder.
+fn hub_download(plan: &LaunchPlan) -> Result<HubDownload, SupervisorError> {
+    let bad = |m: String| SupervisorError::BadRequest(m);
+    let hub = plan
+        .options
+        .get("download_hub")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| std::env::var("XINFERENCE_MODEL_SRC").ok())
+        .unwrap_or_else(|| "huggingface".into());
+    if hub != "huggingface" {
+        return Err(bad(format!(
+            "download_hub {hub:?} is not supported (huggingface is; set HF_ENDPOINT for a mirror)"
+        )));
+    }
+    let field = |k: &str| plan.spec.get(k).and_then(Value::as_str);
+    let repo = field("model_id").ok_or_else(|| {
+        bad(format!(
+            "Model {} has no local files and no hub id: pass `model_path` when launching, or \
+             register it with a `model_uri`",
+            plan.family.name
+        ))
+    })?;
+    let format = field("model_format").unwrap_or("pytorch");
+    let quantization = field("quantization").unwrap_or("none");
+    let file = match field("model_file_name_template") {
+        Some(template) if format == "ggufv2" => {
+            Some(template.replace("{quantization}", quantization))
+        }
+        _ => None,
+    };
+    let cache_name = if plan.model_type == ModelType::Llm {
+        let size = plan
+            .spec
+            .get("model_size_in_billions")
+            .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+            .unwrap_or_default()
+            .replace('.', "_");
+        format!(
+            "{}-{format}-{size}b-{quantization}",
+            plan.family.name.replace('.', "_")
+        )
+    } else {
+        plan.family.name.clone()
+    };
+    Ok(HubDownload {
+        repo: repo.to_string(),
+        revision: field("model_revision").unwrap_or("main").to_string(),
+        file,
+        cache_name,
+    })
 }
 
 /// Maps a worker failure to the client's error.
@@ -54,6 +104,10 @@ pub fn worker_error(e: WorkerError) -> SupervisorError {
             SupervisorError::BadRequest(e.message)
         }
         WorkerErrorKind::NotFound => SupervisorError::NotFound(e.message),
+        WorkerErrorKind::Unavailable => SupervisorError::Unavailable {
+            detail: e.message,
+            retry_after: None,
+        },
         WorkerErrorKind::Busy => SupervisorError::Unavailable {
             detail: e.message,
             retry_after: Some(1),
@@ -143,7 +197,7 @@ pub async fn start(
             detail: "No available worker found".into(),
             retry_after: None,
         })?;
-    let path = local_files(&plan)?;
+    let files = model_files(&plan)?;
     let uid = plan.uid.clone();
     let replicas: Vec<(String, Arc<dyn Worker>)> = (0..plan.replica)
         .map(|i| (format!("{uid}-{i}"), worker.clone()))
@@ -158,7 +212,9 @@ pub async fn start(
     state.models.reserve(entry.clone())?;
     let task_state = state.clone();
     let task =
-        tokio::spawn(async move { run_launch(&task_state, &entry, &plan, path, wait_ready).await });
+        tokio::spawn(
+            async move { run_launch(&task_state, &entry, &plan, files, wait_ready).await },
+        );
     if wait_ready {
         task.await.map_err(SupervisorError::internal)??;
     }
@@ -169,7 +225,7 @@ async fn run_launch(
     state: &AppState,
     entry: &Arc<ModelEntry>,
     plan: &LaunchPlan,
-    path: PathBuf,
+    (path, download): (PathBuf, Option<HubDownload>),
     wait_ready: bool,
 ) -> Result<(), SupervisorError> {
     entry.update(|s| s.status = LaunchStatus::Loading);
@@ -185,6 +241,7 @@ async fn run_launch(
             model_name: plan.family.name.clone(),
             model_path: path.clone(),
             options: plan.options.clone(),
+            download: download.clone(),
         };
         match worker.launch(spec).await {
             Ok(got) => {
