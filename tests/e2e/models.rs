@@ -455,12 +455,13 @@ async fn background_launch_progress_replicas_and_bad_folders() {
         json!({ "model_name": "bge-small-en-v1.5", "model_type": "embedding" }),
     )
     .await;
-    assert_eq!(status, 400);
+    // No local files: the hub is asked (here a closed port), and the failure says where.
+    assert_eq!(status, 503);
     assert!(
         reply["detail"]
             .as_str()
             .unwrap()
-            .contains("has no local files"),
+            .contains("cannot reach http://127.0.0.1:9/api/models/BAAI/bge-small-en-v1.5"),
         "{reply}"
     );
 }

@@ -23,10 +23,13 @@ impl Local {
         Self::start_with_env(home, args, &[])
     }
 
-    /// Like [`Local::start`], with extra environment variables for the server process.
+    /// Like [`Local::start`], with extra environment variables for the server process. Tests
+    /// never reach the real hub: `HF_ENDPOINT` is a closed local port unless `env` sets it.
     pub fn start_with_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Local {
         let log = home.with_extension(format!("log-{}", rand_suffix()));
         let mut child = Command::new(BIN)
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .env("XINFERENCE_DOWNLOAD_MAX_ATTEMPTS", "1")
             .envs(env.iter().copied())
             .args(["-p", "0", "--home"])
             .arg(home)

@@ -58,6 +58,8 @@ fn invalid(message: String) -> WorkerError {
 /// Why a request failed, and whether trying again may help.
 enum Failure {
     Retry(String),
+    /// The partial file cannot be continued (HTTP 416): start the file over.
+    Restart(String),
     Final(WorkerError),
 }
 
@@ -109,7 +111,9 @@ impl Hub {
             404 => Err(Failure::Final(invalid(format!(
                 "{url} was not found on the hub (HTTP 404): check the model id, revision and quantization"
             )))),
-            416 => Err(Failure::Retry(format!("{url}: the partial download does not fit the file (HTTP 416)"))),
+            416 => Err(Failure::Restart(format!(
+                "{url}: the partial download does not fit the file (HTTP 416)"
+            ))),
             _ => Err(Failure::Retry(format!("{url}: HTTP {status}"))),
         }
     }
@@ -121,7 +125,7 @@ impl Hub {
             match op() {
                 Ok(v) => return Ok(v),
                 Err(Failure::Final(e)) => return Err(e),
-                Err(Failure::Retry(reason)) => {
+                Err(Failure::Retry(reason) | Failure::Restart(reason)) => {
                     tracing::warn!(attempt, attempts = self.attempts, %reason, "download attempt failed");
                     last = reason;
                     if attempt < self.attempts {
@@ -178,7 +182,13 @@ impl Hub {
         let partial = PathBuf::from(format!("{}.incomplete", dest.display()));
         self.retry(|| {
             let offset = std::fs::metadata(&partial).map_or(0, |m| m.len());
-            let mut response = self.get(&url, offset)?;
+            let mut response = match self.get(&url, offset) {
+                Err(Failure::Restart(reason)) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(Failure::Retry(reason));
+                }
+                other => other?,
+            };
             let resumed = response.status().as_u16() == 206;
             let start = if resumed { offset } else { 0 };
             let expected_sha = header(&response, "x-linked-etag")
