@@ -168,6 +168,11 @@ fn hub_repos() -> HashMap<String, Repo> {
         ),
         // The same files under another built-in name, served corrupted.
         ("BAAI/bge-small-en-v1.5".to_string(), folder_repo(&minilm())),
+        // A tiny Qwen2 (transformers-saved, random weights) standing in for Qwen2.5-0.5B.
+        (
+            "Qwen/Qwen2.5-0.5B-Instruct".to_string(),
+            folder_repo(&xi_testkit::fixture_path("tiny_llm/qwen2")),
+        ),
     ])
 }
 
