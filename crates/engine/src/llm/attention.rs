@@ -36,8 +36,16 @@ impl KvCache {
     }
 }
 
-/// cos/sin of every position and rotated pair, computed once per model.
+/// RoPE frequencies of a model. The cos/sin rows are computed per forward pass for the tokens
+/// in it (shared by every layer), not tabled for the whole context: a 128k-context model would
+/// otherwise hold tens of MiB of tables.
 pub struct Rope {
+    inv_freq: Vec<f64>,
+    style: RopeStyle,
+}
+
+/// cos/sin of each packed token's position, one row of `pairs` per token.
+pub struct RopeRows {
     cos: Vec<f32>,
     sin: Vec<f32>,
     pairs: usize,
@@ -47,29 +55,37 @@ pub struct Rope {
 impl Rope {
     /// `inv_freq` overrides the config's frequencies (GGUF `rope_freqs` factors applied).
     pub fn new(config: &LlmConfig, inv_freq: &[f64]) -> Rope {
-        let pairs = config.head_dim / 2;
-        let positions = config.context_length;
-        let mut cos = Vec::with_capacity(positions * pairs);
-        let mut sin = Vec::with_capacity(positions * pairs);
-        for p in 0..positions {
-            for f in inv_freq {
+        Rope {
+            inv_freq: inv_freq.to_vec(),
+            style: config.rope_style,
+        }
+    }
+
+    /// The rows for tokens at `positions`, in packed order.
+    pub fn rows(&self, positions: impl Iterator<Item = usize>) -> RopeRows {
+        let pairs = self.inv_freq.len();
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for p in positions {
+            for f in &self.inv_freq {
                 let angle = p as f64 * f;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
             }
         }
-        Rope {
+        RopeRows {
             cos,
             sin,
             pairs,
-            style: config.rope_style,
+            style: self.style,
         }
     }
+}
 
-    /// Rotates every head of one token's row in place.
-    fn apply(&self, row: &mut [f32], head_dim: usize, position: usize) {
-        let cos = &self.cos[position * self.pairs..(position + 1) * self.pairs];
-        let sin = &self.sin[position * self.pairs..(position + 1) * self.pairs];
+impl RopeRows {
+    /// Rotates every head of packed token `t`'s row in place.
+    fn apply(&self, row: &mut [f32], head_dim: usize, t: usize) {
+        let cos = &self.cos[t * self.pairs..(t + 1) * self.pairs];
+        let sin = &self.sin[t * self.pairs..(t + 1) * self.pairs];
         for head in row.chunks_exact_mut(head_dim) {
             match self.style {
                 RopeStyle::Half => {
@@ -106,18 +122,36 @@ pub struct Attention {
     pub rope: Rope,
 }
 
+/// How a forward pass's tokens are packed: `spans[i]` of them belong to the i-th cache, in
+/// order, with their RoPE rows.
+pub struct Packed<'a> {
+    pub spans: &'a [usize],
+    pub rope: RopeRows,
+}
+
 impl Attention {
+    /// Packs `spans` tokens per cache, at each sequence's next positions.
+    pub fn pack<'a>(&self, spans: &'a [usize], caches: &[&mut KvCache]) -> Packed<'a> {
+        let positions = caches
+            .iter()
+            .zip(spans)
+            .flat_map(|(cache, &n)| cache.len..cache.len + n);
+        Packed {
+            spans,
+            rope: self.rope.rows(positions),
+        }
+    }
+
     /// One layer of attention for a packed batch. `q` is `[tokens, heads * head_dim]`, `k` and `v`
-    /// `[tokens, kv_heads * head_dim]`; `spans[i]` is how many of the packed tokens belong to
-    /// `caches[i]`, in order. Applies RoPE (at each sequence's own positions), appends keys and
-    /// values to the caches, and returns `[tokens, heads * head_dim]`.
+    /// `[tokens, kv_heads * head_dim]`. Applies RoPE (at each sequence's own positions), appends
+    /// keys and values to the caches, and returns `[tokens, heads * head_dim]`.
     pub fn attend(
         &self,
         layer: usize,
         q: &mut [f32],
         k: &mut [f32],
         v: &[f32],
-        spans: &[usize],
+        packed: &Packed,
         caches: &mut [&mut KvCache],
     ) -> Vec<f32> {
         let Heads {
@@ -125,16 +159,14 @@ impl Attention {
             kv_heads,
             head_dim,
         } = self.shape;
-        let rope = &self.rope;
+        let (spans, rope) = (packed.spans, &packed.rope);
         let q_row = heads * head_dim;
         let kv_row = kv_heads * head_dim;
         let mut start = 0;
         for (cache, &n) in caches.iter_mut().zip(spans) {
-            for j in 0..n {
-                let t = start + j;
-                let position = cache.len + j;
-                rope.apply(&mut q[t * q_row..(t + 1) * q_row], head_dim, position);
-                rope.apply(&mut k[t * kv_row..(t + 1) * kv_row], head_dim, position);
+            for t in start..start + n {
+                rope.apply(&mut q[t * q_row..(t + 1) * q_row], head_dim, t);
+                rope.apply(&mut k[t * kv_row..(t + 1) * kv_row], head_dim, t);
             }
             let cached = &mut cache.layers[layer];
             cached

@@ -145,6 +145,7 @@ impl Transformer {
         let eps = c.rms_eps as f32;
         let ids = Tensor::new(tokens, self.embed.device())?;
         let mut x = self.embed.index_select(&ids, 0)?;
+        let packed = self.attention.pack(spans, caches);
         for (index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
             let [q, k, v]: [Tensor; 3] = layer
@@ -163,7 +164,7 @@ impl Transformer {
             let v = v.flatten_all()?.to_vec1::<f32>()?;
             let mixed = self
                 .attention
-                .attend(index, &mut q, &mut k, &v, spans, caches);
+                .attend(index, &mut q, &mut k, &v, &packed, caches);
             let mixed = Tensor::from_vec(mixed, (n, c.heads * c.head_dim), x.device())?;
             x = (x + layer.o.forward(&mixed)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
