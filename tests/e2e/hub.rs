@@ -185,6 +185,11 @@ fn start_local(home: &Path, endpoint: &str) -> Local {
     Local::start_with_env(home, &[], &env)
 }
 
+/// `POST /v1/models` with `body`: the status and the reply.
+async fn launch(client: &Client, local: &Local, body: Value) -> (u16, Value) {
+    post(client, local.url("/v1/models"), None, body).await
+}
+
 const GGUF_CACHE: &str = "cache/v2/smollm2-instruct-ggufv2-0_135b-Q4_1";
 
 #[tokio::test]
@@ -235,10 +240,9 @@ async fn built_in_models_download_once_then_come_from_the_cache() {
         .is_file());
 
     // An embedding model folder: listed, only the needed files fetched.
-    let (status, body) = post(
+    let (status, body) = launch(
         &client,
-        local.url("/v1/models"),
-        None,
+        &local,
         json!({ "model_name": "all-MiniLM-L6-v2", "model_type": "embedding" }),
     )
     .await;
@@ -275,7 +279,7 @@ async fn built_in_models_download_once_then_come_from_the_cache() {
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
-        let (status, reply) = post(&client, local.url("/v1/models"), None, body).await;
+        let (status, reply) = launch(&client, &local, body).await;
         assert_eq!(status, 200, "{reply}");
     }
     assert_eq!(
@@ -307,11 +311,7 @@ async fn an_interrupted_download_resumes_where_it_stopped() {
     .unwrap();
     let local = start_local(&home, &hub.url);
     let client = Client::new();
-    let (status, body) = post(
-        &client,
-        local.url("/v1/models"),
-        None,
-        json!({ "model_name": "smollm2-instruct", "model_format": "ggufv2", "quantization": "Q4_1" }),
+    let (status, body) = launch(&client, &local, json!({ "model_name": "smollm2-instruct", "model_format": "ggufv2", "quantization": "Q4_1" }),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -337,11 +337,7 @@ async fn missing_and_corrupted_files_fail_the_launch_clearly() {
     let client = Client::new();
 
     // Q8_0 is in the catalogue but not on this hub.
-    let (status, body) = post(
-        &client,
-        local.url("/v1/models"),
-        None,
-        json!({ "model_name": "smollm2-instruct", "model_format": "ggufv2", "quantization": "Q8_0" }),
+    let (status, body) = launch(&client, &local, json!({ "model_name": "smollm2-instruct", "model_format": "ggufv2", "quantization": "Q8_0" }),
     )
     .await;
     assert_eq!(status, 400, "{body}");
@@ -354,10 +350,9 @@ async fn missing_and_corrupted_files_fail_the_launch_clearly() {
     );
 
     // Served with a flipped byte: the checksum catches it, nothing is kept.
-    let (status, body) = post(
+    let (status, body) = launch(
         &client,
-        local.url("/v1/models"),
-        None,
+        &local,
         json!({ "model_name": "bge-small-en-v1.5", "model_type": "embedding" }),
     )
     .await;
@@ -388,11 +383,7 @@ async fn a_full_disk_fails_the_launch_and_nothing_else() {
     .unwrap();
     let local = start_local(&home, &hub.url);
     let client = Client::new();
-    let (status, body) = post(
-        &client,
-        local.url("/v1/models"),
-        None,
-        json!({ "model_name": "smollm2-instruct", "model_format": "ggufv2", "quantization": "Q4_1" }),
+    let (status, body) = launch(&client, &local, json!({ "model_name": "smollm2-instruct", "model_format": "ggufv2", "quantization": "Q4_1" }),
     )
     .await;
     assert_eq!(status, 503, "{body}");
@@ -408,10 +399,9 @@ async fn a_full_disk_fails_the_launch_and_nothing_else() {
         .join("SmolLM2-135M-Instruct.Q4_1.gguf")
         .exists());
     // Other models still launch.
-    let (status, body) = post(
+    let (status, body) = launch(
         &client,
-        local.url("/v1/models"),
-        None,
+        &local,
         json!({ "model_name": "all-MiniLM-L6-v2", "model_type": "embedding" }),
     )
     .await;
@@ -424,11 +414,7 @@ async fn an_unreachable_hub_is_a_503_that_names_it() {
     // Nothing listens on port 9 (discard) here: connections are refused.
     let local = start_local(&dir.path().join("home"), "http://127.0.0.1:9");
     let client = Client::new();
-    let (status, body) = post(
-        &client,
-        local.url("/v1/models"),
-        None,
-        json!({ "model_name": "smollm2-instruct", "model_format": "ggufv2", "quantization": "Q4_1" }),
+    let (status, body) = launch(&client, &local, json!({ "model_name": "smollm2-instruct", "model_format": "ggufv2", "quantization": "Q4_1" }),
     )
     .await;
     assert_eq!(status, 503, "{body}");

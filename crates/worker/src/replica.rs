@@ -329,30 +329,39 @@ type Reply<T> = oneshot::Sender<Result<T, WorkerError>>;
 /// A request's tokenized sequences (or why it could not be tokenized) and its reply channel.
 type Tokenized<T> = (Result<Vec<Encoded>, EngineError>, Reply<T>);
 
+/// The jobs `take` accepts, tokenized; any other kind of job is refused.
+fn tokenized<Resp>(
+    jobs: Vec<Job>,
+    take: impl Fn(Job) -> Result<Tokenized<Resp>, Box<Job>>,
+) -> Vec<Tokenized<Resp>> {
+    let mut accepted = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match take(job) {
+            Ok(request) => accepted.push(request),
+            Err(other) => refuse(vec![*other]),
+        }
+    }
+    accepted
+}
+
 fn embed_round(model: &dyn Embed, jobs: Vec<Job>) {
-    let requests = jobs
-        .into_iter()
-        .filter_map(|job| match job {
-            Job::Embed(request, reply) => {
-                let encoded = request
-                    .inputs
-                    .iter()
-                    .map(|input| {
-                        let input = match input {
-                            EmbedInput::Text(t) => EngineInput::Text(t.clone()),
-                            EmbedInput::Tokens(ids) => EngineInput::Tokens(ids.clone()),
-                        };
-                        model.tokenize(&input, request.truncate)
-                    })
-                    .collect();
-                Some((encoded, reply))
-            }
-            other => {
-                refuse(vec![other]);
-                None
-            }
-        })
-        .collect();
+    let requests = tokenized(jobs, |job| match job {
+        Job::Embed(request, reply) => {
+            let encoded = request
+                .inputs
+                .iter()
+                .map(|input| {
+                    let input = match input {
+                        EmbedInput::Text(t) => EngineInput::Text(t.clone()),
+                        EmbedInput::Tokens(ids) => EngineInput::Tokens(ids.clone()),
+                    };
+                    model.tokenize(&input, request.truncate)
+                })
+                .collect();
+            Ok((encoded, reply))
+        }
+        other => Err(Box::new(other)),
+    });
     round(
         "embedding",
         requests,
@@ -365,23 +374,17 @@ fn embed_round(model: &dyn Embed, jobs: Vec<Job>) {
 }
 
 fn rerank_round(model: &dyn Rerank, jobs: Vec<Job>) {
-    let requests = jobs
-        .into_iter()
-        .filter_map(|job| match job {
-            Job::Rerank(request, reply) => {
-                let encoded = request
-                    .documents
-                    .iter()
-                    .map(|doc| model.tokenize_pair(&request.query, doc, request.truncate))
-                    .collect();
-                Some((encoded, reply))
-            }
-            other => {
-                refuse(vec![other]);
-                None
-            }
-        })
-        .collect();
+    let requests = tokenized(jobs, |job| match job {
+        Job::Rerank(request, reply) => {
+            let encoded = request
+                .documents
+                .iter()
+                .map(|doc| model.tokenize_pair(&request.query, doc, request.truncate))
+                .collect();
+            Ok((encoded, reply))
+        }
+        other => Err(Box::new(other)),
+    });
     round(
         "rerank",
         requests,

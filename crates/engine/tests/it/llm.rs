@@ -15,6 +15,13 @@ fn user(text: &str) -> Vec<ChatMessage> {
     }]
 }
 
+/// The prompt tokens of one user message in the model's chat template.
+fn chat_ids(model: &LlmModel, text: &str) -> Vec<u32> {
+    model
+        .encode(&model.chat_prompt(&user(text)).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn gguf_tokenizer_keeps_special_tokens_whole_and_adds_no_prefix_space() {
     let model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
@@ -40,12 +47,9 @@ fn gguf_tokenizer_keeps_special_tokens_whole_and_adds_no_prefix_space() {
 fn greedy_chat_answers_and_stops_at_the_end_token() {
     // Dequantized to f32 the model computes like the reference: transformers on the same GGUF
     // (dequantized) answers "The capital of France is Paris." to this prompt, greedily. Q4_1 as
-    // is, candle's kernels drift to another answer for this small model.
+    // is, 8-bit kernels drift to another answer for this small model.
     let model = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::F32)).unwrap();
-    let prompt = model
-        .chat_prompt(&user("What is the capital of France?"))
-        .unwrap();
-    let ids = model.encode(&prompt).unwrap();
+    let ids = chat_ids(&model, "What is the capital of France?");
     let params = GenerationParams {
         max_tokens: 48,
         ..Default::default()
@@ -80,13 +84,7 @@ fn greedy_chat_answers_and_stops_at_the_end_token() {
 #[test]
 fn stop_strings_max_tokens_and_seeded_sampling() {
     let model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
-    let ids = model
-        .encode(
-            &model
-                .chat_prompt(&user("Count from 1 to 20, separated by commas."))
-                .unwrap(),
-        )
-        .unwrap();
+    let ids = chat_ids(&model, "Count from 1 to 20, separated by commas.");
     let short = model
         .generate(
             &ids,
@@ -167,13 +165,7 @@ fn prompts_beyond_the_context_are_refused_with_the_numbers() {
 #[test]
 fn presence_and_frequency_penalties_discourage_repeats() {
     let model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
-    let ids = model
-        .encode(
-            &model
-                .chat_prompt(&user("Count from 1 to 20, separated by commas."))
-                .unwrap(),
-        )
-        .unwrap();
+    let ids = chat_ids(&model, "Count from 1 to 20, separated by commas.");
     let run = |model: &LlmModel, presence: f32, frequency: f32| {
         let params = GenerationParams {
             max_tokens: 30,
@@ -302,10 +294,7 @@ fn sequences_batched_together_generate_what_each_generates_alone() {
         seed,
         ..Default::default()
     };
-    let ids: Vec<Vec<u32>> = prompts
-        .iter()
-        .map(|p| model.encode(&model.chat_prompt(&user(p)).unwrap()).unwrap())
-        .collect();
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| chat_ids(&model, p)).collect();
     assert!(ids[3].len() > 100, "one long prompt, read in chunks");
     let alone: Vec<Vec<u32>> = ids
         .iter()
@@ -409,13 +398,7 @@ fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
 #[test]
 fn top_k_top_p_and_repetition_penalty_shape_the_choice() {
     let model = LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::Q8_0)).unwrap();
-    let ids = model
-        .encode(
-            &model
-                .chat_prompt(&user("Count from 1 to 20, separated by commas."))
-                .unwrap(),
-        )
-        .unwrap();
+    let ids = chat_ids(&model, "Count from 1 to 20, separated by commas.");
     let run = |params: GenerationParams| {
         model
             .generate(&ids, &params, &mut |_| true)
