@@ -2,6 +2,7 @@
 //! CLI against it).
 
 mod cli;
+mod cluster;
 mod hub;
 mod llm;
 mod local;

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_xinference-local");
+pub const SUPERVISOR_BIN: &str = env!("CARGO_BIN_EXE_xinference-supervisor");
+pub const WORKER_BIN: &str = env!("CARGO_BIN_EXE_xinference-worker");
 pub const SECRET: &str = "a3f1c9e07b2d4e6f8a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f";
 
-/// A running `xinference-local`. Killed (SIGKILL) on drop unless stopped first.
+/// A running server binary (`xinference-local`, `-supervisor` or `-worker`). Killed
+/// (SIGKILL) on drop unless stopped first.
 pub struct Local {
     pub child: Child,
     pub url: String,
@@ -26,31 +29,39 @@ impl Local {
     /// Like [`Local::start`], with extra environment variables for the server process. Tests
     /// never reach the real hub: `HF_ENDPOINT` is a closed local port unless `env` sets it.
     pub fn start_with_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Local {
+        let mut all = vec!["-p", "0", "--home", home.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Self::spawn(BIN, "xinference-local", home, &all, env)
+    }
+
+    /// Starts `bin` with exactly `args` and waits for its `<name> listening on <url>` line
+    /// (lines before it, such as the supervisor's secret notice, are skipped).
+    pub fn spawn(bin: &str, name: &str, home: &Path, args: &[&str], env: &[(&str, &str)]) -> Local {
         let log = home.with_extension(format!("log-{}", rand_suffix()));
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin)
             .env("HF_ENDPOINT", "http://127.0.0.1:9")
             .env("XINFERENCE_DOWNLOAD_MAX_ATTEMPTS", "1")
             .envs(env.iter().copied())
-            .args(["-p", "0", "--home"])
-            .arg(home)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("binary starts");
         let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("xinference-local listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "no address line; got {line:?}; log: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_string();
+        let mut reader = BufReader::new(stdout);
+        let prefix = format!("{name} listening on ");
+        let url = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).unwrap();
+            if let Some(url) = line.trim().strip_prefix(&prefix) {
+                break url.to_string();
+            }
+            assert!(
+                n > 0,
+                "{name} printed no address line; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
         Local { child, url, log }
     }
 

@@ -1,12 +1,14 @@
 //! Wire types of xinference-rs: what crosses HTTP between clients, the supervisor and workers.
 //!
 //! Parts: [`permission`] (the permission names of the auth system and their aliases),
-//! [`auth`] (login and token shapes), [`models`] (launch/registration/description shapes) and
+//! [`auth`] (login and token shapes), [`models`] (launch/registration/description shapes), [`worker`] (the supervisor's view of a
+//! worker), [`cluster`] (the supervisor <-> worker protocol) and
 //! [`ErrorBody`] (every error body is `{"detail": "..."}`).
 //!
 //! Invariant: this crate knows nothing of actix, candle or any runtime; it is plain serde types.
 
 pub mod auth;
+pub mod cluster;
 pub mod models;
 pub mod permission;
 pub mod worker;

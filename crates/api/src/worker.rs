@@ -17,6 +17,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct ReplicaSpec {
     /// `<model_uid>-<i>`.
     pub replica_uid: String,
+    /// The model this replica serves.
+    #[serde(default)]
+    pub model_uid: String,
     pub model_type: ModelType,
     pub model_name: String,
     /// A local model folder (or file, for GGUF).
@@ -28,6 +31,10 @@ pub struct ReplicaSpec {
     /// downloads them into its cache and loads from there.
     #[serde(default)]
     pub download: Option<HubDownload>,
+    /// What the supervisor shows for the model (upstream's description fields), kept by the
+    /// worker so a restarted supervisor can list the model again.
+    #[serde(default)]
+    pub description: Map<String, Value>,
 }
 
 /// Model files on a hub (Hugging Face's URL layout, at `HF_ENDPOINT`).
@@ -62,6 +69,9 @@ pub enum WorkerErrorKind {
     Busy,
     /// Something the model needs is unreachable or failed (a hub download): 503.
     Unavailable,
+    /// The worker itself cannot be reached (gone, or declared dead): 503. The request may be
+    /// tried on another replica.
+    Unreachable,
     /// The launch was cancelled (499).
     Cancelled,
     /// Our fault (500).
@@ -133,8 +143,10 @@ pub trait Worker: Send + Sync + 'static {
     fn launch(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<ReplicaInfo, WorkerError>>;
     /// Stops a replica (cancelling it if still loading) and frees its memory.
     fn terminate(&self, replica_uid: String) -> BoxFuture<'_, Result<(), WorkerError>>;
-    /// Loading progress in [0, 1]; `None` for an unknown replica.
-    fn progress(&self, replica_uid: &str) -> Option<f32>;
+    /// CPU, memory and GPUs (as last reported, for a remote worker).
+    fn resources(&self) -> crate::cluster::WorkerResources;
+    /// Loading progress in [0, 1]; `None` for an unknown replica (or an unreachable worker).
+    fn progress(&self, replica_uid: String) -> BoxFuture<'_, Option<f32>>;
     fn embed(
         &self,
         replica_uid: String,

@@ -26,6 +26,9 @@ pub enum AuthError {
     /// `/token` was called while auth is off.
     #[error("Authentication is not enabled")]
     Disabled,
+    /// The cluster secret is missing, too short or unreadable.
+    #[error("{0}")]
+    ClusterSecret(String),
     /// Hashing or signing failed inside a library (never caused by user input).
     #[error("internal auth error: {0}")]
     Internal(String),

@@ -8,6 +8,7 @@
 //! - [`throttle`]: failed-login throttling per username and per client address.
 //! - [`service`]: [`AuthService`], the one object the REST layer talks to: `login`,
 //!   `authenticate`, `reload`.
+//! - [`cluster_secret`]: [`ClusterSecret`], shared by the supervisor and its workers.
 //! - [`secret`]: [`Secret`], a string whose `Debug`/`Display` never show it.
 //!
 //! Invariants: no plain password outlives config loading; every secret is a [`Secret`]; token
@@ -15,6 +16,7 @@
 //! [`Clock`] so expiry is testable.
 
 pub mod clock;
+pub mod cluster_secret;
 pub mod config;
 pub mod error;
 pub mod jwt;
@@ -24,6 +26,7 @@ pub mod service;
 pub mod throttle;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use cluster_secret::{ClusterSecret, SecretSource};
 pub use config::{AuthSettings, JwtAlgorithm, UserEntry};
 pub use error::AuthError;
 pub use secret::Secret;

@@ -131,3 +131,36 @@ impl<P: RequiredPermission> FromRequest for Require<P> {
         ready(result)
     }
 }
+
+/// Extractor: the request carries the cluster secret (internal routes of workers). User
+/// credentials never count, whatever their permissions.
+pub struct ClusterCall;
+
+impl FromRequest for ClusterCall {
+    type Error = SupervisorError;
+    type Future = Ready<Result<Self, SupervisorError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let presented = req
+            .headers()
+            .get(xi_api::cluster::CLUSTER_SECRET_HEADER)
+            .and_then(|v| v.to_str().ok());
+        let result = match (req.app_data::<web::Data<AppState>>(), presented) {
+            (None, _) => Err(SupervisorError::internal("application state missing")),
+            (Some(state), Some(secret)) if state.cluster_secret.matches(secret) => Ok(ClusterCall),
+            (Some(_), presented) => {
+                let peer = req
+                    .peer_addr()
+                    .map_or_else(|| "?".to_string(), |a| a.to_string());
+                tracing::warn!(
+                    %peer,
+                    path = %req.path(),
+                    secret = if presented.is_some() { "wrong" } else { "missing" },
+                    "refused a cluster call: wrong or missing cluster secret"
+                );
+                Err(SupervisorError::ClusterSecret)
+            }
+        };
+        ready(result)
+    }
+}

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use xi_auth::ThrottlePolicy;
+use std::time::Duration;
+
+use xi_auth::{ClusterSecret, ThrottlePolicy};
 
 /// Everything the supervisor needs to start. No field is read from the environment below this.
 #[derive(Debug, Clone)]
@@ -21,6 +23,12 @@ pub struct SupervisorConfig {
     pub throttle: ThrottlePolicy,
     /// Password checks that may run at once; the rest wait (or get 503 when many wait).
     pub login_concurrency: usize,
+    /// The cluster secret workers must present; `None`: the one saved under `home`, created
+    /// on first start.
+    pub cluster_secret: Option<ClusterSecret>,
+    /// How often workers send heartbeats (they are told at join); a worker silent for 3
+    /// intervals is dead.
+    pub heartbeat_interval: Duration,
 }
 
 impl SupervisorConfig {
@@ -36,6 +44,8 @@ impl SupervisorConfig {
             throttle: ThrottlePolicy::default(),
             // Leave at least one core to the request threads during a login storm.
             login_concurrency: (cores / 2).max(1),
+            cluster_secret: None,
+            heartbeat_interval: Duration::from_secs(2),
         }
     }
 }

@@ -41,6 +41,9 @@ pub enum SupervisorError {
     /// A launch was cancelled (upstream answers 499).
     #[error("{0}")]
     Cancelled(String),
+    /// An internal (worker) call without the right cluster secret.
+    #[error("Missing or wrong cluster secret")]
+    ClusterSecret,
     /// Startup failures (bad home folder, unreadable registrations folder).
     #[error("{0}")]
     Startup(String),
@@ -64,11 +67,12 @@ impl ResponseError for SupervisorError {
                 | AuthError::InvalidCredentials => StatusCode::UNAUTHORIZED,
                 AuthError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
                 AuthError::Disabled => StatusCode::BAD_REQUEST,
-                AuthError::Config { .. } | AuthError::Internal(_) => {
+                AuthError::Config { .. } | AuthError::ClusterSecret(_) | AuthError::Internal(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
             SupervisorError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            SupervisorError::ClusterSecret => StatusCode::UNAUTHORIZED,
             SupervisorError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SupervisorError::NotFound(_) => StatusCode::NOT_FOUND,
             SupervisorError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -89,7 +93,9 @@ impl ResponseError for SupervisorError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let detail = match self {
-            SupervisorError::Auth(AuthError::Config { .. } | AuthError::Internal(_))
+            SupervisorError::Auth(
+                AuthError::Config { .. } | AuthError::ClusterSecret(_) | AuthError::Internal(_),
+            )
             | SupervisorError::Startup(_)
             | SupervisorError::Internal(_) => {
                 tracing::error!(error = %self, "internal error while serving a request");

@@ -10,12 +10,16 @@
 //!   split by resource.
 //! - `registry`: built-in catalogue (embedded JSON) and custom registrations (persisted
 //!   atomically under `$XINFERENCE_HOME/model/v2/<type>/<name>.json`).
+//! - `cluster`: the workers (in-process and remote), their heartbeats and deaths, placement
+//!   of launches, and [`RemoteWorker`](cluster::RemoteWorker), the HTTP client of a worker.
+//! - `lifecycle`: launch plans, the models table, launches and terminations.
 //! - `error`: [`SupervisorError`], the crate's one error type, and its mapping to HTTP.
 //!
 //! Invariants: every route is in the route table; every error body is `{"detail": ...}`;
 //! password hashing never runs on the request threads.
 
 mod authz;
+mod cluster;
 pub mod config;
 mod error;
 mod lifecycle;
@@ -25,7 +29,6 @@ mod registry;
 mod routes;
 mod server;
 mod state;
-mod system;
 
 pub use config::SupervisorConfig;
 pub use error::SupervisorError;

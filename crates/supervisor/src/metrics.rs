@@ -19,6 +19,9 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     pub auth_reloads: IntCounterVec,
     pub running_models: IntGauge,
+    /// Workers joining, leaving and declared dead.
+    pub cluster_events: IntCounterVec,
+    pub live_workers: IntGauge,
 }
 
 impl Metrics {
@@ -53,6 +56,16 @@ impl Metrics {
             "xinference_running_models",
             "Models launched and not terminated",
         )?;
+        let cluster_events = IntCounterVec::new(
+            Opts::new(
+                "xinference_worker_events_total",
+                "Workers joining, leaving and declared dead",
+            ),
+            &["event"],
+        )?;
+        let live_workers = IntGauge::new("xinference_live_workers", "Workers alive now")?;
+        registry.register(Box::new(cluster_events.clone()))?;
+        registry.register(Box::new(live_workers.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(logins.clone()))?;
@@ -65,6 +78,8 @@ impl Metrics {
             logins,
             auth_reloads,
             running_models,
+            cluster_events,
+            live_workers,
         })
     }
 

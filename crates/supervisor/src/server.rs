@@ -9,9 +9,10 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use tokio::sync::Notify;
 use xi_api::worker::Worker;
-use xi_auth::{AuthService, SystemClock};
+use xi_auth::{AuthService, ClusterSecret, SecretSource, SystemClock};
 
 use crate::authz;
+use crate::cluster::{membership, WorkerSet};
 use crate::config::SupervisorConfig;
 use crate::error::{self, SupervisorError};
 use crate::lifecycle::ModelTable;
@@ -20,13 +21,14 @@ use crate::metrics::{self, Metrics};
 use crate::registry::Registry;
 use crate::routes::{self, PublicRoutes};
 use crate::state::AppState;
-use crate::system::SystemProbe;
 
 /// A supervisor whose config, auth and registry have been loaded, ready to serve.
 pub struct Supervisor {
     config: SupervisorConfig,
     auth: Option<Arc<AuthService>>,
     registry: Registry,
+    cluster_secret: ClusterSecret,
+    secret_source: SecretSource,
 }
 
 impl Supervisor {
@@ -51,11 +53,22 @@ impl Supervisor {
             }
         };
         let registry = Registry::load(&config.home)?;
+        let (cluster_secret, secret_source) = match config.cluster_secret.clone() {
+            Some(secret) => (secret, SecretSource::Env),
+            None => ClusterSecret::given_or_saved(None, None, &config.home)?,
+        };
         Ok(Supervisor {
             config,
             auth,
             registry,
+            cluster_secret,
+            secret_source,
         })
+    }
+
+    /// Where the cluster secret came from (the launcher tells the user how workers get it).
+    pub fn secret_source(&self) -> &SecretSource {
+        &self.secret_source
     }
 
     pub fn auth_enabled(&self) -> bool {
@@ -88,13 +101,21 @@ impl Supervisor {
             .to_string();
         let table = routes::route_table();
         let stop = Arc::new(Notify::new());
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| SupervisorError::Startup(format!("cannot build the HTTP client: {e}")))?;
         let state = web::Data::new(AppState {
             public: PublicRoutes::from_table(&table, self.config.metrics_require_auth),
             login_pool: LoginPool::new(self.config.login_concurrency)?,
             metrics: Metrics::new().map_err(SupervisorError::internal)?,
-            system: SystemProbe::new(),
             models: ModelTable::default(),
-            workers,
+            workers: WorkerSet::new(workers, self.config.heartbeat_interval),
+            cluster_secret: self.cluster_secret,
+            http,
+            stop_workers: std::sync::atomic::AtomicBool::new(false),
             registry: self.registry,
             auth: self.auth,
             address: address.clone(),
@@ -105,6 +126,7 @@ impl Supervisor {
 
         #[cfg(unix)]
         spawn_reload_on_sighup(state.clone());
+        membership::spawn_monitor(state.clone());
 
         let max_body = state.config.max_body_bytes;
         let workers = state.config.http_workers;
@@ -159,13 +181,36 @@ pub struct Running {
 }
 
 impl Running {
-    /// Waits until the server has stopped, then terminates every model.
+    /// Waits until the server has stopped, then terminates the models of the in-process
+    /// worker. Remote workers keep theirs and join the next supervisor, unless the stop was
+    /// `DELETE /v1/clusters`, which tells them to exit too.
     pub async fn wait(self) -> Result<(), SupervisorError> {
         self.server
             .await
             .map_err(|e| SupervisorError::internal(format!("server error: {e}")))?;
-        for entry in self.state.models.all() {
-            crate::lifecycle::launch::stop(&self.state.models, &entry).await;
+        let state = &self.state;
+        let whole_cluster = state.stop_workers.load(std::sync::atomic::Ordering::SeqCst);
+        let remote: Vec<String> = state
+            .workers
+            .remotes()
+            .iter()
+            .map(|w| w.address())
+            .collect();
+        for entry in state.models.all() {
+            let on_remote = entry
+                .replicas()
+                .iter()
+                .any(|(_, w)| remote.contains(&w.address()));
+            if whole_cluster || !on_remote {
+                crate::lifecycle::launch::stop(&state.models, &entry).await;
+            }
+        }
+        if whole_cluster {
+            for worker in state.workers.remotes() {
+                if let Err(e) = worker.shutdown().await {
+                    tracing::warn!(worker = %worker.address(), error = %e, "cannot stop worker");
+                }
+            }
         }
         tracing::info!("supervisor stopped");
         Ok(())

@@ -4,16 +4,15 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
-use xi_api::worker::Worker;
-use xi_auth::AuthService;
+use xi_auth::{AuthService, ClusterSecret};
 
+use crate::cluster::WorkerSet;
 use crate::config::SupervisorConfig;
 use crate::lifecycle::ModelTable;
 use crate::login_pool::LoginPool;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::routes::PublicRoutes;
-use crate::system::SystemProbe;
 
 pub struct AppState {
     pub config: SupervisorConfig,
@@ -21,11 +20,15 @@ pub struct AppState {
     pub auth: Option<Arc<AuthService>>,
     pub registry: Registry,
     pub models: ModelTable,
-    /// Workers that run models (local mode: the one in-process worker).
-    pub workers: Vec<Arc<dyn Worker>>,
+    /// Workers that run models: the in-process worker (local mode) and the workers that
+    /// joined.
+    pub workers: WorkerSet,
+    /// Shared with the workers; every internal call carries it.
+    pub cluster_secret: ClusterSecret,
+    /// Pooled connections to the workers.
+    pub http: reqwest::Client,
     pub metrics: Metrics,
     pub public: PublicRoutes,
-    pub system: SystemProbe,
     /// Password checks run here, off the request threads and at low priority.
     pub login_pool: LoginPool,
     /// The address we serve on, `host:port`, as reported by `/v1/supervisor` and `/status`.
@@ -33,6 +36,8 @@ pub struct AppState {
     pub started: Instant,
     /// Wakes the server loop for `DELETE /v1/clusters`.
     pub stop: Arc<Notify>,
+    /// Set by `DELETE /v1/clusters`: the workers exit too.
+    pub stop_workers: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {

@@ -8,6 +8,10 @@
 //!   into the next forward pass (dynamic batching, capped by a token budget).
 //! - `download`: model files from a hub (Hugging Face's URL layout) into the cache, resumable,
 //!   checksummed, retried.
+//! - [`run_node`]: a cluster worker (`xinference-worker`): `server` (the internal HTTP API
+//!   the supervisor calls, guarded by the cluster secret) and `membership` (join, heartbeats,
+//!   re-join, leave).
+//! - `system`: CPU and memory figures reported to the supervisor.
 //! - `batcher`: continuous batching for LLM replicas: all running sequences advance together,
 //!   one forward pass per step; new requests join between steps.
 //!
@@ -17,7 +21,14 @@
 
 mod batcher;
 mod download;
+mod error;
 mod local;
+mod membership;
+mod node;
 mod replica;
+mod server;
+mod system;
 
+pub use error::NodeError;
 pub use local::{LocalWorker, WorkerConfig};
+pub use node::{run_node, NodeConfig};

@@ -12,7 +12,10 @@ use xi_api::worker::{
     RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
 };
 
+use xi_api::cluster::{RunningReplica, WorkerResources};
+
 use crate::replica::{Job, Replica, ReplicaOptions};
+use crate::system::SystemProbe;
 
 /// Worker-wide settings (flags of the launcher).
 #[derive(Debug, Clone)]
@@ -64,6 +67,10 @@ fn count_option(spec: &ReplicaSpec, name: &str, default: usize) -> Result<usize,
 pub struct LocalWorker {
     config: WorkerConfig,
     replicas: Arc<DashMap<String, Arc<Replica>>>,
+    /// Ready replicas with the spec they were launched from (reported when joining a
+    /// supervisor, so a restarted supervisor serves them again).
+    ready: DashMap<String, RunningReplica>,
+    probe: SystemProbe,
 }
 
 impl LocalWorker {
@@ -71,6 +78,23 @@ impl LocalWorker {
         Self {
             config,
             replicas: Arc::new(DashMap::new()),
+            ready: DashMap::new(),
+            probe: SystemProbe::default(),
+        }
+    }
+
+    /// The ready replicas, in uid order.
+    pub fn running(&self) -> Vec<RunningReplica> {
+        let mut out: Vec<RunningReplica> = self.ready.iter().map(|r| r.value().clone()).collect();
+        out.sort_by(|a, b| a.spec.replica_uid.cmp(&b.spec.replica_uid));
+        out
+    }
+
+    /// Stops every replica (worker shutdown).
+    pub async fn stop_all(&self) {
+        let uids: Vec<String> = self.replicas.iter().map(|r| r.key().clone()).collect();
+        for uid in uids {
+            let _ = self.terminate(uid).await;
         }
     }
 
@@ -142,6 +166,16 @@ impl Worker for LocalWorker {
     fn launch(&self, mut spec: ReplicaSpec) -> BoxFuture<'_, Result<ReplicaInfo, WorkerError>> {
         Box::pin(async move {
             let options = self.options(&spec)?;
+            if spec.download.is_none() && !spec.model_path.exists() {
+                return Err(WorkerError::new(
+                    WorkerErrorKind::InvalidModel,
+                    format!(
+                        "model_path {} does not exist on worker {}",
+                        spec.model_path.display(),
+                        self.config.address
+                    ),
+                ));
+            }
             if let Some(download) = &spec.download {
                 // Hub files go to this worker's cache; the replica fetches them before loading.
                 spec.model_path = self.config.cache_dir.join(&download.cache_name);
@@ -154,6 +188,7 @@ impl Worker for LocalWorker {
                 ));
             }
             let (ready_tx, ready_rx) = oneshot::channel();
+            let launched = spec.clone();
             let replica = Arc::new(Replica::spawn(spec, options, ready_tx)?);
             self.replicas.insert(uid.clone(), replica);
             let result = ready_rx.await.unwrap_or_else(|_| {
@@ -162,9 +197,26 @@ impl Worker for LocalWorker {
                     "the model thread ended unexpectedly",
                 ))
             });
-            if result.is_err() {
-                if let Some((_, replica)) = self.replicas.remove(&uid) {
-                    stop_when_unshared(replica).await;
+            match &result {
+                // Still ours (not terminated while loading): remember how it was launched.
+                Ok(info) if self.replicas.contains_key(&uid) => {
+                    self.ready.insert(
+                        uid.clone(),
+                        RunningReplica {
+                            spec: launched,
+                            info: info.clone(),
+                        },
+                    );
+                    // Terminated in between: forget it again.
+                    if !self.replicas.contains_key(&uid) {
+                        self.ready.remove(&uid);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if let Some((_, replica)) = self.replicas.remove(&uid) {
+                        stop_when_unshared(replica).await;
+                    }
                 }
             }
             result
@@ -173,6 +225,7 @@ impl Worker for LocalWorker {
 
     fn terminate(&self, replica_uid: String) -> BoxFuture<'_, Result<(), WorkerError>> {
         Box::pin(async move {
+            self.ready.remove(&replica_uid);
             let (_, replica) = self.replicas.remove(&replica_uid).ok_or_else(|| {
                 WorkerError::new(
                     WorkerErrorKind::NotFound,
@@ -189,8 +242,13 @@ impl Worker for LocalWorker {
         })
     }
 
-    fn progress(&self, replica_uid: &str) -> Option<f32> {
-        self.replicas.get(replica_uid).map(|r| r.shared.progress())
+    fn progress(&self, replica_uid: String) -> BoxFuture<'_, Option<f32>> {
+        let progress = self.replicas.get(&replica_uid).map(|r| r.shared.progress());
+        Box::pin(async move { progress })
+    }
+
+    fn resources(&self) -> WorkerResources {
+        self.probe.resources()
     }
 
     fn embed(

@@ -10,12 +10,18 @@ use xi_api::worker::{HubDownload, ReplicaInfo, ReplicaSpec, Worker, WorkerError,
 
 use super::plan::LaunchPlan;
 use super::table::{ModelEntry, ModelTable};
+use crate::cluster::placement;
 use crate::error::SupervisorError;
 use crate::state::AppState;
 
 /// Where the model's files come from: the launch's `model_path`, else the registration's
-/// `model_uri`, else a download of the spec's hub files into the worker's cache.
-fn model_files(plan: &LaunchPlan) -> Result<(PathBuf, Option<HubDownload>), SupervisorError> {
+/// `model_uri`, else a download of the spec's hub files into the worker's cache. Paths are
+/// checked here when the workers share this host's files (local mode); remote workers check
+/// their own.
+fn model_files(
+    plan: &LaunchPlan,
+    check_exists: bool,
+) -> Result<(PathBuf, Option<HubDownload>), SupervisorError> {
     let bad = |m: String| SupervisorError::BadRequest(m);
     if let Some(path) = &plan.model_path {
         let path = PathBuf::from(path);
@@ -25,14 +31,14 @@ fn model_files(plan: &LaunchPlan) -> Result<(PathBuf, Option<HubDownload>), Supe
                 path.display()
             )));
         }
-        if !path.exists() {
+        if check_exists && !path.exists() {
             return Err(bad(format!("model_path {} does not exist", path.display())));
         }
         return Ok((path, None));
     }
     if let Some(uri) = plan.spec.get("model_uri").and_then(Value::as_str) {
         let path = PathBuf::from(uri.strip_prefix("file://").unwrap_or(uri));
-        if !path.exists() {
+        if check_exists && !path.exists() {
             return Err(bad(format!(
                 "model_uri {uri} of model {} does not exist",
                 plan.family.name
@@ -104,10 +110,12 @@ pub fn worker_error(e: WorkerError) -> SupervisorError {
             SupervisorError::BadRequest(e.message)
         }
         WorkerErrorKind::NotFound => SupervisorError::NotFound(e.message),
-        WorkerErrorKind::Unavailable => SupervisorError::Unavailable {
-            detail: e.message,
-            retry_after: None,
-        },
+        WorkerErrorKind::Unavailable | WorkerErrorKind::Unreachable => {
+            SupervisorError::Unavailable {
+                detail: e.message,
+                retry_after: None,
+            }
+        }
         WorkerErrorKind::Busy => SupervisorError::Unavailable {
             detail: e.message,
             retry_after: Some(1),
@@ -117,14 +125,31 @@ pub fn worker_error(e: WorkerError) -> SupervisorError {
     }
 }
 
-/// Upstream's description fields for a model of this plan, completed by what loading found.
-fn description(plan: &LaunchPlan, address: &str, info: &ReplicaInfo) -> Map<String, Value> {
+/// Completes a plan's description with the worker's address and what loading found.
+pub fn complete_description(
+    mut d: Map<String, Value>,
+    address: &str,
+    info: &ReplicaInfo,
+) -> Map<String, Value> {
+    d.insert("address".into(), json!(address));
+    if let Some(n) = info.dimensions.filter(|_| d.contains_key("dimensions")) {
+        d.insert("dimensions".into(), json!(n));
+    }
+    if let Some(n) = info.max_tokens.filter(|_| d.contains_key("max_tokens")) {
+        d.insert("max_tokens".into(), json!(n));
+    }
+    d
+}
+
+/// Upstream's description fields for a model of this plan, before loading (the address and
+/// the loaded figures come in [`complete_description`]).
+fn description(plan: &LaunchPlan) -> Map<String, Value> {
     let family = &plan.family.body;
     let spec = &plan.spec;
     let from = |map: &Map<String, Value>, key: &str| map.get(key).cloned().unwrap_or(Value::Null);
     let mut d = Map::new();
     d.insert("model_type".into(), json!(plan.model_type.as_str()));
-    d.insert("address".into(), json!(address));
+    d.insert("address".into(), Value::Null);
     d.insert("accelerators".into(), json!([]));
     d.insert("model_name".into(), json!(plan.family.name));
     d.insert("model_engine".into(), json!("candle"));
@@ -134,26 +159,14 @@ fn description(plan: &LaunchPlan, address: &str, info: &ReplicaInfo) -> Map<Stri
     d.insert("model_revision".into(), from(spec, "model_revision"));
     match plan.model_type {
         ModelType::Embedding => {
-            d.insert(
-                "dimensions".into(),
-                info.dimensions
-                    .map_or_else(|| from(family, "dimensions"), |n| json!(n)),
-            );
-            d.insert(
-                "max_tokens".into(),
-                info.max_tokens
-                    .map_or_else(|| from(family, "max_tokens"), |n| json!(n)),
-            );
+            d.insert("dimensions".into(), from(family, "dimensions"));
+            d.insert("max_tokens".into(), from(family, "max_tokens"));
             d.insert("language".into(), from(family, "language"));
             d.insert("model_ability".into(), json!(["embed"]));
         }
         ModelType::Rerank => {
             d.insert("type".into(), from(family, "type"));
-            d.insert(
-                "max_tokens".into(),
-                info.max_tokens
-                    .map_or_else(|| from(family, "max_tokens"), |n| json!(n)),
-            );
+            d.insert("max_tokens".into(), from(family, "max_tokens"));
             d.insert("language".into(), from(family, "language"));
             d.insert("model_ability".into(), json!(["rerank"]));
         }
@@ -189,18 +202,39 @@ pub async fn start(
     plan: LaunchPlan,
     wait_ready: bool,
 ) -> Result<String, SupervisorError> {
-    let worker = state
-        .workers
-        .first()
-        .cloned()
-        .ok_or_else(|| SupervisorError::Unavailable {
+    // Local mode (no worker ever joined): the workers see this host's files, and `worker_ip`
+    // has nothing to choose from (upstream ignores it there too).
+    let local_only = state.workers.remotes().is_empty();
+    let alive = state.workers.alive();
+    if alive.is_empty() {
+        return Err(SupervisorError::Unavailable {
             detail: "No available worker found".into(),
             retry_after: None,
-        })?;
-    let files = model_files(&plan)?;
+        });
+    }
+    let files = model_files(&plan, local_only)?;
+    let pin = match plan.worker_ip.as_deref() {
+        Some(ip) if local_only => {
+            tracing::warn!(worker_ip = %ip, "worker_ip is ignored in local mode");
+            None
+        }
+        other => other,
+    };
+    let local_path = (!files.0.as_os_str().is_empty() && local_only).then_some(files.0.as_path());
+    let need = placement::estimate_bytes(local_path, &plan.spec);
+    let workers = placement::place(
+        alive,
+        &state.models.load_by_worker(),
+        pin,
+        need,
+        plan.replica,
+        &plan.family.name,
+    )?;
     let uid = plan.uid.clone();
-    let replicas: Vec<(String, Arc<dyn Worker>)> = (0..plan.replica)
-        .map(|i| (format!("{uid}-{i}"), worker.clone()))
+    let replicas: Vec<(String, Arc<dyn Worker>)> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(i, worker)| (format!("{uid}-{i}"), worker))
         .collect();
     let entry = Arc::new(ModelEntry::new(
         uid.clone(),
@@ -231,17 +265,20 @@ async fn run_launch(
     entry.update(|s| s.status = LaunchStatus::Loading);
     let mut info = ReplicaInfo::default();
     let mut started: Vec<(String, Arc<dyn Worker>)> = Vec::new();
-    for (replica_uid, worker) in &entry.replicas {
+    let base = description(plan);
+    for (replica_uid, worker) in entry.replicas() {
         if entry.is_cancelled() {
             break;
         }
         let spec = ReplicaSpec {
             replica_uid: replica_uid.clone(),
+            model_uid: entry.uid.clone(),
             model_type: plan.model_type,
             model_name: plan.family.name.clone(),
             model_path: path.clone(),
             options: plan.options.clone(),
             download: download.clone(),
+            description: complete_description(base.clone(), &worker.address(), &info),
         };
         match worker.launch(spec).await {
             Ok(got) => {
@@ -271,16 +308,16 @@ async fn run_launch(
         return Err(err);
     }
     let address = entry
-        .replicas
+        .replicas()
         .first()
         .map(|(_, w)| w.address())
         .unwrap_or_default();
-    let description = description(plan, &address, &info);
+    let description = complete_description(base, &address, &info);
     entry.update(|s| {
         s.status = LaunchStatus::Ready;
         s.description = description;
     });
-    tracing::info!(uid = %entry.uid, replicas = entry.replicas.len(), "model ready");
+    tracing::info!(uid = %entry.uid, replicas = entry.replica_count(), "model ready");
     Ok(())
 }
 
@@ -313,19 +350,19 @@ pub async fn stop(models: &ModelTable, entry: &Arc<ModelEntry>) {
     entry.cancelled.store(true, Ordering::SeqCst);
     entry.update(|s| s.status = LaunchStatus::Terminating);
     models.remove_entry(entry);
-    stop_replicas(&entry.replicas).await;
+    stop_replicas(&entry.replicas()).await;
     tracing::info!(uid = %entry.uid, "model terminated");
 }
 
 /// Average loading progress of the replicas, 1.0 when ready.
-pub fn progress(entry: &ModelEntry) -> f32 {
+pub async fn progress(entry: &ModelEntry) -> f32 {
     if entry.status() == LaunchStatus::Ready {
         return 1.0;
     }
-    let sum: f32 = entry
-        .replicas
-        .iter()
-        .map(|(uid, worker)| worker.progress(uid).unwrap_or(0.0))
-        .sum();
-    sum / entry.replicas.len().max(1) as f32
+    let replicas = entry.replicas();
+    let mut sum = 0.0;
+    for (uid, worker) in &replicas {
+        sum += worker.progress(uid.clone()).await.unwrap_or(0.0);
+    }
+    sum / replicas.len().max(1) as f32
 }

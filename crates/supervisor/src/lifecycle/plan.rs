@@ -21,6 +21,8 @@ pub struct LaunchPlan {
     pub spec: Map<String, Value>,
     pub replica: u32,
     pub model_path: Option<String>,
+    /// Pins the launch to the worker at this IP (or `host:port`).
+    pub worker_ip: Option<String>,
     /// Unknown launch keys, passed to the engine.
     pub options: Map<String, Value>,
 }
@@ -95,6 +97,10 @@ pub fn plan_launch(
         spec,
         replica,
         model_path: request.model_path,
+        worker_ip: request
+            .worker_ip
+            .map(|ip| ip.trim().to_string())
+            .filter(|ip| !ip.is_empty()),
         options,
     })
 }

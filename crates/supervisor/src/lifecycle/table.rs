@@ -23,8 +23,9 @@ pub struct ModelEntry {
     pub uid: String,
     pub model_name: String,
     pub model_type: ModelType,
-    /// `(replica uid, worker holding it)`, replica uids being `<uid>-<i>`.
-    pub replicas: Vec<(String, Arc<dyn Worker>)>,
+    /// `(replica uid, worker holding it)`, replica uids being `<uid>-<i>`. Replicas on a
+    /// worker that dies leave; replicas reported by a re-joining worker come back.
+    replicas: RwLock<Vec<(String, Arc<dyn Worker>)>>,
     pub created_ts: u64,
     pub state: RwLock<EntryState>,
     /// Set by terminate/cancel so a launch in progress stops starting replicas.
@@ -44,7 +45,7 @@ impl ModelEntry {
             uid,
             model_name,
             model_type,
-            replicas,
+            replicas: RwLock::new(replicas),
             created_ts: crate::state::unix_now() as u64,
             state: RwLock::new(EntryState {
                 status: LaunchStatus::Creating,
@@ -68,11 +69,53 @@ impl ModelEntry {
         change(&mut self.state.write().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// The next replica, round-robin.
-    pub fn pick_replica(&self) -> (String, Arc<dyn Worker>) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.replicas.len().max(1);
-        let (uid, worker) = &self.replicas[i];
-        (uid.clone(), worker.clone())
+    /// The replicas now, in order.
+    pub fn replicas(&self) -> Vec<(String, Arc<dyn Worker>)> {
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn replica_count(&self) -> usize {
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// The next replica, round-robin; `None` when none is left.
+    pub fn pick_replica(&self) -> Option<(String, Arc<dyn Worker>)> {
+        let replicas = self.replicas.read().unwrap_or_else(|p| p.into_inner());
+        if replicas.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % replicas.len();
+        let (uid, worker) = &replicas[i];
+        Some((uid.clone(), worker.clone()))
+    }
+
+    /// Drops the replicas held by the worker at `address`; returns how many are left.
+    pub fn drop_worker(&self, address: &str) -> usize {
+        let mut replicas = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+        replicas.retain(|(_, w)| w.address() != address);
+        replicas.len()
+    }
+
+    /// Adds a replica a worker reported, unless it is known already.
+    pub fn adopt_replica(&self, uid: String, worker: Arc<dyn Worker>) {
+        let mut replicas = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+        if !replicas.iter().any(|(u, _)| *u == uid) {
+            replicas.push((uid, worker));
+            replicas.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+    }
+
+    /// Keeps, of the replicas on `address`, only those in `kept`; returns how many are left.
+    pub fn reconcile_worker(&self, address: &str, kept: &[&str]) -> usize {
+        let mut replicas = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+        replicas.retain(|(uid, w)| w.address() != address || kept.contains(&uid.as_str()));
+        replicas.len()
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -143,15 +186,53 @@ impl ModelTable {
         }
     }
 
-    /// `{replica_uid: description}` of ready models, for `/v1/workers`.
-    pub fn replica_descriptions(&self) -> Map<String, Value> {
+    /// `{replica_uid: description}` of the ready models' replicas on the worker at `address`,
+    /// for `/v1/workers`.
+    pub fn replica_descriptions(&self, address: &str) -> Map<String, Value> {
         let mut out = Map::new();
         for entry in self.ready() {
             let description = entry.snapshot().description;
-            for (replica, _) in &entry.replicas {
-                out.insert(replica.clone(), Value::Object(description.clone()));
+            for (replica, worker) in entry.replicas() {
+                if worker.address() != address {
+                    continue;
+                }
+                out.insert(replica, Value::Object(description.clone()));
             }
         }
         out
+    }
+}
+
+impl ModelTable {
+    /// Replicas per worker address, over every model (placement's load figure).
+    pub fn load_by_worker(&self) -> BTreeMap<String, usize> {
+        let mut load = BTreeMap::new();
+        for entry in self.all() {
+            for (_, worker) in entry.replicas() {
+                *load.entry(worker.address()).or_insert(0) += 1;
+            }
+        }
+        load
+    }
+
+    /// A worker left or died: its replicas leave routing. A ready model left without any
+    /// replica turns ERROR with the reason (requests get 503 saying why; the uid is free to
+    /// launch again; the worker joining again with the replica brings it back). Returns the
+    /// uids of those models.
+    pub fn drop_worker(&self, address: &str, why: &str) -> Vec<String> {
+        let mut lost = Vec::new();
+        for entry in self.all() {
+            let had = entry.replicas().iter().any(|(_, w)| w.address() == address);
+            if had && entry.drop_worker(address) == 0 && entry.status() == LaunchStatus::Ready {
+                entry.update(|s| {
+                    s.status = LaunchStatus::Error;
+                    s.error = Some(format!(
+                        "its last replica was on worker {address}, which {why}"
+                    ));
+                });
+                lost.push(entry.uid.clone());
+            }
+        }
+        lost
     }
 }

@@ -1,6 +1,7 @@
 //! Cluster routes: status, info, version, devices, workers, supervisor, stop, metrics.
 //!
-//! In local mode the one worker lives in this process, at the supervisor's own address.
+//! In local mode the one worker lives in this process, at the supervisor's own address; in a
+//! cluster, the workers are those that joined (see `cluster`).
 
 use std::time::Duration;
 
@@ -11,22 +12,68 @@ use xi_api::Permission;
 use xi_auth::AuthError;
 
 use crate::authz::{Admin, Caller, ModelsList, Require};
+use crate::cluster::MemberView;
 use crate::error::SupervisorError;
-use crate::state::{unix_now, AppState};
+use crate::state::AppState;
 
-/// Heartbeat misses tolerated before a worker is dead (upstream's field; constant in local mode).
-const FAILURE_BUDGET: u32 = 5;
-
-pub async fn status(state: web::Data<AppState>) -> HttpResponse {
-    let worker = json!({
-        "update_time": unix_now(),
-        "failure_remaining_count": FAILURE_BUDGET,
-        "status": { "cpu": state.system.cpu_status() },
+/// Upstream's `cpu` block (and `gpu-<i>` blocks) of a worker's status.
+fn status_blocks(view: &MemberView) -> Value {
+    let r = &view.resources;
+    let mut blocks = json!({
+        "cpu": {
+            "usage": r.cpu_usage,
+            "total": r.cpu_count,
+            "memory_used": r.memory_used,
+            "memory_available": r.memory_available,
+            "memory_total": r.memory_total,
+        }
     });
+    if let Some(map) = blocks.as_object_mut() {
+        for gpu in &r.gpus {
+            let free = gpu.memory_total.saturating_sub(gpu.memory_used);
+            map.insert(
+                format!("gpu-{}", gpu.index),
+                json!({
+                    "name": gpu.name,
+                    "mem_total": gpu.memory_total,
+                    "mem_free": free,
+                    "mem_used": gpu.memory_used,
+                    "mem_usage": gpu.memory_used as f64 / gpu.memory_total.max(1) as f64,
+                }),
+            );
+        }
+    }
+    blocks
+}
+
+/// Supervisor uptime and every worker's last heartbeat. Beyond upstream: dead workers stay
+/// listed (`alive: false`) until they join again.
+pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+    let mut workers = serde_json::Map::new();
+    let views = state.workers.views();
+    state
+        .metrics
+        .live_workers
+        .set(views.iter().filter(|v| v.alive).count() as i64);
+    for view in views {
+        workers.insert(
+            view.address.clone(),
+            json!({
+                "update_time": view.last_seen_unix,
+                "failure_remaining_count": view.failure_remaining,
+                "alive": view.alive,
+                "status": status_blocks(&view),
+            }),
+        );
+    }
     HttpResponse::Ok().json(json!({
         "uptime": state.uptime_secs(),
-        "workers": { state.address.clone(): worker },
+        "workers": workers,
     }))
+}
+
+fn host_of(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(h, _)| h)
 }
 
 #[derive(Deserialize)]
@@ -40,30 +87,32 @@ pub async fn info(
     state: web::Data<AppState>,
     query: web::Query<InfoQuery>,
 ) -> HttpResponse {
-    let host = state
-        .address
-        .rsplit_once(':')
-        .map_or(state.address.as_str(), |(h, _)| h);
-    let mut worker = json!({
-        "node_type": "Worker",
-        "ip_address": host,
-        "gpu_count": 0,
-        "gpu_vram_total": 0,
-    });
-    if query.detailed {
-        let cpu = state.system.cpu_status();
-        if let (Some(worker), Some(cpu)) = (worker.as_object_mut(), cpu.as_object()) {
-            worker.insert("cpu_count".into(), cpu["total"].clone());
-            worker.insert("cpu_utilization".into(), cpu["usage"].clone());
-            worker.insert("mem_total".into(), cpu["memory_total"].clone());
-            worker.insert("mem_available".into(), cpu["memory_available"].clone());
-            worker.insert("mem_used".into(), cpu["memory_used"].clone());
+    let mut nodes =
+        vec![json!({ "node_type": "Supervisor", "ip_address": host_of(&state.address) })];
+    for view in state.workers.views() {
+        let r = &view.resources;
+        let mut worker = json!({
+            "node_type": "Worker",
+            "ip_address": host_of(&view.address),
+            "address": view.address,
+            "alive": view.alive,
+            "last_heartbeat": view.last_seen_unix,
+            "gpu_count": r.gpus.len(),
+            "gpu_vram_total": r.gpus.iter().map(|g| g.memory_total).sum::<u64>(),
+        });
+        if query.detailed {
+            if let Some(map) = worker.as_object_mut() {
+                map.insert("cpu_count".into(), json!(r.cpu_count));
+                map.insert("cpu_utilization".into(), json!(r.cpu_usage));
+                map.insert("mem_total".into(), json!(r.memory_total));
+                map.insert("mem_available".into(), json!(r.memory_available));
+                map.insert("mem_used".into(), json!(r.memory_used));
+                map.insert("gpus".into(), json!(r.gpus));
+            }
         }
+        nodes.push(worker);
     }
-    HttpResponse::Ok().json(json!([
-        { "node_type": "Supervisor", "ip_address": host },
-        worker,
-    ]))
+    HttpResponse::Ok().json(nodes)
 }
 
 pub async fn version(_: Require<Admin>) -> HttpResponse {
@@ -76,16 +125,34 @@ pub async fn version(_: Require<Admin>) -> HttpResponse {
     }))
 }
 
-/// Number of GPUs (the CPU build has none).
-pub async fn devices(_: Require<ModelsList>) -> HttpResponse {
-    HttpResponse::Ok().json(0)
+/// Number of GPUs over the live workers.
+pub async fn devices(_: Require<ModelsList>, state: web::Data<AppState>) -> HttpResponse {
+    let count: usize = state
+        .workers
+        .views()
+        .iter()
+        .filter(|v| v.alive)
+        .map(|v| v.resources.gpus.len())
+        .sum();
+    HttpResponse::Ok().json(count)
 }
 
+/// Each worker with the replicas it serves. Beyond upstream: `alive` and `last_heartbeat`.
 pub async fn workers(_: Require<Admin>, state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!([{
-        "work-ip": state.address,
-        "models": state.models.replica_descriptions(),
-    }]))
+    let list: Vec<Value> = state
+        .workers
+        .views()
+        .into_iter()
+        .map(|view| {
+            json!({
+                "work-ip": view.address,
+                "alive": view.alive,
+                "last_heartbeat": view.last_seen_unix,
+                "models": state.models.replica_descriptions(&view.address),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(list)
 }
 
 pub async fn supervisor(_: Require<Admin>, state: web::Data<AppState>) -> HttpResponse {
@@ -95,6 +162,9 @@ pub async fn supervisor(_: Require<Admin>, state: web::Data<AppState>) -> HttpRe
 /// Answers first, then stops the server (gracefully, so this response is delivered).
 pub async fn stop_cluster(require: Require<Admin>, state: web::Data<AppState>) -> HttpResponse {
     tracing::warn!(user = ?require.caller.username(), "cluster stop requested");
+    state
+        .stop_workers
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let stop = state.stop.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;

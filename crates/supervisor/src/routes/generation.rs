@@ -11,6 +11,7 @@ use xi_api::worker::{ChatTurn, GenerateEvent, GenerateRequest, Prompt, Sampling}
 use super::inference::resolve;
 use crate::authz::{ModelsRead, Require};
 use crate::error::SupervisorError;
+use crate::lifecycle::dispatch::on_replica;
 use crate::lifecycle::launch::worker_error;
 use crate::state::{unix_now, AppState};
 
@@ -213,11 +214,11 @@ async fn run(
     stream: bool,
     kind: Kind,
 ) -> Result<HttpResponse, SupervisorError> {
-    let (replica, worker) = entry.pick_replica();
-    let mut events = worker
-        .generate(replica, request)
-        .await
-        .map_err(worker_error)?;
+    let (_, mut events) = on_replica(entry, |replica, worker| {
+        let request = request.clone();
+        async move { worker.generate(replica, request).await }
+    })
+    .await?;
     let (id, object, chunk_object) = kind.ids();
     let created = unix_now() as u64;
     let model = entry.uid.clone();

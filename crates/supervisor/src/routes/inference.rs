@@ -12,7 +12,7 @@ use xi_api::worker::{EmbedInput, EmbedRequest, RerankRequest};
 
 use crate::authz::{ModelsRead, Require};
 use crate::error::SupervisorError;
-use crate::lifecycle::launch::worker_error;
+use crate::lifecycle::dispatch::on_replica;
 use crate::lifecycle::ModelEntry;
 use crate::state::AppState;
 
@@ -35,13 +35,16 @@ pub(super) fn resolve(
     let uid = body.get("model").and_then(Value::as_str).ok_or_else(|| {
         SupervisorError::Unprocessable("Field required: model (the model uid)".into())
     })?;
-    let entry = state
-        .models
-        .get(uid)
-        .filter(|e| e.status() != LaunchStatus::Error)
-        .ok_or_else(|| {
-            SupervisorError::NotFound(format!("Model not found in the model list, uid: {uid}"))
-        })?;
+    let entry = state.models.get(uid).ok_or_else(|| {
+        SupervisorError::NotFound(format!("Model not found in the model list, uid: {uid}"))
+    })?;
+    if entry.status() == LaunchStatus::Error {
+        let why = entry.snapshot().error.unwrap_or_default();
+        return Err(SupervisorError::Unavailable {
+            detail: format!("Model {uid} is not available: {why}"),
+            retry_after: None,
+        });
+    }
     if entry.status() != LaunchStatus::Ready {
         return Err(SupervisorError::Unavailable {
             detail: format!("Model is loading, please retry later: {uid}"),
@@ -142,17 +145,15 @@ pub async fn embeddings(
         }
     }
     let inputs = embed_inputs(&request.input)?;
-    let (replica, worker) = entry.pick_replica();
-    let result = worker
-        .embed(
-            replica.clone(),
-            EmbedRequest {
-                inputs,
-                truncate: request.truncate.unwrap_or(true),
-            },
-        )
-        .await
-        .map_err(worker_error)?;
+    let embed = EmbedRequest {
+        inputs,
+        truncate: request.truncate.unwrap_or(true),
+    };
+    let (replica, result) = on_replica(&entry, |replica, worker| {
+        let embed = embed.clone();
+        async move { worker.embed(replica, embed).await }
+    })
+    .await?;
     let data: Vec<Value> = result
         .embeddings
         .iter()
@@ -207,18 +208,16 @@ pub async fn rerank(
             request.documents.len()
         )));
     }
-    let (replica, worker) = entry.pick_replica();
-    let result = worker
-        .rerank(
-            replica,
-            RerankRequest {
-                query: request.query.clone(),
-                documents: request.documents.clone(),
-                truncate: request.truncate.unwrap_or(true),
-            },
-        )
-        .await
-        .map_err(worker_error)?;
+    let rerank = RerankRequest {
+        query: request.query.clone(),
+        documents: request.documents.clone(),
+        truncate: request.truncate.unwrap_or(true),
+    };
+    let (_, result) = on_replica(&entry, |replica, worker| {
+        let rerank = rerank.clone();
+        async move { worker.rerank(replica, rerank).await }
+    })
+    .await?;
     let mut order: Vec<usize> = (0..result.scores.len()).collect();
     order.sort_by(|a, b| result.scores[*b].total_cmp(&result.scores[*a]));
     let top_n = request.top_n.unwrap_or(order.len()).min(order.len());

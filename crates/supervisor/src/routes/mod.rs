@@ -9,6 +9,7 @@ mod catalogue;
 mod cluster;
 mod generation;
 mod inference;
+mod internal;
 mod models;
 mod registrations;
 
@@ -51,6 +52,8 @@ pub enum Access {
     Public,
     /// A caller holding this permission (or `admin`).
     Requires(Permission),
+    /// Workers of this cluster only: the cluster secret, never a user's credentials.
+    Cluster,
 }
 
 /// One row of the route table.
@@ -83,7 +86,7 @@ const fn row(
     }
 }
 
-use Access::{Public, Requires};
+use Access::{Cluster, Public, Requires};
 use Permission::*;
 use Verb::{Delete, Get, Post};
 
@@ -202,18 +205,30 @@ pub fn route_table() -> Vec<RouteDef> {
         row(Post, "/v1/rerank", Requires(ModelsRead), |r| {
             r.to(inference::rerank)
         }),
+        // Cluster members (workers joining, heartbeats, leaving).
+        row(Post, "/internal/v1/workers/join", Cluster, |r| {
+            r.to(internal::join)
+        }),
+        row(Post, "/internal/v1/workers/heartbeat", Cluster, |r| {
+            r.to(internal::heartbeat)
+        }),
+        row(Post, "/internal/v1/workers/leave", Cluster, |r| {
+            r.to(internal::leave)
+        }),
     ]
 }
 
-/// The `(method, path)` pairs the middleware lets through without credentials.
+/// The `(method, path)` pairs the middleware lets through without user credentials (public
+/// routes, and cluster routes, whose handlers check the cluster secret).
 pub struct PublicRoutes(Vec<(Method, &'static str)>);
 
 impl PublicRoutes {
-    /// The public rows of the table; `/metrics` drops out when it must be authenticated.
+    /// The public and cluster rows of the table; `/metrics` drops out when it must be
+    /// authenticated.
     pub fn from_table(table: &[RouteDef], metrics_require_auth: bool) -> Self {
         let routes = table
             .iter()
-            .filter(|r| r.access == Access::Public)
+            .filter(|r| matches!(r.access, Access::Public | Access::Cluster))
             .filter(|r| !(metrics_require_auth && r.path == "/metrics"))
             .map(|r| (r.verb.method(), r.path))
             .collect();

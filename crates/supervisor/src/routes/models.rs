@@ -25,7 +25,7 @@ fn ready(state: &AppState, uid: &str) -> Result<std::sync::Arc<ModelEntry>, Supe
 
 fn description(entry: &ModelEntry) -> Value {
     let mut body = entry.snapshot().description;
-    body.insert("replica".into(), json!(entry.replicas.len()));
+    body.insert("replica".into(), json!(entry.replica_count()));
     Value::Object(body)
 }
 
@@ -101,7 +101,7 @@ pub async fn progress(
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
     let entry = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
-    Ok(HttpResponse::Ok().json(json!({ "progress": launch::progress(&entry) })))
+    Ok(HttpResponse::Ok().json(json!({ "progress": launch::progress(&entry).await })))
 }
 
 pub async fn cancel(
@@ -143,7 +143,7 @@ pub async fn instances(
         .map(|m| {
             let snapshot = m.snapshot();
             let replicas: Vec<Value> = m
-                .replicas
+                .replicas()
                 .iter()
                 .enumerate()
                 .map(|(i, (replica_uid, worker))| {
@@ -162,7 +162,7 @@ pub async fn instances(
                 "model_uid": m.uid,
                 "model_version": m.model_name,
                 "model_ability": snapshot.description.get("model_ability").cloned().unwrap_or(json!([])),
-                "replica": m.replicas.len(),
+                "replica": m.replica_count(),
                 "status": snapshot.status,
                 "instance_created_ts": m.created_ts,
                 "n_worker": 1,

@@ -140,6 +140,10 @@ async fn every_route_answers_each_caller_exactly_as_the_table_says() {
                     assert_eq!(status, 401, "{def:?} with {label}: {body}");
                     assert_eq!(body["detail"], detail, "{def:?} with {label}");
                 }
+                Access::Cluster => {
+                    assert_eq!(status, 401, "{def:?} with {label}: {body}");
+                    assert_eq!(body["detail"], "Missing or wrong cluster secret");
+                }
             }
             checked += 1;
         }
@@ -147,12 +151,17 @@ async fn every_route_answers_each_caller_exactly_as_the_table_says() {
             let allowed = match def.access {
                 Access::Public => true,
                 Access::Requires(p) => perms.allows(p),
+                // Worker routes: no user credential opens them, not even admin's.
+                Access::Cluster => false,
             };
             if stops_server(def) && allowed {
                 continue;
             }
             let (status, body) = call(&client, &server.url, def, Some(header)).await;
-            if allowed {
+            if def.access == Access::Cluster {
+                assert_eq!(status, 401, "{def:?} must refuse {label}: {body}");
+                assert_eq!(body["detail"], "Missing or wrong cluster secret");
+            } else if allowed {
                 assert!(
                     status != 401 && status != 403,
                     "{def:?} must allow {label}, got {status} {body}"
@@ -224,6 +233,11 @@ async fn with_auth_off_every_route_is_open_and_authorization_is_ignored() {
     for def in route_table().iter().filter(|d| !stops_server(d)) {
         for header in [None, Some("Bearer garbage"), Some("Basic xyz")] {
             let (status, body) = call(&client, &server.url, def, header).await;
+            if def.access == Access::Cluster {
+                // Turning user auth off never opens the workers' routes.
+                assert_eq!(status, 401, "{def:?} with {header:?}: {body}");
+                continue;
+            }
             assert!(
                 status != 401 && status != 403,
                 "{def:?} with {header:?}: {status} {body}"

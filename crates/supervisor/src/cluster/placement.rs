@@ -1,0 +1,146 @@
+//! Where a launch's replicas go: the pinned worker (`worker_ip`), else the live workers with
+//! enough free memory for the model, fewest loaded replicas first; the replicas of one launch
+//! spread over the workers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use xi_api::worker::Worker;
+
+use crate::error::SupervisorError;
+
+/// Memory a model needs beyond its weights (activations, KV cache, tokenizer), as a fraction.
+const OVERHEAD: f64 = 0.2;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Bytes of memory a model is expected to take: its files when the supervisor can see them,
+/// else its size in billions of parameters times the bytes per parameter of its format.
+/// `0` when nothing is known (it then fits anywhere).
+pub fn estimate_bytes(model_path: Option<&Path>, spec: &Map<String, Value>) -> u64 {
+    let weights = match model_path.filter(|p| p.exists()) {
+        Some(path) => weight_file_bytes(path),
+        None => spec_bytes(spec),
+    };
+    (weights as f64 * (1.0 + OVERHEAD)) as u64
+}
+
+fn weight_file_bytes(path: &Path) -> u64 {
+    if path.is_file() {
+        return path.metadata().map_or(0, |m| m.len());
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            [".safetensors", ".gguf", ".bin"]
+                .iter()
+                .any(|ext| name.ends_with(ext))
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn spec_bytes(spec: &Map<String, Value>) -> u64 {
+    let billions = match spec.get("model_size_in_billions") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
+        // Upstream writes fractional sizes as strings: "0_5" or "1_5".
+        Some(Value::String(s)) => s.replace('_', ".").parse().unwrap_or(0.0),
+        _ => 0.0,
+    };
+    let quantization = spec
+        .get("quantization")
+        .and_then(Value::as_str)
+        .unwrap_or("none")
+        .to_ascii_lowercase();
+    let per_param = match quantization.as_str() {
+        q if q.starts_with("q2") || q.starts_with("q3") => 0.45,
+        q if q.starts_with("q4") => 0.6,
+        q if q.starts_with("q5") => 0.7,
+        q if q.starts_with("q6") => 0.82,
+        q if q.starts_with("q8") => 1.07,
+        "f16" | "bf16" | "fp16" => 2.0,
+        // Unquantized folders load as f32 on the CPU.
+        _ => 4.0,
+    };
+    (billions * 1e9 * per_param) as u64
+}
+
+/// One worker per replica. `pin` is `worker_ip` (an IP, or `host:port`); `load` counts the
+/// replicas each worker address already runs.
+pub fn place(
+    workers: Vec<Arc<dyn Worker>>,
+    load: &BTreeMap<String, usize>,
+    pin: Option<&str>,
+    need: u64,
+    replicas: u32,
+    model: &str,
+) -> Result<Vec<Arc<dyn Worker>>, SupervisorError> {
+    if workers.is_empty() {
+        return Err(SupervisorError::Unavailable {
+            detail: "No available worker found".into(),
+            retry_after: None,
+        });
+    }
+    let workers: Vec<Arc<dyn Worker>> = match pin {
+        None => workers,
+        Some(ip) => {
+            let pinned: Vec<_> = workers
+                .into_iter()
+                .filter(|w| {
+                    let address = w.address();
+                    address == ip || address.rsplit_once(':').is_some_and(|(host, _)| host == ip)
+                })
+                .collect();
+            if pinned.is_empty() {
+                return Err(SupervisorError::BadRequest(format!(
+                    "Worker ip address {ip} is not in the cluster."
+                )));
+            }
+            pinned
+        }
+    };
+    struct Slot {
+        worker: Arc<dyn Worker>,
+        free: u64,
+        load: usize,
+    }
+    let mut slots: Vec<Slot> = workers
+        .into_iter()
+        .map(|worker| Slot {
+            free: worker.resources().memory_available,
+            load: load.get(&worker.address()).copied().unwrap_or(0),
+            worker,
+        })
+        .collect();
+    let mut chosen = Vec::new();
+    for _ in 0..replicas {
+        let best = slots
+            .iter_mut()
+            .filter(|s| s.free >= need)
+            .min_by(|a, b| a.load.cmp(&b.load).then(b.free.cmp(&a.free)));
+        let Some(slot) = best else {
+            let most = slots.iter().max_by_key(|s| s.free);
+            let (free, address) = most.map_or((0, String::new()), |s| (s.free, s.worker.address()));
+            return Err(SupervisorError::Unavailable {
+                detail: format!(
+                    "No worker has enough free memory for model {model}: it needs about \
+                     {:.0} MiB, the most free is {:.0} MiB (worker {address})",
+                    need as f64 / MIB,
+                    free as f64 / MIB
+                ),
+                retry_after: None,
+            });
+        };
+        slot.free -= need;
+        slot.load += 1;
+        chosen.push(slot.worker.clone());
+    }
+    Ok(chosen)
+}

@@ -1,0 +1,319 @@
+//! [`RemoteWorker`]: a worker process reached over HTTP (the worker crate's internal API),
+//! with pooled connections and the cluster secret on every call.
+//!
+//! A worker declared dead ([`RemoteWorker::mark_lost`]) fails every call in flight at once with
+//! [`WorkerErrorKind::Unreachable`], so no request waits on a silent host.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::watch;
+use xi_api::cluster::{WorkerResources, CLUSTER_SECRET_HEADER};
+use xi_api::worker::{
+    BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateEvent, GenerateRequest,
+    ReplicaInfo, ReplicaSpec, RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
+};
+use xi_auth::ClusterSecret;
+
+/// Quick calls (progress, terminate, shutdown) give up after this.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct RemoteWorker {
+    address: String,
+    base: String,
+    http: reqwest::Client,
+    secret: ClusterSecret,
+    resources: RwLock<WorkerResources>,
+    lost: watch::Sender<bool>,
+}
+
+impl RemoteWorker {
+    pub fn new(
+        address: String,
+        http: reqwest::Client,
+        secret: ClusterSecret,
+        resources: WorkerResources,
+    ) -> Self {
+        Self {
+            base: format!("http://{address}/internal/v1"),
+            address,
+            http,
+            secret,
+            resources: RwLock::new(resources),
+            lost: watch::channel(false).0,
+        }
+    }
+
+    pub fn set_resources(&self, resources: WorkerResources) {
+        *self.resources.write().unwrap_or_else(|p| p.into_inner()) = resources;
+    }
+
+    /// The worker stopped answering: fail what waits on it.
+    pub fn mark_lost(&self) {
+        self.lost.send_replace(true);
+    }
+
+    /// The worker joined again.
+    pub fn mark_alive(&self) {
+        self.lost.send_replace(false);
+    }
+
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Resolves when the worker is declared lost.
+    fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.lost.subscribe();
+        async move {
+            let _ = rx.wait_for(|lost| *lost).await;
+        }
+    }
+
+    fn unreachable(&self, why: impl std::fmt::Display) -> WorkerError {
+        WorkerError::new(
+            WorkerErrorKind::Unreachable,
+            format!("Worker {} is unreachable: {why}", self.address),
+        )
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header(CLUSTER_SECRET_HEADER, self.secret.expose())
+    }
+
+    /// Sends a request and reads the JSON answer; a failed call becomes the worker's own error
+    /// (its body is a [`WorkerError`]) or `Unreachable`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, WorkerError> {
+        let lost = self.lost();
+        if self.is_lost() {
+            return Err(self.unreachable("it stopped sending heartbeats"));
+        }
+        let exchange = async {
+            let response = request.send().await.map_err(|e| self.transport(e))?;
+            let response = self.check(response).await?;
+            response.json::<T>().await.map_err(|e| self.transport(e))
+        };
+        tokio::select! {
+            result = exchange => result,
+            () = lost => Err(self.unreachable("it stopped sending heartbeats")),
+        }
+    }
+
+    fn transport(&self, e: reqwest::Error) -> WorkerError {
+        // The root cause says more than reqwest's "error sending request".
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        self.unreachable(cause)
+    }
+
+    async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response, WorkerError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Err(serde_json::from_slice::<WorkerError>(&body).unwrap_or_else(|_| {
+            let kind = if status == reqwest::StatusCode::UNAUTHORIZED {
+                tracing::error!(worker = %self.address, "the worker refused our cluster secret");
+                WorkerErrorKind::Unreachable
+            } else {
+                WorkerErrorKind::Internal
+            };
+            WorkerError::new(
+                kind,
+                format!("worker {} answered HTTP {status}", self.address),
+            )
+        }))
+    }
+
+    fn post<B: Serialize>(&self, path: &str, body: &B) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path).json(body)
+    }
+
+    /// Asks the worker process to exit (`DELETE /v1/clusters`).
+    pub async fn shutdown(&self) -> Result<(), WorkerError> {
+        self.call::<serde_json::Value>(
+            self.request(reqwest::Method::POST, "/shutdown")
+                .timeout(SHORT_TIMEOUT),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// The events up to and including the first `Done` or `Error`.
+fn until_final(
+    events: impl futures_util::Stream<Item = GenerateEvent> + Send + 'static,
+) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
+    futures_util::stream::unfold((Box::pin(events), false), |(mut events, done)| async move {
+        if done {
+            return None;
+        }
+        let event = events.next().await?;
+        let last = matches!(event, GenerateEvent::Done(_) | GenerateEvent::Error(_));
+        Some((event, (events, last)))
+    })
+}
+
+/// Splits a byte stream into lines and parses each as a [`GenerateEvent`].
+fn ndjson_events(
+    bytes: impl futures_util::Stream<Item = reqwest::Result<actix_web::web::Bytes>> + Send + 'static,
+    address: String,
+) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
+    futures_util::stream::unfold(
+        (Box::pin(bytes), Vec::<u8>::new(), false),
+        move |(mut bytes, mut buffer, done)| {
+            let address = address.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buffer.drain(..=end).collect();
+                        let event =
+                            serde_json::from_slice::<GenerateEvent>(&line).unwrap_or_else(|e| {
+                                GenerateEvent::Error(WorkerError::new(
+                                    WorkerErrorKind::Internal,
+                                    format!("bad event from worker {address}: {e}"),
+                                ))
+                            });
+                        let last =
+                            matches!(event, GenerateEvent::Done(_) | GenerateEvent::Error(_));
+                        return Some((event, (bytes, buffer, last)));
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => buffer.extend_from_slice(chunk.as_ref()),
+                        Some(Err(e)) => {
+                            let event = GenerateEvent::Error(WorkerError::new(
+                                WorkerErrorKind::Unreachable,
+                                format!("Worker {address} is unreachable: {e}"),
+                            ));
+                            return Some((event, (bytes, buffer, true)));
+                        }
+                        None => {
+                            let event = GenerateEvent::Error(WorkerError::new(
+                                WorkerErrorKind::Unreachable,
+                                format!("Worker {address} closed the stream before the end"),
+                            ));
+                            return Some((event, (bytes, buffer, true)));
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+impl Worker for RemoteWorker {
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    fn resources(&self) -> WorkerResources {
+        self.resources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn launch(&self, spec: ReplicaSpec) -> BoxFuture<'_, Result<ReplicaInfo, WorkerError>> {
+        // No timeout: loading (a hub download) may take long; a dead worker fails it.
+        Box::pin(async move { self.call(self.post("/replicas", &spec)).await })
+    }
+
+    fn terminate(&self, replica_uid: String) -> BoxFuture<'_, Result<(), WorkerError>> {
+        Box::pin(async move {
+            let path = format!("/replicas/{replica_uid}");
+            self.call::<serde_json::Value>(
+                self.request(reqwest::Method::DELETE, &path)
+                    .timeout(SHORT_TIMEOUT),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn progress(&self, replica_uid: String) -> BoxFuture<'_, Option<f32>> {
+        Box::pin(async move {
+            let path = format!("/replicas/{replica_uid}/progress");
+            self.call::<f32>(
+                self.request(reqwest::Method::GET, &path)
+                    .timeout(SHORT_TIMEOUT),
+            )
+            .await
+            .ok()
+        })
+    }
+
+    fn embed(
+        &self,
+        replica_uid: String,
+        request: EmbedRequest,
+    ) -> BoxFuture<'_, Result<EmbedResponse, WorkerError>> {
+        Box::pin(async move {
+            let path = format!("/replicas/{replica_uid}/embed");
+            self.call(self.post(&path, &request)).await
+        })
+    }
+
+    fn rerank(
+        &self,
+        replica_uid: String,
+        request: RerankRequest,
+    ) -> BoxFuture<'_, Result<RerankResponse, WorkerError>> {
+        Box::pin(async move {
+            let path = format!("/replicas/{replica_uid}/rerank");
+            self.call(self.post(&path, &request)).await
+        })
+    }
+
+    fn generate(
+        &self,
+        replica_uid: String,
+        request: GenerateRequest,
+    ) -> BoxFuture<'_, Result<EventStream, WorkerError>> {
+        Box::pin(async move {
+            if self.is_lost() {
+                return Err(self.unreachable("it stopped sending heartbeats"));
+            }
+            let path = format!("/replicas/{replica_uid}/generate");
+            let send = async {
+                let response = self
+                    .post(&path, &request)
+                    .send()
+                    .await
+                    .map_err(|e| self.transport(e))?;
+                self.check(response).await
+            };
+            let response = tokio::select! {
+                result = send => result?,
+                () = self.lost() => return Err(self.unreachable("it stopped sending heartbeats")),
+            };
+            // Dropping the stream drops the connection: the worker sees it and stops.
+            let events = ndjson_events(response.bytes_stream(), self.address.clone());
+            let address = self.address.clone();
+            let lost = self.lost();
+            let cut = futures_util::stream::once(async move {
+                lost.await;
+                GenerateEvent::Error(WorkerError::new(
+                    WorkerErrorKind::Unreachable,
+                    format!("Worker {address} is unreachable: it stopped sending heartbeats"),
+                ))
+            });
+            // Whichever ends first: the worker's events, or the worker being declared dead.
+            let merged = futures_util::stream::select(events, cut);
+            Ok(Box::pin(until_final(merged)) as EventStream)
+        })
+    }
+}

@@ -1,0 +1,201 @@
+//! What the launcher binaries share: flags common to the servers, logging, signals and the
+//! home folder. Each binary stays a page: parse flags, call the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+use xi_auth::ClusterSecret;
+
+/// Flags of every server binary (local, supervisor, worker).
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Log level: error, warn, info, debug or trace (or a tracing filter such as
+    /// `xi_supervisor=debug`).
+    #[arg(long, env = "XINFERENCE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Home folder for registrations, model cache and tokens [default: ~/.xinference].
+    #[arg(long, env = "XINFERENCE_HOME")]
+    pub home: Option<PathBuf>,
+    /// File holding the cluster secret shared by the supervisor and its workers (beyond
+    /// upstream: workers without it cannot join or be called).
+    #[arg(long, env = "XINFERENCE_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+}
+
+/// Flags of the binaries that serve the REST API (local and supervisor).
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Auth config JSON file (users, permissions, api keys). Without it, auth is off.
+    #[arg(long, env = "XINFERENCE_AUTH_CONFIG")]
+    pub auth_config: Option<PathBuf>,
+    /// Require `admin` for GET /metrics (public by default, like upstream).
+    #[arg(long, env = "XINFERENCE_METRICS_REQUIRE_AUTH")]
+    pub metrics_require_auth: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "XINFERENCE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Failed logins allowed per username per minute before 429 (0: no limit).
+    #[arg(long, env = "XINFERENCE_LOGIN_FAILURES_PER_USER", default_value_t = 5)]
+    pub login_failures_per_user: usize,
+    /// Failed logins allowed per client address per minute before 429 (0: no limit; behind a
+    /// reverse proxy every client shares the proxy's address).
+    #[arg(
+        long,
+        env = "XINFERENCE_LOGIN_FAILURES_PER_ADDRESS",
+        default_value_t = 20
+    )]
+    pub login_failures_per_address: usize,
+    /// Seconds between worker heartbeats (workers are told at join); a worker silent for 3
+    /// intervals is declared dead.
+    #[arg(long, env = "XINFERENCE_HEARTBEAT_INTERVAL", default_value_t = 2.0)]
+    pub heartbeat_interval: f64,
+}
+
+/// Flags of the binaries that run models (local and worker).
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Compute threads for model inference [default: one per CPU core]. Sets RAYON_NUM_THREADS.
+    #[arg(long, env = "XINFERENCE_THREADS")]
+    pub threads: Option<usize>,
+    /// Requests that may wait per model replica; beyond it requests get 503 with Retry-After.
+    #[arg(long, env = "XINFERENCE_MODEL_QUEUE_SIZE", default_value_t = 256)]
+    pub model_queue_size: usize,
+}
+
+impl ModelArgs {
+    /// Call before any thread exists: candle and rayon read this when they size their pools.
+    pub fn apply_threads(&self) {
+        if let Some(threads) = self.threads {
+            std::env::set_var("RAYON_NUM_THREADS", threads.max(1).to_string());
+        }
+    }
+}
+
+impl ApiArgs {
+    /// The supervisor config these flags describe.
+    pub fn supervisor_config(
+        &self,
+        home: PathBuf,
+        cluster_secret: Option<ClusterSecret>,
+    ) -> Result<xi_supervisor::SupervisorConfig, String> {
+        if !(self.heartbeat_interval.is_finite()
+            && (0.05..=600.0).contains(&self.heartbeat_interval))
+        {
+            return Err(format!(
+                "--heartbeat-interval must be between 0.05 and 600 seconds, got {}",
+                self.heartbeat_interval
+            ));
+        }
+        let mut config = xi_supervisor::SupervisorConfig::new(home);
+        config.auth_config = self.auth_config.clone();
+        config.metrics_require_auth = self.metrics_require_auth;
+        config.max_body_bytes = self.max_body_bytes;
+        config.throttle.per_user = self.login_failures_per_user;
+        config.throttle.per_address = self.login_failures_per_address;
+        config.cluster_secret = cluster_secret;
+        config.heartbeat_interval = std::time::Duration::from_secs_f64(self.heartbeat_interval);
+        Ok(config)
+    }
+}
+
+impl CommonArgs {
+    pub fn home(&self) -> Result<PathBuf, String> {
+        match &self.home {
+            Some(home) => Ok(home.clone()),
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".xinference"))
+                .ok_or_else(|| "HOME is not set; pass --home or set XINFERENCE_HOME".to_string()),
+        }
+    }
+
+    /// The cluster secret given by `--cluster-secret-file` or `XINFERENCE_CLUSTER_SECRET`.
+    pub fn given_secret(&self) -> Result<Option<ClusterSecret>, String> {
+        let env = std::env::var("XINFERENCE_CLUSTER_SECRET").ok();
+        ClusterSecret::given(self.cluster_secret_file.as_deref(), env.as_deref())
+            .map(|given| given.map(|(secret, _)| secret))
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub fn init_logging(level: &str) {
+    let level = match level {
+        "warning" | "WARNING" => "warn",
+        other => other,
+    };
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Completes on SIGINT or SIGTERM. The handlers are installed by this call (inside the
+/// runtime), not when the future is first polled, so no signal slips through before serving.
+#[cfg(unix)]
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Tells the user how workers get the supervisor's secret, when it came from the home folder
+/// (the value itself is never printed).
+pub fn announce_secret(source: &xi_auth::SecretSource) {
+    match source {
+        xi_auth::SecretSource::Generated(path) => println!(
+            "generated a cluster secret in {0} (mode 0600); start workers with \
+             --cluster-secret-file {0} (or XINFERENCE_CLUSTER_SECRET set to its content)",
+            path.display()
+        ),
+        xi_auth::SecretSource::Saved(path) => println!(
+            "cluster secret: {0}; start workers with --cluster-secret-file {0}",
+            path.display()
+        ),
+        xi_auth::SecretSource::File(_) | xi_auth::SecretSource::Env => {}
+    }
+}
+
+/// Serves the REST API on `listener` with `workers` (empty for a supervisor) until a signal or
+/// `DELETE /v1/clusters`; prints `<name> listening on http://<address>` once serving.
+pub fn serve_api(
+    name: &str,
+    supervisor: xi_supervisor::Supervisor,
+    listener: std::net::TcpListener,
+    workers: Vec<std::sync::Arc<dyn xi_api::worker::Worker>>,
+) -> Result<(), String> {
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let running = supervisor
+            .start(listener, workers, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+        // Printed once requests and signals are handled: scripts may act on it at once.
+        println!("{name} listening on http://{address}");
+        running.wait().await.map_err(|e| e.to_string())
+    })
+}
