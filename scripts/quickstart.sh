@@ -25,7 +25,11 @@ curl -sf "$url/v1/models" -H 'Authorization: Bearer sk-72tkvudyGLPMi' -H 'conten
 
 cat <<MSG
 
-xinference-local is serving all-MiniLM-L6-v2 and SmolLM2-135M-Instruct at $url (auth on). Try, as user2 (models:list + models:read):
+xinference-local is serving all-MiniLM-L6-v2 and SmolLM2-135M-Instruct at $url (auth on).
+
+Web UI: open $url/ui/ and log in as user1 / secret1 (admin) or user2 / secret2.
+
+Or try, as user2 (models:list + models:read):
 
   TOKEN=\$(curl -s $url/token -H 'content-type: application/json' -d '{"username": "user2", "password": "secret2"}' | python3 -c 'import sys, json; print(json.load(sys.stdin)["access_token"])')
   curl -s $url/v1/embeddings -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' -d '{"model": "all-MiniLM-L6-v2", "input": ["Hello world", "xinference-rs"]}'

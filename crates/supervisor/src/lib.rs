@@ -7,7 +7,7 @@
 //! - `authz`: deny-by-default authentication middleware and the `Require<P>` extractor by
 //!   which every protected handler names its permission.
 //! - `routes`: the one route table (method, path, permission, handler) and the handlers,
-//!   split by resource.
+//!   split by resource; `routes::ui` serves the web UI (`ui/`, embedded in the binary) at `/ui/`.
 //! - `registry`: built-in catalogue (embedded JSON) and custom registrations (persisted
 //!   atomically under `$XINFERENCE_HOME/model/v2/<type>/<name>.json`).
 //! - `cluster`: the workers (in-process and remote), their heartbeats and deaths, placement

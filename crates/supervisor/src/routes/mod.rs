@@ -12,7 +12,9 @@ mod inference;
 mod internal;
 mod models;
 mod registrations;
+mod ui;
 
+use actix_web::dev::ResourceDef;
 use actix_web::http::Method;
 use actix_web::{web, HttpResponse, Route};
 use xi_api::Permission;
@@ -106,6 +108,11 @@ pub fn route_table() -> Vec<RouteDef> {
         row(Get, "/v1/models/prompts", Public, |r| {
             r.to(catalogue::prompts)
         }),
+        // The web UI's static files: the page logs in itself, then calls the routes below.
+        row(Get, "/", Public, |r| r.to(ui::to_ui)),
+        row(Get, "/ui", Public, |r| r.to(ui::to_ui)),
+        row(Get, "/ui/", Public, |r| r.to(ui::index)),
+        row(Get, "/ui/{file}", Public, |r| r.to(ui::asset)),
         // Public unless `--metrics-require-auth`, which the handler enforces (admin).
         row(Get, "/metrics", Public, |r| r.to(cluster::metrics)),
         // Cluster administration.
@@ -218,9 +225,9 @@ pub fn route_table() -> Vec<RouteDef> {
     ]
 }
 
-/// The `(method, path)` pairs the middleware lets through without user credentials (public
-/// routes, and cluster routes, whose handlers check the cluster secret).
-pub struct PublicRoutes(Vec<(Method, &'static str)>);
+/// The `(method, path pattern)` pairs the middleware lets through without user credentials
+/// (public routes, and cluster routes, whose handlers check the cluster secret).
+pub struct PublicRoutes(Vec<(Method, ResourceDef)>);
 
 impl PublicRoutes {
     /// The public and cluster rows of the table; `/metrics` drops out when it must be
@@ -230,13 +237,17 @@ impl PublicRoutes {
             .iter()
             .filter(|r| matches!(r.access, Access::Public | Access::Cluster))
             .filter(|r| !(metrics_require_auth && r.path == "/metrics"))
-            .map(|r| (r.verb.method(), r.path))
+            .map(|r| (r.verb.method(), ResourceDef::new(r.path)))
             .collect();
         PublicRoutes(routes)
     }
 
+    /// Whether a request is public, matching patterns as the router does (`/ui/{file}` matches
+    /// `/ui/app.js` but not `/ui/a/b`), so the two cannot disagree.
     pub fn contains(&self, method: &Method, path: &str) -> bool {
-        self.0.iter().any(|(m, p)| m == method && *p == path)
+        self.0
+            .iter()
+            .any(|(m, def)| m == method && def.is_match(path))
     }
 }
 

@@ -5,3 +5,4 @@ mod lifecycle;
 mod permissions;
 mod registrations;
 mod support;
+mod ui;

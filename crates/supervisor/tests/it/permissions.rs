@@ -13,6 +13,7 @@ fn concrete_path(def: &RouteDef) -> String {
         .replace("{model_uid}", "no-such-model")
         .replace("{model_type}", "LLM")
         .replace("{model_name}", "smollm2-instruct")
+        .replace("{file}", "app.js")
 }
 
 fn method(verb: Verb) -> Method {
@@ -42,8 +43,17 @@ async fn call(
         req = req.json(&json!({}));
     }
     let res = req.send().await.unwrap();
-    if def.path == "/metrics" && res.status() == 200 {
-        // The one route whose success body is not JSON (Prometheus text).
+    let is_json = res
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if res.status() == 200 && !is_json {
+        // Success bodies that are not JSON: Prometheus text, the web UI's files (`/` redirects
+        // to the page, which the client follows). Errors are always JSON (json_of checks).
+        assert!(
+            def.path == "/metrics" || def.path == "/" || def.path.starts_with("/ui"),
+            "{def:?} answered a non-JSON body"
+        );
         return (200, serde_json::Value::String(res.text().await.unwrap()));
     }
     json_of(res).await

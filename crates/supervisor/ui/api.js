@@ -1,0 +1,147 @@
+// Every call to the REST API goes through `request`: it adds the bearer token, turns error
+// answers into ApiError with the server's `detail`, sends the user back to the login page on 401
+// and words a 403 as "Not enough permissions for <action>".
+
+import * as session from './session.js';
+import { notify } from './dom.js';
+
+// The page lives at <root>/ui/; the API at <root>/, so a proxy may mount both under a prefix.
+const ROOT = new URL('../', document.baseURI);
+
+export const SESSION_EXPIRED = 'Your session expired, please log in.';
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+  }
+}
+
+let onUnauthorized = () => {};
+
+/** Called (once per 401) after the stored token has been dropped. */
+export function setUnauthorizedHandler(handler) {
+  onUnauthorized = handler;
+}
+
+async function detailOf(res) {
+  const text = await res.text().catch(() => '');
+  try {
+    const body = JSON.parse(text);
+    if (body && typeof body.detail === 'string') return body.detail;
+    if (body && body.detail !== undefined) return JSON.stringify(body.detail);
+  } catch {
+    // not JSON: fall through
+  }
+  return text.trim() || `${res.status} ${res.statusText}`;
+}
+
+/**
+ * Calls `path` (relative to the server root, e.g. 'v1/models'). Options: `body` (sent as JSON),
+ * `action` (words for a 403 message), `signal`, `anonymous` (no token; a 401 is just an error).
+ * Resolves to the Response when it is 2xx, else throws ApiError.
+ */
+export async function request(method, path, { body, action = path, signal, anonymous = false } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const token = session.token();
+  if (!anonymous && session.authOn() && token) headers.Authorization = `Bearer ${token}`;
+  const res = await fetch(new URL(path, ROOT), {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
+    cache: 'no-store',
+    credentials: 'omit',
+  });
+  if (res.ok) return res;
+  const detail = await detailOf(res);
+  if (res.status === 401 && !anonymous && session.authOn()) {
+    session.clear();
+    onUnauthorized();
+    throw new ApiError(401, SESSION_EXPIRED);
+  }
+  if (res.status === 403) {
+    // The server names the missing permission: `WWW-Authenticate: Bearer scope="models:start"`.
+    const scope = /scope="([^"]+)"/.exec(res.headers.get('WWW-Authenticate') || '');
+    const needs = scope ? ` (requires ${scope[1]})` : '';
+    throw new ApiError(403, `Not enough permissions for ${action}${needs}.`);
+  }
+  throw new ApiError(res.status, detail);
+}
+
+/** `request`, then the JSON body. */
+export async function json(method, path, options) {
+  const res = await request(method, path, options);
+  const text = await res.text();
+  return text ? JSON.parse(text) : null;
+}
+
+export function get(path, options) {
+  return json('GET', path, options);
+}
+
+export function post(path, body, options = {}) {
+  return json('POST', path, { ...options, body });
+}
+
+export function del(path, options) {
+  return json('DELETE', path, options);
+}
+
+/** `POST /token` with the JSON body the SDK sends. */
+export function login(username, password) {
+  return post('token', { username, password }, { anonymous: true, action: 'logging in' });
+}
+
+/**
+ * Streams a chat completion: yields each `chat.completion.chunk`. Uses fetch and a stream
+ * reader (EventSource cannot send the Authorization header). An `{"error": ...}` event, sent
+ * when a generation fails after the 200 status line, becomes an ApiError.
+ */
+export async function* chatStream(body, signal) {
+  const res = await request('POST', 'v1/chat/completions', {
+    body: { ...body, stream: true },
+    action: 'chatting with a model',
+    signal,
+  });
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value.replace(/\r\n/g, '\n');
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const event = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = event
+          .split('\n')
+          .filter((line) => line.startsWith('data:'))
+          .map((line) => line.slice(5).replace(/^ /, ''))
+          .join('\n');
+        if (!data) continue;
+        if (data === '[DONE]') return;
+        const message = JSON.parse(data);
+        if (message.error !== undefined) {
+          const err = message.error;
+          throw new ApiError(500, typeof err === 'string' ? err : err.message || JSON.stringify(err));
+        }
+        yield message;
+      }
+    }
+  } finally {
+    // Closes the connection when we stop early (error event, [DONE], Stop button).
+    reader.cancel().catch(() => {});
+  }
+}
+
+/** Shows an error to the user, unless it needs no words (a cancelled request, a 401 that has
+ *  already moved the user to the login page). */
+export function report(err) {
+  if (!err || err.name === 'AbortError') return;
+  if (err instanceof ApiError && err.status === 401 && session.authOn()) return;
+  notify('error', err.message || String(err));
+}
