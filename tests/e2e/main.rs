@@ -3,6 +3,7 @@
 
 mod cli;
 mod cluster;
+mod deploy;
 mod hub;
 mod llm;
 mod local;

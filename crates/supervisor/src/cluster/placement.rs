@@ -144,3 +144,127 @@ pub fn place(
     }
     Ok(chosen)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xi_api::cluster::WorkerResources;
+    use xi_api::worker::{
+        BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, ReplicaInfo,
+        ReplicaSpec, RerankRequest, RerankResponse, WorkerError,
+    };
+
+    /// A worker that only has an address and free memory: placement reads nothing else.
+    struct Node(&'static str, u64);
+
+    impl Worker for Node {
+        fn address(&self) -> String {
+            self.0.to_string()
+        }
+        fn resources(&self) -> WorkerResources {
+            WorkerResources {
+                memory_available: self.1,
+                ..WorkerResources::default()
+            }
+        }
+        fn launch(&self, _: ReplicaSpec) -> BoxFuture<'_, Result<ReplicaInfo, WorkerError>> {
+            unreachable!("placement never launches")
+        }
+        fn terminate(&self, _: String) -> BoxFuture<'_, Result<(), WorkerError>> {
+            unreachable!()
+        }
+        fn progress(&self, _: String) -> BoxFuture<'_, Option<f32>> {
+            unreachable!()
+        }
+        fn embed(
+            &self,
+            _: String,
+            _: EmbedRequest,
+        ) -> BoxFuture<'_, Result<EmbedResponse, WorkerError>> {
+            unreachable!()
+        }
+        fn rerank(
+            &self,
+            _: String,
+            _: RerankRequest,
+        ) -> BoxFuture<'_, Result<RerankResponse, WorkerError>> {
+            unreachable!()
+        }
+        fn generate(
+            &self,
+            _: String,
+            _: GenerateRequest,
+        ) -> BoxFuture<'_, Result<EventStream, WorkerError>> {
+            unreachable!()
+        }
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    fn nodes() -> Vec<Arc<dyn Worker>> {
+        vec![
+            Arc::new(Node("10.0.0.2:4000", 8 * GIB)),
+            Arc::new(Node("10.0.0.3:4000", 2 * GIB)),
+            Arc::new(Node("10.0.0.4:4000", 16 * GIB)),
+        ]
+    }
+
+    fn refusal(result: Result<Vec<Arc<dyn Worker>>, SupervisorError>) -> String {
+        match result {
+            Ok(_) => panic!("placed, expected a refusal"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn addresses(chosen: &[Arc<dyn Worker>]) -> Vec<String> {
+        chosen.iter().map(|w| w.address()).collect()
+    }
+
+    #[test]
+    fn least_loaded_first_then_most_free_and_replicas_spread() {
+        let load = BTreeMap::from([("10.0.0.4:4000".to_string(), 2)]);
+        let chosen = place(nodes(), &load, None, GIB, 3, "m").unwrap();
+        assert_eq!(
+            addresses(&chosen),
+            ["10.0.0.2:4000", "10.0.0.3:4000", "10.0.0.2:4000"]
+        );
+        // Too big for the small worker: it is skipped.
+        let chosen = place(nodes(), &BTreeMap::new(), None, 4 * GIB, 2, "m").unwrap();
+        assert_eq!(addresses(&chosen), ["10.0.0.4:4000", "10.0.0.2:4000"]);
+    }
+
+    #[test]
+    fn pins_and_refusals_say_why() {
+        let chosen = place(nodes(), &BTreeMap::new(), Some("10.0.0.3"), GIB, 1, "m").unwrap();
+        assert_eq!(addresses(&chosen), ["10.0.0.3:4000"]);
+        let err = refusal(place(
+            nodes(),
+            &BTreeMap::new(),
+            Some("10.9.9.9"),
+            GIB,
+            1,
+            "m",
+        ));
+        assert_eq!(err, "Worker ip address 10.9.9.9 is not in the cluster.");
+        let err = refusal(place(nodes(), &BTreeMap::new(), None, 20 * GIB, 1, "big"));
+        assert!(
+            err.starts_with("No worker has enough free memory for model big: it needs about 20480 MiB, the most free is 16384 MiB (worker 10.0.0.4:4000)"),
+            "{err}"
+        );
+        let err = refusal(place(Vec::new(), &BTreeMap::new(), None, 0, 1, "m"));
+        assert_eq!(err, "No available worker found");
+    }
+
+    #[test]
+    fn estimates_follow_the_files_or_the_spec() {
+        let spec: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "model_size_in_billions": "1_5", "quantization": "Q4_1"
+        }))
+        .unwrap();
+        assert_eq!(estimate_bytes(None, &spec), (1.5e9 * 0.6 * 1.2) as u64);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), vec![0u8; 1000]).unwrap();
+        std::fs::write(dir.path().join("README.md"), vec![0u8; 5000]).unwrap();
+        assert_eq!(estimate_bytes(Some(dir.path()), &spec), 1200);
+    }
+}
