@@ -23,15 +23,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts a server in the background; prints its URL once it listens.
+# Starts a server in the background; sets URL (and PID) once it listens.
 start() { # name log command...
     local name=$1 log=$2
     shift 2
     "$@" > "$log.out" 2> "$log" &
-    pids+=($!)
+    PID=$!
+    pids+=("$PID")
     for _ in $(seq 100); do
-        if url=$(grep -o "$name listening on http://[0-9.:]*" "$log.out" 2>/dev/null | grep -o 'http://.*'); then
-            echo "$url"
+        if URL=$(grep -o "$name listening on http://[0-9.:]*" "$log.out" 2>/dev/null | grep -o 'http://.*'); then
             return
         fi
         sleep 0.1
@@ -45,10 +45,12 @@ launch() { # url
         -d "{\"model_name\":\"all-MiniLM-L6-v2\",\"model_type\":\"embedding\",\"model_uid\":\"mini\",\"model_path\":\"$models/all-MiniLM-L6-v2\"}" >/dev/null
 }
 
-local_url=$(start xinference-local "$work/local.log" "$bin/xinference-local" -p 0 --home "$work/local")
-sup_url=$(start xinference-supervisor "$work/sup.log" "$bin/xinference-supervisor" -H 127.0.0.1 -p 0 --home "$work/sup")
+start xinference-local "$work/local.log" "$bin/xinference-local" -p 0 --home "$work/local"
+local_url=$URL
+start xinference-supervisor "$work/sup.log" "$bin/xinference-supervisor" -H 127.0.0.1 -p 0 --home "$work/sup"
+sup_url=$URL
 start xinference-worker "$work/w1.log" "$bin/xinference-worker" -e "$sup_url" -H 127.0.0.1 \
-    --home "$work/w1" --cluster-secret-file "$work/sup/cluster_secret" >/dev/null
+    --home "$work/w1" --cluster-secret-file "$work/sup/cluster_secret"
 until curl -sf "$sup_url/status" | grep -q '"alive":true'; do sleep 0.1; done
 launch "$local_url"
 launch "$sup_url"
@@ -57,12 +59,11 @@ overhead=$(python3 bench/cluster_overhead.py "$local_url" "$sup_url" "$N")
 echo "$overhead"
 
 # Detection: a second worker holding nothing, killed with SIGKILL.
-w2=$(start xinference-worker "$work/w2.log" "$bin/xinference-worker" -e "$sup_url" -H 127.0.0.1 \
-    --home "$work/w2" --cluster-secret-file "$work/sup/cluster_secret")
-w2_addr=${w2#http://}
+start xinference-worker "$work/w2.log" "$bin/xinference-worker" -e "$sup_url" -H 127.0.0.1 \
+    --home "$work/w2" --cluster-secret-file "$work/sup/cluster_secret"
+w2_addr=${URL#http://}
 until curl -sf "$sup_url/status" | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if s['workers'].get('$w2_addr',{}).get('alive') else 1)"; do sleep 0.1; done
-detections=()
-kill -9 "${pids[-1]}"
+kill -9 "$PID"
 start_ns=$(date +%s%N)
 until curl -sf "$sup_url/status" | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if s['workers']['$w2_addr']['alive'] is False else 1)"; do sleep 0.05; done
 end_ns=$(date +%s%N)
