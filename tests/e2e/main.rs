@@ -2,6 +2,7 @@
 //! CLI against it).
 
 mod cli;
+mod gpu;
 mod hub;
 mod llm;
 mod local;

@@ -8,6 +8,8 @@
 //!   into the next forward pass (dynamic batching, capped by a token budget).
 //! - `download`: model files from a hub (Hugging Face's URL layout) into the cache, resumable,
 //!   checksummed, retried.
+//! - [`gpu`]: the worker's GPUs ([`gpus`]: name, memory total/used) and the device a launch's
+//!   `n_gpu` / `gpu_idx` / `dtype` options give a replica (CPU, or one CUDA GPU).
 //! - `batcher`: continuous batching for LLM replicas: all running sequences advance together,
 //!   one forward pass per step; new requests join between steps.
 //!
@@ -17,7 +19,9 @@
 
 mod batcher;
 mod download;
+pub mod gpu;
 mod local;
 mod replica;
 
+pub use gpu::{gpus, GpuInfo};
 pub use local::{LocalWorker, WorkerConfig};

@@ -12,6 +12,7 @@ use xi_api::worker::{
     RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
 };
 
+use crate::gpu;
 use crate::replica::{Job, Replica, ReplicaOptions};
 
 /// Worker-wide settings (flags of the launcher).
@@ -108,11 +109,19 @@ impl LocalWorker {
         } else {
             self.config.batch_tokens
         };
+        let device = gpu::choose(
+            spec.model_type,
+            &spec.replica_uid,
+            &spec.options,
+            &gpu::inventory(),
+            gpu::CUDA_BUILD,
+        )?;
         Ok(ReplicaOptions {
             queue_capacity: self.config.queue_capacity,
             batching,
             batch_tokens,
             max_seqs,
+            device,
         })
     }
 
