@@ -241,6 +241,7 @@ mod cuda {
     //! for the memory in use.
 
     use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+    use std::sync::Once;
 
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
 
@@ -248,7 +249,8 @@ mod cuda {
 
     pub(super) fn inventory() -> Vec<Gpu> {
         if let Err(e) = result::init() {
-            tracing::warn!(error = %e, "the CUDA driver did not initialise: no GPUs");
+            let message = format!("the CUDA driver did not initialise ({e}): no GPUs");
+            warn_once(&DRIVER_MISSING, &message);
             return Vec::new();
         }
         let count = result::device::get_count().unwrap_or(0).max(0);
@@ -286,6 +288,14 @@ mod cuda {
             })
             .collect()
     }
+
+    /// The inventory is read at every launch (and heartbeat): say what is missing once.
+    fn warn_once(once: &'static Once, message: &str) {
+        once.call_once(|| tracing::warn!("{message}"));
+    }
+
+    static DRIVER_MISSING: Once = Once::new();
+    static NVML_MISSING: Once = Once::new();
 
     /// `0000:3b:00.0`: how NVML finds the same device (its own order can differ from CUDA's).
     fn pci_bus_id(dev: sys::CUdevice) -> Option<String> {
@@ -329,8 +339,9 @@ mod cuda {
                     libc::RTLD_NOW | libc::RTLD_LOCAL,
                 );
                 if lib.is_null() {
-                    tracing::warn!(
-                        "libnvidia-ml.so.1 not found: GPU memory in use is reported as 0"
+                    warn_once(
+                        &NVML_MISSING,
+                        "libnvidia-ml.so.1 not found: GPU memory in use is reported as 0",
                     );
                     return None;
                 }

@@ -69,6 +69,22 @@ pub struct LocalWorker {
 
 impl LocalWorker {
     pub fn new(config: WorkerConfig) -> Self {
+        if gpu::CUDA_BUILD {
+            let gpus = gpu::gpus();
+            let listed: Vec<String> = gpus
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{}: {} ({} MiB, {} MiB used)",
+                        g.index,
+                        g.name,
+                        g.memory_total >> 20,
+                        g.memory_used >> 20
+                    )
+                })
+                .collect();
+            tracing::info!(count = gpus.len(), gpus = %listed.join("; "), "CUDA build: GPUs");
+        }
         Self {
             config,
             replicas: Arc::new(DashMap::new()),
