@@ -123,8 +123,8 @@ pub fn hf_name(gguf: &str) -> String {
 
 /// A matrix as read from the file (after re-quantization), on the CPU, before it is placed.
 pub enum RawMatrix {
-    /// A quantized GGUF format.
-    Quantized(QTensor),
+    /// A quantized GGUF format (boxed: a QTensor is large in CUDA builds).
+    Quantized(Box<QTensor>),
     /// f32 (GGUF float matrices, safetensors).
     Dense(Tensor),
 }
@@ -146,13 +146,16 @@ impl RawMatrix {
         let quantized: Vec<&QTensor> = parts
             .iter()
             .filter_map(|p| match p {
-                RawMatrix::Quantized(q) => Some(q),
+                RawMatrix::Quantized(q) => Some(&**q),
                 RawMatrix::Dense(_) => None,
             })
             .collect();
         let Some(first) = quantized.first() else {
             return Ok(None);
         };
+        if quantized.len() != parts.len() {
+            return Ok(None);
+        }
         let (_, k) = first.shape().dims2()?;
         let mut rows = 0;
         let mut bytes = Vec::new();
@@ -164,14 +167,9 @@ impl RawMatrix {
             rows += n;
             bytes.extend_from_slice(&q.data()?);
         }
-        if quantized.len() != parts.len() {
-            return Ok(None);
-        }
         let storage = QStorage::from_data(bytes.into(), &Device::Cpu, first.dtype())?;
-        Ok(Some(RawMatrix::Quantized(QTensor::new(
-            storage,
-            (rows, k),
-        )?)))
+        let joined = QTensor::new(storage, (rows, k))?;
+        Ok(Some(RawMatrix::Quantized(Box::new(joined))))
     }
 
     /// Output rows.
@@ -185,7 +183,7 @@ impl RawMatrix {
     /// candle's matmul on `device`: quantized formats stay quantized, dense ones in `dtype`.
     pub fn place(self, device: &Device, dtype: DType) -> Result<QMatMul, EngineError> {
         Ok(match self {
-            RawMatrix::Quantized(q) if device.is_cpu() => QMatMul::from_qtensor(q)?,
+            RawMatrix::Quantized(q) if device.is_cpu() => QMatMul::from_qtensor(*q)?,
             RawMatrix::Quantized(q) => {
                 let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
                 QMatMul::from_qtensor(QTensor::new(storage, q.shape().clone())?)?
@@ -269,7 +267,7 @@ impl<R: Read + Seek> WeightSource for GgufWeights<R> {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
                 RawMatrix::Dense(tensor.dequantize(&Device::Cpu)?)
             }
-            _ => RawMatrix::Quantized(tensor),
+            _ => RawMatrix::Quantized(Box::new(tensor)),
         })
     }
 
@@ -324,7 +322,7 @@ impl WeightSource for SafetensorsWeights {
     fn raw_matrix(&mut self, name: &str) -> Result<RawMatrix, EngineError> {
         let tensor = self.dense(name)?;
         Ok(match self.requantize {
-            Some(target) => RawMatrix::Quantized(QTensor::quantize(&tensor, target)?),
+            Some(target) => RawMatrix::Quantized(Box::new(QTensor::quantize(&tensor, target)?)),
             None => RawMatrix::Dense(tensor),
         })
     }
