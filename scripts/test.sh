@@ -3,9 +3,12 @@
 # that start the real binaries on 127.0.0.1 (port 0), then the compatibility tests of the real
 # Python SDKs (xinference-client, openai) against the real binary, then the web UI in headless
 # Chromium. Run from anywhere.
+# Python SDKs (xinference-client, openai) against the real binary, and last the CUDA build
+# compiled and linked (no GPU needed; docs/gpu.md). Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace --locked "$@"
 scripts/compat-test.sh
 scripts/browser-test.sh
+scripts/build-cuda.sh --ci

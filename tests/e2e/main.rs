@@ -4,6 +4,7 @@
 mod cli;
 mod cluster;
 mod deploy;
+mod gpu;
 mod hub;
 mod llm;
 mod local;

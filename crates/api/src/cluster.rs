@@ -9,21 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::worker::{ReplicaInfo, ReplicaSpec};
+use crate::worker::{GpuInfo, ReplicaInfo, ReplicaSpec};
 
 /// The header that carries the cluster secret on every internal call.
 pub const CLUSTER_SECRET_HEADER: &str = "x-xinference-cluster-secret";
-
-/// One GPU of a worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GpuInfo {
-    pub index: usize,
-    pub name: String,
-    /// Bytes.
-    pub memory_total: u64,
-    /// Bytes.
-    pub memory_used: u64,
-}
 
 /// What a worker has: reported at join and with every heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

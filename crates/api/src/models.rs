@@ -79,8 +79,13 @@ pub struct LaunchModelRequest {
     pub quantization: Option<String>,
     #[serde(default)]
     pub replica: Option<i64>,
-    /// An int, `"auto"` or null (CPU only).
-    #[serde(default)]
+    /// An int, `"auto"` or null (CPU only). Absent is `None` (upstream's default, `"auto"`); an
+    /// explicit null is `Some(Value::Null)`.
+    #[serde(
+        default,
+        deserialize_with = "keep_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub n_gpu: Option<Value>,
     #[serde(default)]
     pub n_worker: Option<i64>,
@@ -96,6 +101,11 @@ pub struct LaunchModelRequest {
     pub model_path: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Reads an explicit `null` as `Some(Value::Null)` (plain `Option` reads it as absent).
+fn keep_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// `POST /v1/models` success body.

@@ -223,3 +223,16 @@ pub enum GenerateEvent {
 
 /// Events of one generation; dropping it stops the generation.
 pub type EventStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = GenerateEvent> + Send>>;
+
+/// One GPU of a worker, as it reports it (`/status`, `/v1/cluster/info`) and placement reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    /// The CUDA device ordinal (after `CUDA_VISIBLE_DEVICES`): what `gpu_idx` names.
+    pub index: usize,
+    /// The device name, e.g. `NVIDIA H200`.
+    pub name: String,
+    /// Bytes of device memory.
+    pub memory_total: u64,
+    /// Bytes in use by every process on the device.
+    pub memory_used: u64,
+}

@@ -98,6 +98,7 @@ fn main() {
     let options = LoadOptions {
         requantize: args.requantize,
         fallback_template: None,
+        ..Default::default()
     };
     let model = LlmModel::load(std::path::Path::new(&args.model), &options, &mut |_| {})
         .expect("load the model");

@@ -1,10 +1,12 @@
-//! Our BERT encoder for CPU inference: the standard architecture (absolute positions, erf GELU)
-//! on packed sequences (no padding anywhere: every matmul runs on real tokens only), with a
-//! fused QKV projection and the kernels of [`crate::ops`]. Weights load under the usual
-//! Hugging Face names, with or without a `bert.` prefix. Anything else falls back to
+//! Our BERT encoder: the standard architecture (absolute positions, erf GELU) on packed
+//! sequences (no padding anywhere: every matmul runs on real tokens only), with a fused QKV
+//! projection. On the CPU in f32 attention and GELU are the kernels of [`crate::ops`]; on
+//! other devices and dtypes (GPUs, bf16) their tensor-op versions, with the linear layers'
+//! products in bf16/f16 and everything else in f32. Weights load under the
+//! usual Hugging Face names, with or without a `bert.` prefix. Anything else falls back to
 //! candle-transformers' `BertModel`.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 
@@ -40,12 +42,40 @@ impl BertConfig {
     }
 }
 
+/// A linear layer whose product runs in its weight's dtype (bf16 or f16 on GPUs) on f32
+/// activations: the input is rounded to that dtype for the product; the output, the bias, the
+/// residual stream and the norms stay f32, so rounding does not pile up layer after layer.
+struct Dense {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Dense {
+    fn new(linear: Linear, dtype: DType) -> Result<Dense> {
+        Ok(Dense {
+            weight: linear.weight().to_dtype(dtype)?,
+            bias: linear.bias().cloned(),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x
+            .to_dtype(self.weight.dtype())?
+            .matmul(&self.weight.t()?)?
+            .to_dtype(DType::F32)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
 struct Layer {
-    qkv: Linear,
-    attention_out: Linear,
+    qkv: Dense,
+    attention_out: Dense,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     output_norm: LayerNorm,
 }
 
@@ -56,10 +86,20 @@ pub struct FastBert {
     norm: LayerNorm,
     layers: Vec<Layer>,
     heads: usize,
+    /// The CPU kernels of `ops` (f32 on the CPU); else their tensor-op versions.
+    cpu_kernels: bool,
 }
 
 impl FastBert {
-    pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<FastBert> {
+    /// Loads f32 weights from `vb`; the linear layers' products then run in `matmul_dtype`.
+    /// `cpu_kernels`: attention and GELU with the CPU kernels of `ops` (f32 on the CPU);
+    /// otherwise with their tensor-op versions on the weights' device.
+    pub fn load(
+        vb: VarBuilder,
+        config: &BertConfig,
+        cpu_kernels: bool,
+        matmul_dtype: DType,
+    ) -> Result<FastBert> {
         let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
             vb.pp("bert")
         } else {
@@ -78,16 +118,21 @@ impl FastBert {
                 (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
                 _ => None,
             };
+            let dense = |l: Linear| Dense::new(l, matmul_dtype);
             layers.push(Layer {
-                qkv: Linear::new(weight, bias),
-                attention_out: linear(h, h, lv.pp("attention.output.dense"))?,
+                qkv: dense(Linear::new(weight, bias))?,
+                attention_out: dense(linear(h, h, lv.pp("attention.output.dense"))?)?,
                 attention_norm: layer_norm(
                     h,
                     config.layer_norm_eps,
                     lv.pp("attention.output.LayerNorm"),
                 )?,
-                intermediate: linear(h, config.intermediate_size, lv.pp("intermediate.dense"))?,
-                output: linear(config.intermediate_size, h, lv.pp("output.dense"))?,
+                intermediate: dense(linear(
+                    h,
+                    config.intermediate_size,
+                    lv.pp("intermediate.dense"),
+                )?)?,
+                output: dense(linear(config.intermediate_size, h, lv.pp("output.dense"))?)?,
                 output_norm: layer_norm(h, config.layer_norm_eps, lv.pp("output.LayerNorm"))?,
             });
         }
@@ -102,6 +147,7 @@ impl FastBert {
             norm: layer_norm(h, config.layer_norm_eps, emb.pp("LayerNorm"))?,
             layers,
             heads: config.num_attention_heads,
+            cpu_kernels,
         })
     }
 
@@ -124,11 +170,21 @@ impl FastBert {
             .add(&self.types.forward(type_ids)?)?;
         let mut x = self.norm.forward(&x)?;
         for layer in &self.layers {
-            let context = ops::attention(&layer.qkv.forward(&x)?, self.heads, segments.clone())?;
+            let qkv = layer.qkv.forward(&x)?;
+            let context = if self.cpu_kernels {
+                ops::attention(&qkv, self.heads, segments.clone())?
+            } else {
+                ops::attention_tensors(&qkv, self.heads, &segments)?
+            };
             let attended = layer
                 .attention_norm
                 .forward(&(layer.attention_out.forward(&context)? + &x)?)?;
-            let inner = ops::gelu_erf(&layer.intermediate.forward(&attended)?)?;
+            let inner = layer.intermediate.forward(&attended)?;
+            let inner = if self.cpu_kernels {
+                ops::gelu_erf(&inner)?
+            } else {
+                ops::gelu_erf_any(&inner)?
+            };
             x = layer
                 .output_norm
                 .forward(&(layer.output.forward(&inner)? + &attended)?)?;

@@ -3,10 +3,12 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
+
+use crate::placement::Placement;
 use serde_json::Value;
 
 use crate::bert::FastBert;
-use crate::encoder::{max_tokens, var_builder, Architecture, Encoder};
+use crate::encoder::{max_tokens, Architecture, Encoder};
 use crate::error::EngineError;
 use crate::files::ModelFiles;
 use crate::text::{in_batches, pad_batch, Encoded, TextEncoder};
@@ -73,6 +75,11 @@ pub struct EmbeddingModel {
 impl EmbeddingModel {
     /// Loads a model folder on the CPU.
     pub fn load(folder: &Path) -> Result<EmbeddingModel, EngineError> {
+        Self::load_on(folder, &Placement::cpu())
+    }
+
+    /// Loads a model folder onto `placement`'s device, weights in its dtype.
+    pub fn load_on(folder: &Path, placement: &Placement) -> Result<EmbeddingModel, EngineError> {
         let files = ModelFiles::resolve(folder)?;
         let arch = Architecture::of(&files)?;
         let info = arch.info(&files)?;
@@ -87,9 +94,9 @@ impl EmbeddingModel {
             info.vocab_size,
             info.type_vocab_size,
         )?;
-        let device = Device::Cpu;
-        let encoder = Encoder::load(arch, &files, var_builder(&files, &device)?)?;
-        tracing::info!(folder = %folder.display(), ?arch, ?pooling, normalize = files.normalize, max_len, dims = info.hidden_size, "embedding model loaded");
+        let device = placement.device.clone();
+        let encoder = Encoder::load(arch, &files, placement)?;
+        tracing::info!(folder = %folder.display(), ?arch, ?pooling, normalize = files.normalize, max_len, dims = info.hidden_size, on = %placement.describe(), "embedding model loaded");
         Ok(EmbeddingModel {
             encoder,
             text,
@@ -114,6 +121,8 @@ impl EmbeddingModel {
             Some(bert) => self.pool_packed(bert, batch)?,
             None => self.pool_padded(batch)?,
         };
+        // Pooling sums and the norm in f32 whatever the model computed in.
+        let pooled = pooled.to_dtype(DType::F32)?;
         let pooled = if self.normalize {
             let norms = pooled
                 .sqr()?
@@ -142,12 +151,14 @@ impl EmbeddingModel {
             positions.extend(0..seq.len() as u32);
         }
         let lengths: Vec<usize> = batch.iter().map(|s| s.len()).collect();
-        let hidden = bert.forward_packed(
-            &Tensor::from_vec(ids, total, &self.device)?,
-            &Tensor::from_vec(types, total, &self.device)?,
-            &Tensor::from_vec(positions, total, &self.device)?,
-            &lengths,
-        )?;
+        let hidden = bert
+            .forward_packed(
+                &Tensor::from_vec(ids, total, &self.device)?,
+                &Tensor::from_vec(types, total, &self.device)?,
+                &Tensor::from_vec(positions, total, &self.device)?,
+                &lengths,
+            )?
+            .to_dtype(DType::F32)?;
         let mut rows = Vec::with_capacity(batch.len());
         let mut start = 0;
         for len in lengths {
@@ -165,7 +176,10 @@ impl EmbeddingModel {
     /// Runs a padded batch through a candle-transformers encoder and pools with the mask.
     fn pool_padded(&self, batch: &[&Encoded]) -> Result<Tensor, EngineError> {
         let (ids, types, mask) = pad_batch(batch, self.pad_id, &self.device)?;
-        let hidden = self.encoder.forward(&ids, &types, &mask)?;
+        let hidden = self
+            .encoder
+            .forward(&ids, &types, &mask)?
+            .to_dtype(DType::F32)?;
         let pooled = match self.pooling {
             Pooling::Mean => {
                 let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::bert::{BertConfig as FastBertConfig, FastBert};
 use crate::error::EngineError;
 use crate::files::ModelFiles;
+use crate::placement::Placement;
 
 /// Facts about a loaded encoder that the heads and tokenizer need.
 #[derive(Debug, Clone, Copy)]
@@ -83,19 +84,18 @@ pub enum Encoder {
     XlmRoberta(XLMRobertaModel),
 }
 
-/// Memory-maps the safetensors weights as f32 on `device`.
+/// Memory-maps the safetensors weights onto `device` as `dtype`.
 pub fn var_builder(
     files: &ModelFiles,
     device: &Device,
+    dtype: DType,
 ) -> Result<VarBuilder<'static>, EngineError> {
     // SAFETY: the weight files are memory-mapped read-only; like every mmap-based loader we
     // rely on nobody truncating them while the model is loaded.
-    unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, DType::F32, device) }.map_err(
-        |e| {
-            let first = files.weights.first().cloned().unwrap_or_default();
-            EngineError::bad_file(first, format!("cannot load the weights: {e}"))
-        },
-    )
+    unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device) }.map_err(|e| {
+        let first = files.weights.first().cloned().unwrap_or_default();
+        EngineError::bad_file(first, format!("cannot load the weights: {e}"))
+    })
 }
 
 fn parse_config<T: serde::de::DeserializeOwned>(files: &ModelFiles) -> Result<T, EngineError> {
@@ -115,26 +115,32 @@ pub fn missing_weights(files: &ModelFiles, e: candle_core::Error) -> EngineError
 }
 
 impl Encoder {
+    /// Loads the encoder onto `placement`'s device. Our BERT multiplies in the placement's
+    /// dtype (activations stay f32); candle-transformers' models run in f32 (their attention masks multiply by the dtype's
+    /// minimum, which is NaN in bf16 and unsupported in XLM-RoBERTa).
     pub fn load(
         arch: Architecture,
         files: &ModelFiles,
-        vb: VarBuilder,
+        placement: &Placement,
     ) -> Result<Encoder, EngineError> {
+        let f32_weights = || var_builder(files, &placement.device, DType::F32);
         match arch {
             Architecture::Bert => {
                 let fast: FastBertConfig = parse_config(files)?;
                 if fast.supported() {
-                    return FastBert::load(vb, &fast)
+                    let cpu_kernels = placement.cpu_kernels();
+                    return FastBert::load(f32_weights()?, &fast, cpu_kernels, placement.dtype)
                         .map(Encoder::FastBert)
                         .map_err(|e| missing_weights(files, e));
                 }
                 let config: BertConfig = parse_config(files)?;
-                BertModel::load(vb, &config)
+                BertModel::load(f32_weights()?, &config)
                     .map(Encoder::Bert)
                     .map_err(|e| missing_weights(files, e))
             }
             Architecture::XlmRoberta => {
                 let config: XlmConfig = parse_config(files)?;
+                let vb = f32_weights()?;
                 let vb = if vb.contains_tensor("roberta.embeddings.word_embeddings.weight") {
                     vb.pp("roberta")
                 } else {

@@ -8,9 +8,12 @@
 //!   padded to their longest member when they run).
 //! - [`encoder`]: the transformer bodies: our BERT (`bert`, with the CPU kernels of `ops`:
 //!   fused QKV, per-head parallel attention over real tokens only, parallel GELU), and
-//!   candle-transformers' BERT / XLM-RoBERTa for everything else.
+//!   candle-transformers' BERT / XLM-RoBERTa for everything else. Off the CPU (or in bf16/f16)
+//!   our BERT runs tensor-op versions of those kernels.
 //! - [`embedding`]: [`EmbeddingModel`] — pooling (mean/cls/last token) and L2 normalisation.
 //! - [`rerank`]: [`CrossEncoder`] — BERT or XLM-RoBERTa sequence classification.
+//! - [`placement`]: [`Placement`] — the device (CPU or a CUDA GPU), dtype, and whether the CPU
+//!   kernels or the portable tensor-op path computes a model.
 //! - [`llm`]: text generation with GGUF llama models: tokenizer from the GGUF metadata, Jinja
 //!   chat templates, sampling and stop conditions.
 //!
@@ -25,6 +28,7 @@ pub mod error;
 pub mod files;
 pub mod llm;
 mod ops;
+pub mod placement;
 pub mod rerank;
 pub mod text;
 
@@ -32,6 +36,7 @@ pub use candle_core::quantized as candle_quantized;
 pub use embedding::{Embed, EmbeddingModel};
 pub use error::EngineError;
 pub use files::ModelFiles;
+pub use placement::Placement;
 pub use rerank::{CrossEncoder, Rerank};
 pub use text::Encoded;
 

@@ -6,8 +6,11 @@
 //!   head); for short sequences the synchronisation costs more than the arithmetic. Here each
 //!   (sequence, head) is one task on the pool, running single-threaded GEMMs over only the
 //!   sequence's own tokens, on packed (unpadded) rows.
+//!
+//! Both are CPU-only and f32-only. [`gelu_erf_any`] and [`attention_tensors`] compute the same
+//! with candle tensor ops on any device and dtype (the GPU path; the CPU runs them in tests).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
@@ -205,8 +208,156 @@ pub fn attention(qkv: &Tensor, heads: usize, segments: Vec<(usize, usize)>) -> R
     qkv.apply_op3_no_bwd(&qkv, &qkv, &op)
 }
 
+/// `0.5 * x * (1 + erf(x / sqrt 2))` with candle's own op: any device and dtype.
+pub fn gelu_erf_any(x: &Tensor) -> Result<Tensor> {
+    x.gelu_erf()
+}
+
+/// [`attention`] from candle tensor ops, for any device and dtype: the sequences are gathered
+/// into a right-padded batch `[sequences, longest, ...]`, attend with padded keys masked out
+/// (scores and softmax in f32), and are packed back. `segments` must tile the rows in order.
+pub fn attention_tensors(
+    qkv: &Tensor,
+    heads: usize,
+    segments: &[(usize, usize)],
+) -> Result<Tensor> {
+    let (rows, width) = qkv.dims2()?;
+    let hidden = width / 3;
+    let head_dim = hidden / heads;
+    let mut next = 0;
+    for &(start, len) in segments {
+        if start != next || len == 0 {
+            candle_core::bail!("attention: the segments must tile the rows in order");
+        }
+        next = start + len;
+    }
+    if next != rows {
+        candle_core::bail!("attention: the segments cover {next} of {rows} rows");
+    }
+    let (batch, longest) = (
+        segments.len(),
+        segments.iter().map(|s| s.1).max().unwrap_or(0),
+    );
+    let device = qkv.device();
+    // Row `rows` of the extended matrix is zeros: the padding of every short sequence.
+    let extended = Tensor::cat(&[qkv, &Tensor::zeros((1, width), qkv.dtype(), device)?], 0)?;
+    let mut gather = Vec::with_capacity(batch * longest);
+    let mut scatter = Vec::with_capacity(rows);
+    let mut mask = Vec::with_capacity(batch * longest);
+    for (s, &(start, len)) in segments.iter().enumerate() {
+        for j in 0..longest {
+            let real = j < len;
+            gather.push(if real {
+                (start + j) as u32
+            } else {
+                rows as u32
+            });
+            mask.push(if real { 0f32 } else { f32::NEG_INFINITY });
+        }
+        scatter.extend((0..len).map(|j| (s * longest + j) as u32));
+    }
+    let gather = Tensor::from_vec(gather, batch * longest, device)?;
+    let padded = extended
+        .index_select(&gather, 0)?
+        .reshape((batch, longest, 3, heads, head_dim))?;
+    let part = |i: usize| -> Result<Tensor> {
+        padded
+            .narrow(2, i, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+    let mask = Tensor::from_vec(mask, (batch, 1, 1, longest), device)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+    let context = probs
+        .to_dtype(v.dtype())?
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .reshape((batch * longest, hidden))?;
+    let scatter = Tensor::from_vec(scatter, rows, device)?;
+    context.index_select(&scatter, 0)
+}
+
 #[cfg(test)]
 mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn tensor_op_attention_and_gelu_match_the_cpu_kernels() {
+        let (heads, head_dim) = (4, 8);
+        let segments = vec![(0, 5), (5, 1), (6, 9)];
+        let rows = 15;
+        let qkv = Tensor::from_vec(
+            random(rows * 3 * heads * head_dim, 7),
+            (rows, 3 * heads * head_dim),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let kernel = super::attention(&qkv, heads, segments.clone()).unwrap();
+        let tensors = super::attention_tensors(&qkv, heads, &segments).unwrap();
+        assert_eq!(kernel.dims(), tensors.dims());
+        let diff = max_diff(&kernel, &tensors);
+        assert!(diff < 1e-5, "f32 attention differs by {diff}");
+        // bf16 keeps about 3 significant digits.
+        let half = qkv.to_dtype(DType::BF16).unwrap();
+        let diff = max_diff(
+            &kernel,
+            &super::attention_tensors(&half, heads, &segments).unwrap(),
+        );
+        assert!(diff < 0.05, "bf16 attention differs by {diff}");
+        // A sequence sees only its own rows: changing another sequence's rows leaves it as is.
+        let mut other = random(rows * 3 * heads * head_dim, 7);
+        for x in &mut other[5 * 3 * heads * head_dim..] {
+            *x += 1.0;
+        }
+        let other = Tensor::from_vec(other, qkv.dims(), &Device::Cpu).unwrap();
+        let moved = super::attention_tensors(&other, heads, &segments).unwrap();
+        assert_eq!(
+            max_diff(
+                &moved.narrow(0, 0, 5).unwrap(),
+                &tensors.narrow(0, 0, 5).unwrap()
+            ),
+            0.0
+        );
+        let bad = super::attention_tensors(&qkv, heads, &[(0, 5), (6, 9)]);
+        assert!(bad.is_err(), "segments with a gap are refused");
+
+        let x = Tensor::from_vec(random(1000, 3), (10, 100), &Device::Cpu).unwrap();
+        let diff = max_diff(
+            &super::gelu_erf(&x).unwrap(),
+            &super::gelu_erf_any(&x).unwrap(),
+        );
+        assert!(diff < 1e-6, "gelu differs by {diff}");
+    }
+
     #[test]
     fn fast_exp_and_erf_stay_close_to_libm() {
         let mut worst_exp: f32 = 0.0;

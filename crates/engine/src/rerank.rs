@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{linear, Linear, Module, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use candle_transformers::models::xlm_roberta::{
@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::encoder::{max_tokens, missing_weights, var_builder, Architecture};
 use crate::error::EngineError;
 use crate::files::ModelFiles;
+use crate::placement::Placement;
 use crate::text::{in_batches, pad_batch, Encoded, TextEncoder};
 use crate::DEFAULT_BATCH_TOKENS;
 
@@ -68,7 +69,18 @@ fn prefixed(vb: &VarBuilder<'static>, prefix: &str, probe: &str) -> VarBuilder<'
 }
 
 impl CrossEncoder {
+    /// Loads a model folder on the CPU.
     pub fn load(folder: &Path) -> Result<CrossEncoder, EngineError> {
+        Self::load_on(folder, &Placement::cpu())
+    }
+
+    /// Loads a model folder onto `placement`'s device, in f32 whatever its dtype (see
+    /// `Encoder::load`: candle-transformers' heads need f32).
+    pub fn load_on(folder: &Path, placement: &Placement) -> Result<CrossEncoder, EngineError> {
+        let placement = &Placement {
+            dtype: DType::F32,
+            ..placement.clone()
+        };
         let files = ModelFiles::resolve(folder)?;
         let arch = Architecture::of(&files)?;
         let info = arch.info(&files)?;
@@ -82,8 +94,9 @@ impl CrossEncoder {
         let parse_err = |e: serde_json::Error| {
             EngineError::bad_file(&config_path, format!("unsupported configuration: {e}"))
         };
-        let device = Device::Cpu;
-        let vb = var_builder(&files, &device)?;
+        let device = placement.device.clone();
+        // candle-transformers' heads run in f32 on any device (see `Encoder::load`).
+        let vb = var_builder(&files, &device, DType::F32)?;
         let head = match arch {
             Architecture::Bert => {
                 let config: BertConfig =
@@ -116,7 +129,7 @@ impl CrossEncoder {
             info.vocab_size,
             info.type_vocab_size,
         )?;
-        tracing::info!(folder = %folder.display(), ?arch, max_len, "rerank model loaded");
+        tracing::info!(folder = %folder.display(), ?arch, max_len, on = %placement.describe(), "rerank model loaded");
         Ok(CrossEncoder {
             head,
             text,
@@ -141,7 +154,8 @@ impl CrossEncoder {
             }
             Head::XlmRoberta(model) => model.forward(&ids, &mask, &types)?,
         };
-        let scores: Tensor = candle_nn::ops::sigmoid(&logits.squeeze(1)?)?;
+        let logits = logits.squeeze(1)?.to_dtype(DType::F32)?;
+        let scores: Tensor = candle_nn::ops::sigmoid(&logits)?;
         Ok(scores.to_vec1::<f32>()?)
     }
 }

@@ -12,6 +12,8 @@
 //!   the supervisor calls, guarded by the cluster secret) and `membership` (join, heartbeats,
 //!   re-join, leave).
 //! - `system`: CPU and memory figures reported to the supervisor.
+//! - [`gpu`]: the worker's GPUs ([`gpus`]: name, memory total/used) and the device a launch's
+//!   `n_gpu` / `gpu_idx` / `dtype` options give a replica (CPU, or one CUDA GPU).
 //! - `batcher`: continuous batching for LLM replicas: all running sequences advance together,
 //!   one forward pass per step; new requests join between steps.
 //!
@@ -22,6 +24,7 @@
 mod batcher;
 mod download;
 mod error;
+pub mod gpu;
 mod local;
 mod membership;
 mod node;
@@ -30,5 +33,6 @@ mod server;
 mod system;
 
 pub use error::NodeError;
+pub use gpu::{gpus, GpuInfo};
 pub use local::{LocalWorker, WorkerConfig};
 pub use node::{run_node, NodeConfig};

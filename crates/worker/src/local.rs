@@ -14,6 +14,7 @@ use xi_api::worker::{
 
 use xi_api::cluster::{RunningReplica, WorkerResources};
 
+use crate::gpu;
 use crate::replica::{Job, Replica, ReplicaOptions};
 use crate::system::SystemProbe;
 
@@ -75,6 +76,22 @@ pub struct LocalWorker {
 
 impl LocalWorker {
     pub fn new(config: WorkerConfig) -> Self {
+        if gpu::CUDA_BUILD {
+            let gpus = gpu::gpus();
+            let listed: Vec<String> = gpus
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{}: {} ({} MiB, {} MiB used)",
+                        g.index,
+                        g.name,
+                        g.memory_total >> 20,
+                        g.memory_used >> 20
+                    )
+                })
+                .collect();
+            tracing::info!(count = gpus.len(), gpus = %listed.join("; "), "CUDA build: GPUs");
+        }
         Self {
             config,
             replicas: Arc::new(DashMap::new()),
@@ -132,11 +149,19 @@ impl LocalWorker {
         } else {
             self.config.batch_tokens
         };
+        let device = gpu::choose(
+            spec.model_type,
+            &spec.replica_uid,
+            &spec.options,
+            &gpu::inventory(),
+            gpu::CUDA_BUILD,
+        )?;
         Ok(ReplicaOptions {
             queue_capacity: self.config.queue_capacity,
             batching,
             batch_tokens,
             max_seqs,
+            device,
         })
     }
 
@@ -248,7 +273,9 @@ impl Worker for LocalWorker {
     }
 
     fn resources(&self) -> WorkerResources {
-        self.probe.resources()
+        let mut resources = self.probe.resources();
+        resources.gpus = gpu::gpus();
+        resources
     }
 
     fn embed(

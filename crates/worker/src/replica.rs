@@ -15,7 +15,9 @@ use xi_api::worker::{
 use xi_engine::candle_quantized::GgmlDType;
 use xi_engine::embedding::EmbedInput as EngineInput;
 use xi_engine::llm::{LlmModel, LoadOptions};
-use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Encoded, EngineError, Rerank};
+use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Encoded, EngineError, Placement, Rerank};
+
+use crate::gpu::DeviceChoice;
 
 /// A request and the channel its answer goes back on.
 pub enum Job {
@@ -75,6 +77,8 @@ pub struct ReplicaOptions {
     pub batch_tokens: usize,
     /// LLMs: sequences generating at once (the rest wait in the queue).
     pub max_seqs: usize,
+    /// The device and dtype (from `n_gpu`, `gpu_idx` and `dtype`).
+    pub device: DeviceChoice,
 }
 
 pub(crate) fn engine_error(e: EngineError) -> WorkerError {
@@ -146,7 +150,23 @@ impl Replica {
     }
 }
 
-fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaInfo), WorkerError> {
+/// The engine's placement of a device choice (opening the GPU).
+fn placement(choice: DeviceChoice) -> Result<Placement, WorkerError> {
+    let Some(ordinal) = choice.gpu else {
+        return Ok(Placement {
+            dtype: choice.dtype,
+            ..Placement::cpu()
+        });
+    };
+    Placement::cuda(ordinal, choice.dtype)
+        .map_err(|e| WorkerError::new(WorkerErrorKind::Unavailable, e.to_string()))
+}
+
+fn load(
+    spec: &ReplicaSpec,
+    device: DeviceChoice,
+    shared: &ReplicaShared,
+) -> Result<(Loaded, ReplicaInfo), WorkerError> {
     let mut spec = spec.clone();
     if let Some(download) = &spec.download {
         // Downloading is the first 80% of the progress, loading the rest.
@@ -159,6 +179,8 @@ fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaIn
     }
     let spec = &spec;
     shared.set_progress(shared.progress().max(0.1));
+    let placement = placement(device)?;
+    tracing::info!(replica = %spec.replica_uid, on = %placement.describe(), "loading");
     let invalid = |e: EngineError| {
         let kind = if e.is_client_error() {
             WorkerErrorKind::InvalidModel
@@ -169,7 +191,7 @@ fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaIn
     };
     let loaded = match spec.model_type {
         ModelType::Embedding => {
-            let model = EmbeddingModel::load(&spec.model_path).map_err(invalid)?;
+            let model = EmbeddingModel::load_on(&spec.model_path, &placement).map_err(invalid)?;
             let info = ReplicaInfo {
                 dimensions: Some(model.dimensions()),
                 max_tokens: Some(model.max_tokens()),
@@ -177,7 +199,7 @@ fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaIn
             (Loaded::Embedding(Box::new(model)), info)
         }
         ModelType::Rerank => {
-            let model = CrossEncoder::load(&spec.model_path).map_err(invalid)?;
+            let model = CrossEncoder::load_on(&spec.model_path, &placement).map_err(invalid)?;
             let info = ReplicaInfo {
                 dimensions: None,
                 max_tokens: Some(model.max_tokens()),
@@ -192,6 +214,7 @@ fn load(spec: &ReplicaSpec, shared: &ReplicaShared) -> Result<(Loaded, ReplicaIn
                     .get("chat_template")
                     .and_then(|v| v.as_str())
                     .map(str::to_string),
+                placement,
             };
             let base = shared.progress();
             let model = LlmModel::load(&spec.model_path, &options, &mut |p| {
@@ -230,7 +253,7 @@ fn run(
     ready: oneshot::Sender<Result<ReplicaInfo, WorkerError>>,
 ) {
     let started = std::time::Instant::now();
-    let result = load(&spec, &shared);
+    let result = load(&spec, options.device, &shared);
     if shared.stop.load(Ordering::SeqCst) {
         let _ = ready.send(Err(WorkerError::new(
             WorkerErrorKind::Cancelled,

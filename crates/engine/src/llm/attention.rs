@@ -82,6 +82,20 @@ impl Rope {
 }
 
 impl RopeRows {
+    /// cos of every (token, pair), `pairs()` per token.
+    pub fn cos(&self) -> &[f32] {
+        &self.cos
+    }
+
+    pub fn sin(&self) -> &[f32] {
+        &self.sin
+    }
+
+    /// Rotated pairs per head.
+    pub fn pairs(&self) -> usize {
+        self.pairs
+    }
+
     /// Rotates every head of packed token `t`'s row in place.
     fn apply(&self, row: &mut [f32], head_dim: usize, t: usize) {
         let cos = &self.cos[t * self.pairs..(t + 1) * self.pairs];

@@ -2,8 +2,9 @@
 //! (quantized) or Hugging Face safetensors folders.
 //!
 //! Parts: [`config`] (the model's shape), [`weights`] (GGUF / safetensors tensors under one
-//! naming), [`transformer`] + [`attention`] (our forward pass over packed batches with one KV
-//! cache per sequence), [`sequence`] (sampling, stop conditions, streamed text),
+//! naming), [`transformer`] + [`attention`] (our CPU forward pass over packed batches with one KV
+//! cache per sequence), [`portable`] (the same forward pass from candle tensor ops, for GPUs:
+//! see [`crate::Placement`]), [`sequence`] (sampling, stop conditions, streamed text),
 //! [`gguf_tokenizer`] (the tokenizer rebuilt from GGUF metadata), [`template`] (Jinja chat
 //! templates) and [`convert`] (GGUF → safetensors folder). [`LlmModel::step`] advances any number
 //! of sequences by one forward pass: that is what continuous batching is built on.
@@ -12,6 +13,7 @@ mod attention;
 pub mod config;
 pub mod convert;
 pub mod gguf_tokenizer;
+mod portable;
 mod qlinear;
 mod sequence;
 pub mod template;
@@ -26,7 +28,10 @@ use tokenizers::Tokenizer;
 
 use crate::error::EngineError;
 use crate::files::{read_optional_json, ModelFiles};
+use crate::placement::Placement;
 pub use config::LlmConfig;
+use portable::PortableTransformer;
+use sequence::Cache;
 pub use sequence::{Sequence, Update};
 pub use template::{ChatMessage, ChatTemplate};
 use transformer::Transformer;
@@ -105,6 +110,9 @@ pub struct LoadOptions {
     pub requantize: Option<GgmlDType>,
     /// The chat template to use when the model files have none (the catalogue family's).
     pub fallback_template: Option<String>,
+    /// Where the model runs: the CPU kernels by default; a GPU (or the portable path on the
+    /// CPU) otherwise.
+    pub placement: Placement,
 }
 
 /// Tokens that end a turn in common chat formats; generation stops at any the vocabulary has.
@@ -117,8 +125,64 @@ const END_OF_TURN: [&str; 6] = [
     "<end_of_turn>",
 ];
 
+/// The forward pass a model runs.
+enum Body {
+    Cpu(Transformer),
+    Portable(PortableTransformer),
+}
+
+impl Body {
+    fn config(&self) -> &LlmConfig {
+        match self {
+            Body::Cpu(t) => &t.config,
+            Body::Portable(t) => &t.config,
+        }
+    }
+
+    fn new_cache(&self) -> Cache {
+        match self {
+            Body::Cpu(t) => Cache::Cpu(attention::KvCache::new(t.config.layers)),
+            Body::Portable(t) => Cache::Portable(t.new_cache()),
+        }
+    }
+
+    /// One forward pass (see [`Transformer::forward`]); every cache must be of this body's kind.
+    fn forward(
+        &self,
+        tokens: &[u32],
+        spans: &[usize],
+        caches: Vec<&mut Cache>,
+        wanted: &[u32],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let mismatch = || EngineError::InvalidInput("internal: a KV cache of another kind".into());
+        match self {
+            Body::Cpu(t) => {
+                let mut own = Vec::with_capacity(caches.len());
+                for cache in caches {
+                    match cache {
+                        Cache::Cpu(c) => own.push(c),
+                        Cache::Portable(_) => return Err(mismatch()),
+                    }
+                }
+                t.forward(tokens, spans, &mut own, wanted)
+            }
+            Body::Portable(t) => {
+                let mut own = Vec::with_capacity(caches.len());
+                for cache in caches {
+                    match cache {
+                        Cache::Portable(c) => own.push(c),
+                        Cache::Cpu(_) => return Err(mismatch()),
+                    }
+                }
+                t.forward(tokens, spans, &mut own, wanted)
+            }
+        }
+    }
+}
+
 pub struct LlmModel {
-    transformer: Transformer,
+    body: Body,
+    placement: Placement,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     end_ids: Vec<u32>,
@@ -148,6 +212,7 @@ impl LlmModel {
         let options = LoadOptions {
             requantize,
             fallback_template,
+            ..Default::default()
         };
         Self::load_gguf_with(path, &options, &mut |_| {})
     }
@@ -183,7 +248,7 @@ impl LlmModel {
         let end_ids = end_ids(&tokenizer, [eos, eot].into_iter().flatten());
         let mut weights = GgufWeights::new(content, file, options.requantize, path);
         let parts = (tokenizer, template, end_ids);
-        Self::assemble(path, config, &mut weights, parts, on_progress)
+        Self::assemble(path, config, &mut weights, parts, options, on_progress)
     }
 
     /// Loads the weights and puts the model together (both formats end here).
@@ -192,15 +257,26 @@ impl LlmModel {
         config: LlmConfig,
         weights: &mut dyn weights::WeightSource,
         (tokenizer, template, end_ids): (Tokenizer, Option<ChatTemplate>, Vec<u32>),
+        options: &LoadOptions,
         on_progress: &mut dyn FnMut(f32),
     ) -> Result<LlmModel, EngineError> {
-        let transformer = Transformer::load(config, weights, &mut |done, all| {
-            on_progress(done as f32 / all as f32)
-        })?;
-        tracing::info!(from = %origin.display(), arch = transformer.config.arch.name(),
-            context = transformer.config.context_length, "LLM loaded");
+        let placement = options.placement.clone();
+        let mut on_layer = |done: usize, all: usize| on_progress(done as f32 / all as f32);
+        let body = if placement.cpu_kernels() {
+            Body::Cpu(Transformer::load(config, weights, &mut on_layer)?)
+        } else {
+            Body::Portable(PortableTransformer::load(
+                config,
+                weights,
+                &placement,
+                &mut on_layer,
+            )?)
+        };
+        tracing::info!(from = %origin.display(), arch = body.config().arch.name(),
+            context = body.config().context_length, on = %placement.describe(), "LLM loaded");
         Ok(LlmModel {
-            transformer,
+            body,
+            placement,
             tokenizer,
             template,
             end_ids,
@@ -258,15 +334,20 @@ impl LlmModel {
             .transpose()?;
         let mut weights = SafetensorsWeights::open(&files.weights, options.requantize)?;
         let parts = (tokenizer, template, end_ids);
-        Self::assemble(folder, config, &mut weights, parts, on_progress)
+        Self::assemble(folder, config, &mut weights, parts, options, on_progress)
     }
 
     pub fn context_length(&self) -> usize {
-        self.transformer.config.context_length
+        self.body.config().context_length
     }
 
     pub fn config(&self) -> &LlmConfig {
-        &self.transformer.config
+        self.body.config()
+    }
+
+    /// Where the model runs.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// Renders a chat with the model's template.
@@ -301,7 +382,7 @@ impl LlmModel {
                 prompt.len()
             )));
         }
-        let vocab = self.transformer.config.vocab_size as u32;
+        let vocab = self.body.config().vocab_size as u32;
         if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
             return Err(EngineError::InvalidInput(format!(
                 "token id {bad} is outside the vocabulary (size {vocab})"
@@ -312,7 +393,7 @@ impl LlmModel {
             prompt,
             params,
             max_new,
-            self.transformer.config.layers,
+            self.body.new_cache(),
         ))
     }
 
@@ -362,14 +443,13 @@ impl LlmModel {
             return Ok(updates);
         }
         let logits = {
-            let mut caches: Vec<&mut attention::KvCache> = Vec::with_capacity(members.len());
+            let mut caches: Vec<&mut Cache> = Vec::with_capacity(members.len());
             for (i, s) in seqs.iter_mut().enumerate() {
                 if take[i] > 0 {
                     caches.push(&mut s.cache);
                 }
             }
-            self.transformer
-                .forward(&tokens, &spans, &mut caches, &wanted)?
+            self.body.forward(&tokens, &spans, caches, &wanted)?
         };
         let mut logits = logits.into_iter();
         for &i in &members {
@@ -388,9 +468,9 @@ impl LlmModel {
         let seq = self.start(prompt.to_vec(), GenerationParams::default())?;
         let mut cache = seq.cache;
         let last = prompt.len() as u32 - 1;
-        let mut rows =
-            self.transformer
-                .forward(prompt, &[prompt.len()], &mut [&mut cache], &[last])?;
+        let mut rows = self
+            .body
+            .forward(prompt, &[prompt.len()], vec![&mut cache], &[last])?;
         rows.pop()
             .ok_or_else(|| EngineError::InvalidInput("internal: no logits".into()))
     }

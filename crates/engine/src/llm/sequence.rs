@@ -8,11 +8,29 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokenizers::Tokenizer;
 
 use super::attention::KvCache;
+use super::portable::PortableCache;
 use super::{FinishReason, GenerationParams};
 use crate::error::EngineError;
 
+/// A sequence's KV cache, of the kind its model's forward pass keeps.
+pub(super) enum Cache {
+    /// `Vec<f32>` rows for the CPU kernels.
+    Cpu(KvCache),
+    /// Device tensors for the portable path.
+    Portable(PortableCache),
+}
+
+impl Cache {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Cache::Cpu(c) => c.len(),
+            Cache::Portable(c) => c.len(),
+        }
+    }
+}
+
 pub struct Sequence {
-    pub(super) cache: KvCache,
+    pub(super) cache: Cache,
     /// Prompt then generated tokens; those past `cache.len()` still have to be computed.
     pub(super) tokens: Vec<u32>,
     prompt_len: usize,
@@ -43,7 +61,7 @@ impl Sequence {
         prompt: Vec<u32>,
         params: GenerationParams,
         max_new: usize,
-        layers: usize,
+        cache: Cache,
     ) -> Sequence {
         let sampling = match (params.temperature, params.top_k, params.top_p) {
             (t, _, _) if t < 1e-7 => Sampling::ArgMax,
@@ -64,7 +82,7 @@ impl Sequence {
             .unwrap_or(1)
             .saturating_sub(1);
         Sequence {
-            cache: KvCache::new(layers),
+            cache,
             prompt_len: prompt.len(),
             tokens: prompt,
             max_new,

@@ -30,6 +30,22 @@ fn add_bias(y: Tensor, bias: &Option<Tensor>) -> candle_core::Result<Tensor> {
     }
 }
 
+/// RoPE's inverse frequencies: the config's, divided by GGUF Llama 3.1's per-pair
+/// `rope_freqs` factors when the file has them.
+pub(super) fn rope_inv_freq(
+    config: &LlmConfig,
+    w: &mut dyn WeightSource,
+) -> Result<Vec<f64>, EngineError> {
+    let mut inv_freq = config.inv_freq();
+    if w.has("rope_freqs.weight") {
+        let factors = w.dense("rope_freqs.weight")?.to_vec1::<f32>()?;
+        for (f, d) in inv_freq.iter_mut().zip(factors) {
+            *f /= f64::from(d);
+        }
+    }
+    Ok(inv_freq)
+}
+
 struct Layer {
     attn_norm: Tensor,
     /// q, k, v projections.
@@ -104,14 +120,7 @@ impl Transformer {
         } else {
             w.matrix("token_embd.weight")?
         };
-        let mut inv_freq = config.inv_freq();
-        if w.has("rope_freqs.weight") {
-            // GGUF Llama 3.1: per-pair divisors of the base frequencies.
-            let factors = w.dense("rope_freqs.weight")?.to_vec1::<f32>()?;
-            for (f, d) in inv_freq.iter_mut().zip(factors) {
-                *f /= f64::from(d);
-            }
-        }
+        let inv_freq = rope_inv_freq(&config, w)?;
         let attention = Attention {
             shape: Heads {
                 heads: config.heads,

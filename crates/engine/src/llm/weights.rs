@@ -5,7 +5,7 @@
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
@@ -121,6 +121,78 @@ pub fn hf_name(gguf: &str) -> String {
     format!("model.layers.{layer}.{part}.{suffix}")
 }
 
+/// A matrix as read from the file (after re-quantization), on the CPU, before it is placed.
+pub enum RawMatrix {
+    /// A quantized GGUF format (boxed: a QTensor is large in CUDA builds).
+    Quantized(Box<QTensor>),
+    /// f32 (GGUF float matrices, safetensors).
+    Dense(Tensor),
+}
+
+impl RawMatrix {
+    /// The matrices stacked by rows, when they are all dense or all of one quantized format
+    /// with the same row length (quantized rows are whole blocks, so their bytes concatenate).
+    pub fn concat(parts: &[RawMatrix]) -> Result<Option<RawMatrix>, EngineError> {
+        let dense: Vec<&Tensor> = parts
+            .iter()
+            .filter_map(|p| match p {
+                RawMatrix::Dense(t) => Some(t),
+                RawMatrix::Quantized(_) => None,
+            })
+            .collect();
+        if dense.len() == parts.len() {
+            return Ok(Some(RawMatrix::Dense(Tensor::cat(&dense, 0)?)));
+        }
+        let quantized: Vec<&QTensor> = parts
+            .iter()
+            .filter_map(|p| match p {
+                RawMatrix::Quantized(q) => Some(&**q),
+                RawMatrix::Dense(_) => None,
+            })
+            .collect();
+        let Some(first) = quantized.first() else {
+            return Ok(None);
+        };
+        if quantized.len() != parts.len() {
+            return Ok(None);
+        }
+        let (_, k) = first.shape().dims2()?;
+        let mut rows = 0;
+        let mut bytes = Vec::new();
+        for q in &quantized {
+            let (n, qk) = q.shape().dims2()?;
+            if q.dtype() != first.dtype() || qk != k {
+                return Ok(None);
+            }
+            rows += n;
+            bytes.extend_from_slice(&q.data()?);
+        }
+        let storage = QStorage::from_data(bytes.into(), &Device::Cpu, first.dtype())?;
+        let joined = QTensor::new(storage, (rows, k))?;
+        Ok(Some(RawMatrix::Quantized(Box::new(joined))))
+    }
+
+    /// Output rows.
+    pub fn rows(&self) -> Result<usize, EngineError> {
+        Ok(match self {
+            RawMatrix::Quantized(q) => q.shape().dims2()?.0,
+            RawMatrix::Dense(t) => t.dims2()?.0,
+        })
+    }
+
+    /// candle's matmul on `device`: quantized formats stay quantized, dense ones in `dtype`.
+    pub fn place(self, device: &Device, dtype: DType) -> Result<QMatMul, EngineError> {
+        Ok(match self {
+            RawMatrix::Quantized(q) if device.is_cpu() => QMatMul::from_qtensor(*q)?,
+            RawMatrix::Quantized(q) => {
+                let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
+                QMatMul::from_qtensor(QTensor::new(storage, q.shape().clone())?)?
+            }
+            RawMatrix::Dense(t) => QMatMul::Tensor(t.to_dtype(dtype)?.to_device(device)?),
+        })
+    }
+}
+
 /// A source of named tensors (GGUF names).
 pub trait WeightSource {
     fn has(&self, name: &str) -> bool;
@@ -128,6 +200,10 @@ pub trait WeightSource {
     fn matrix(&mut self, name: &str) -> Result<Matrix, EngineError>;
     /// Any tensor as dense f32 (norm weights, biases, the embedding table).
     fn dense(&mut self, name: &str) -> Result<Tensor, EngineError>;
+    /// A matrix as the file (and the requantize option) has it, for the portable path.
+    fn raw_matrix(&mut self, name: &str) -> Result<RawMatrix, EngineError>;
+    /// Whether the matrices come quantized (then activations stay f32).
+    fn quantized(&self) -> bool;
 }
 
 pub struct GgufWeights<R> {
@@ -178,6 +254,26 @@ impl<R: Read + Seek> WeightSource for GgufWeights<R> {
     fn dense(&mut self, name: &str) -> Result<Tensor, EngineError> {
         Ok(self.qtensor(name)?.dequantize(&Device::Cpu)?)
     }
+
+    fn raw_matrix(&mut self, name: &str) -> Result<RawMatrix, EngineError> {
+        let tensor = self.qtensor(name)?;
+        let tensor = match self.requantize {
+            Some(target) if tensor.dtype() != target => {
+                QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, target)?
+            }
+            _ => tensor,
+        };
+        Ok(match tensor.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                RawMatrix::Dense(tensor.dequantize(&Device::Cpu)?)
+            }
+            _ => RawMatrix::Quantized(Box::new(tensor)),
+        })
+    }
+
+    fn quantized(&self) -> bool {
+        true
+    }
 }
 
 pub struct SafetensorsWeights {
@@ -221,5 +317,17 @@ impl WeightSource for SafetensorsWeights {
             EngineError::Unsupported(format!("the safetensors weights have no {hf}: {e}"))
         })?;
         Ok(tensor.to_dtype(DType::F32)?)
+    }
+
+    fn raw_matrix(&mut self, name: &str) -> Result<RawMatrix, EngineError> {
+        let tensor = self.dense(name)?;
+        Ok(match self.requantize {
+            Some(target) => RawMatrix::Quantized(Box::new(QTensor::quantize(&tensor, target)?)),
+            None => RawMatrix::Dense(tensor),
+        })
+    }
+
+    fn quantized(&self) -> bool {
+        self.requantize.is_some()
     }
 }

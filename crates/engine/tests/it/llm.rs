@@ -374,6 +374,7 @@ fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
         let options = LoadOptions {
             requantize: Some(GgmlDType::Q8_0),
             fallback_template: None,
+            ..Default::default()
         };
         let q8 = LlmModel::load(&folder, &options, &mut |_| {}).unwrap();
         let case = &expected["cases"][0];

@@ -4,6 +4,7 @@
 mod embedding;
 mod files;
 mod llm;
+mod portable;
 mod rerank;
 mod support;
 mod synthetic;

@@ -72,8 +72,25 @@ fn spec_bytes(spec: &Map<String, Value>) -> u64 {
     (billions * 1e9 * per_param) as u64
 }
 
+/// GPUs one replica asks for: `n_gpu` as a number (absent, `null` and `"auto"` ask for none:
+/// the worker uses a GPU if it has one), or the size of its `gpu_idx` share.
+pub fn gpus_wanted(options: &Map<String, Value>) -> usize {
+    let from_idx = options
+        .get("gpu_idx")
+        .and_then(Value::as_array)
+        .and_then(|shares| shares.first())
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let from_n = options
+        .get("n_gpu")
+        .and_then(Value::as_u64)
+        .map_or(0, |n| n as usize);
+    from_idx.max(from_n)
+}
+
 /// One worker per replica. `pin` is `worker_ip` (an IP, or `host:port`); `load` counts the
-/// replicas each worker address already runs.
+/// replicas each worker address already runs. With `gpus > 0` only workers with that many
+/// GPUs qualify, and the memory that counts is their freest GPU's.
 pub fn place(
     workers: Vec<Arc<dyn Worker>>,
     load: &BTreeMap<String, usize>,
@@ -81,6 +98,7 @@ pub fn place(
     need: u64,
     replicas: u32,
     model: &str,
+    gpus: usize,
 ) -> Result<Vec<Arc<dyn Worker>>, SupervisorError> {
     if workers.is_empty() {
         return Err(SupervisorError::Unavailable {
@@ -111,14 +129,39 @@ pub fn place(
         free: u64,
         load: usize,
     }
-    let mut slots: Vec<Slot> = workers
-        .into_iter()
-        .map(|worker| Slot {
-            free: worker.resources().memory_available,
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut gpu_counts = Vec::new();
+    for worker in workers {
+        let resources = worker.resources();
+        let free = if gpus == 0 {
+            resources.memory_available
+        } else if resources.gpus.len() >= gpus {
+            resources
+                .gpus
+                .iter()
+                .map(|g| g.memory_total.saturating_sub(g.memory_used))
+                .max()
+                .unwrap_or(0)
+        } else {
+            gpu_counts.push(format!("{}: {}", worker.address(), resources.gpus.len()));
+            continue;
+        };
+        slots.push(Slot {
+            free,
             load: load.get(&worker.address()).copied().unwrap_or(0),
             worker,
-        })
-        .collect();
+        });
+    }
+    if slots.is_empty() {
+        return Err(SupervisorError::Unavailable {
+            detail: format!(
+                "No worker has {gpus} GPU(s) for model {model} (GPUs per worker: {})",
+                gpu_counts.join(", ")
+            ),
+            retry_after: None,
+        });
+    }
+    let kind = if gpus == 0 { "memory" } else { "GPU memory" };
     let mut chosen = Vec::new();
     for _ in 0..replicas {
         let best = slots
@@ -130,7 +173,7 @@ pub fn place(
             let (free, address) = most.map_or((0, String::new()), |s| (s.free, s.worker.address()));
             return Err(SupervisorError::Unavailable {
                 detail: format!(
-                    "No worker has enough free memory for model {model}: it needs about \
+                    "No worker has enough free {kind} for model {model}: it needs about \
                      {:.0} MiB, the most free is {:.0} MiB (worker {address})",
                     need as f64 / MIB,
                     free as f64 / MIB
@@ -150,12 +193,12 @@ mod tests {
     use super::*;
     use xi_api::cluster::WorkerResources;
     use xi_api::worker::{
-        BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, ReplicaInfo,
+        BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, GpuInfo, ReplicaInfo,
         ReplicaSpec, RerankRequest, RerankResponse, WorkerError,
     };
 
     /// A worker that only has an address and free memory: placement reads nothing else.
-    struct Node(&'static str, u64);
+    struct Node(&'static str, u64, Vec<GpuInfo>);
 
     impl Worker for Node {
         fn address(&self) -> String {
@@ -164,6 +207,7 @@ mod tests {
         fn resources(&self) -> WorkerResources {
             WorkerResources {
                 memory_available: self.1,
+                gpus: self.2.clone(),
                 ..WorkerResources::default()
             }
         }
@@ -202,10 +246,16 @@ mod tests {
     const GIB: u64 = 1 << 30;
 
     fn nodes() -> Vec<Arc<dyn Worker>> {
+        let gpu = |index, used| GpuInfo {
+            index,
+            name: "NVIDIA H200".into(),
+            memory_total: 140 * GIB,
+            memory_used: used,
+        };
         vec![
-            Arc::new(Node("10.0.0.2:4000", 8 * GIB)),
-            Arc::new(Node("10.0.0.3:4000", 2 * GIB)),
-            Arc::new(Node("10.0.0.4:4000", 16 * GIB)),
+            Arc::new(Node("10.0.0.2:4000", 8 * GIB, vec![gpu(0, 100 * GIB)])),
+            Arc::new(Node("10.0.0.3:4000", 2 * GIB, Vec::new())),
+            Arc::new(Node("10.0.0.4:4000", 16 * GIB, vec![gpu(0, 0), gpu(1, 0)])),
         ]
     }
 
@@ -223,19 +273,19 @@ mod tests {
     #[test]
     fn least_loaded_first_then_most_free_and_replicas_spread() {
         let load = BTreeMap::from([("10.0.0.4:4000".to_string(), 2)]);
-        let chosen = place(nodes(), &load, None, GIB, 3, "m").unwrap();
+        let chosen = place(nodes(), &load, None, GIB, 3, "m", 0).unwrap();
         assert_eq!(
             addresses(&chosen),
             ["10.0.0.2:4000", "10.0.0.3:4000", "10.0.0.2:4000"]
         );
         // Too big for the small worker: it is skipped.
-        let chosen = place(nodes(), &BTreeMap::new(), None, 4 * GIB, 2, "m").unwrap();
+        let chosen = place(nodes(), &BTreeMap::new(), None, 4 * GIB, 2, "m", 0).unwrap();
         assert_eq!(addresses(&chosen), ["10.0.0.4:4000", "10.0.0.2:4000"]);
     }
 
     #[test]
     fn pins_and_refusals_say_why() {
-        let chosen = place(nodes(), &BTreeMap::new(), Some("10.0.0.3"), GIB, 1, "m").unwrap();
+        let chosen = place(nodes(), &BTreeMap::new(), Some("10.0.0.3"), GIB, 1, "m", 0).unwrap();
         assert_eq!(addresses(&chosen), ["10.0.0.3:4000"]);
         let err = refusal(place(
             nodes(),
@@ -244,15 +294,50 @@ mod tests {
             GIB,
             1,
             "m",
+            0,
         ));
         assert_eq!(err, "Worker ip address 10.9.9.9 is not in the cluster.");
-        let err = refusal(place(nodes(), &BTreeMap::new(), None, 20 * GIB, 1, "big"));
+        let err = refusal(place(
+            nodes(),
+            &BTreeMap::new(),
+            None,
+            20 * GIB,
+            1,
+            "big",
+            0,
+        ));
         assert!(
             err.starts_with("No worker has enough free memory for model big: it needs about 20480 MiB, the most free is 16384 MiB (worker 10.0.0.4:4000)"),
             "{err}"
         );
-        let err = refusal(place(Vec::new(), &BTreeMap::new(), None, 0, 1, "m"));
+        let err = refusal(place(Vec::new(), &BTreeMap::new(), None, 0, 1, "m", 0));
         assert_eq!(err, "No available worker found");
+    }
+
+    #[test]
+    fn gpu_launches_go_by_free_gpu_memory() {
+        let options: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({ "n_gpu": 1 })).unwrap();
+        assert_eq!(gpus_wanted(&options), 1);
+        let options: Map<String, Value> =
+            serde_json::from_value(serde_json::json!({ "n_gpu": "auto", "gpu_idx": [[0, 1]] }))
+                .unwrap();
+        assert_eq!(gpus_wanted(&options), 2);
+        // 10.0.0.2 has 40 GiB free on its GPU, 10.0.0.4 140 GiB on each; 10.0.0.3 has none.
+        let chosen = place(nodes(), &BTreeMap::new(), None, 60 * GIB, 2, "m", 1).unwrap();
+        assert_eq!(addresses(&chosen), ["10.0.0.4:4000", "10.0.0.4:4000"]);
+        let chosen = place(nodes(), &BTreeMap::new(), None, GIB, 2, "m", 1).unwrap();
+        assert_eq!(addresses(&chosen), ["10.0.0.4:4000", "10.0.0.2:4000"]);
+        let err = refusal(place(nodes(), &BTreeMap::new(), None, GIB, 1, "m", 3));
+        assert_eq!(
+            err,
+            "No worker has 3 GPU(s) for model m (GPUs per worker: 10.0.0.2:4000: 1, 10.0.0.3:4000: 0, 10.0.0.4:4000: 2)"
+        );
+        let err = refusal(place(nodes(), &BTreeMap::new(), None, 200 * GIB, 1, "m", 1));
+        assert!(
+            err.starts_with("No worker has enough free GPU memory"),
+            "{err}"
+        );
     }
 
     #[test]

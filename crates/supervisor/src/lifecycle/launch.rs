@@ -229,6 +229,12 @@ pub async fn start(
         need,
         plan.replica,
         &plan.family.name,
+        // In local mode the one worker answers GPU requests itself (with what it has).
+        if local_only {
+            0
+        } else {
+            placement::gpus_wanted(&plan.options)
+        },
     )?;
     let uid = plan.uid.clone();
     let replicas: Vec<(String, Arc<dyn Worker>)> = workers

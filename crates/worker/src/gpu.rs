@@ -1,0 +1,560 @@
+//! The GPUs of this worker, and the device a launch gets.
+//!
+//! [`gpus`] lists the CUDA devices the process sees (after `CUDA_VISIBLE_DEVICES`): name and
+//! total memory from the CUDA driver, memory in use from NVML (every process's use, as
+//! `nvidia-smi` shows it). A build without the `cuda` feature has none.
+//!
+//! [`choose`] resolves a launch's `n_gpu` and `gpu_idx` (upstream's launch fields) against
+//! them: no GPU asked for, or `"auto"` on a worker without GPUs, is the CPU; `"auto"` or
+//! `n_gpu: 1` takes the GPU with the most free memory; `gpu_idx` names the GPU. A replica runs
+//! on one GPU: there is no tensor parallelism, so asking one replica for several GPUs is refused
+//! (launch more replicas instead).
+
+use candle_core::DType;
+use serde_json::{Map, Value};
+use xi_api::models::ModelType;
+pub use xi_api::worker::GpuInfo;
+use xi_api::worker::{WorkerError, WorkerErrorKind};
+use xi_engine::placement::parse_dtype;
+
+/// Every GPU this worker can use, in CUDA ordinal order; empty without the `cuda` feature.
+pub fn gpus() -> Vec<GpuInfo> {
+    inventory().into_iter().map(|g| g.info).collect()
+}
+
+/// A GPU and what choosing its dtype needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Gpu {
+    pub info: GpuInfo,
+    /// Compute capability (major, minor).
+    pub capability: (u32, u32),
+}
+
+pub(crate) fn inventory() -> Vec<Gpu> {
+    #[cfg(feature = "cuda")]
+    {
+        cuda::inventory()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Vec::new()
+    }
+}
+
+/// Whether this build can run models on CUDA GPUs.
+pub(crate) const CUDA_BUILD: bool = cfg!(feature = "cuda");
+
+/// Where a replica runs and in what precision (see [`xi_engine::Placement`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeviceChoice {
+    /// The CUDA ordinal; `None` is the CPU.
+    pub gpu: Option<usize>,
+    pub dtype: DType,
+}
+
+/// What a launch asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Request {
+    Cpu,
+    Auto,
+    Count(usize),
+    Indices(Vec<usize>),
+}
+
+fn invalid(message: String) -> WorkerError {
+    WorkerError::new(WorkerErrorKind::InvalidModel, message)
+}
+
+/// `n_gpu`: absent is `"auto"` (upstream's default), null the CPU, else a positive integer.
+fn n_gpu(options: &Map<String, Value>) -> Result<Request, WorkerError> {
+    let bad = |v: &Value| {
+        invalid(format!(
+            "n_gpu must be a positive integer, \"auto\" or null, got {v}"
+        ))
+    };
+    match options.get("n_gpu") {
+        None => Ok(Request::Auto),
+        Some(Value::Null) => Ok(Request::Cpu),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("auto") => Ok(Request::Auto),
+        Some(v @ Value::String(s)) => match s.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Request::Count(n)),
+            _ => Err(bad(v)),
+        },
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Ok(Request::Count(n as usize)),
+            _ => Err(bad(v)),
+        },
+    }
+}
+
+/// `gpu_idx` for replica `replica_uid`: an index, a list of indices, or one list per replica
+/// (the supervisor's split of a launch's list; replica `<uid>-<i>` takes the i-th).
+fn gpu_idx(
+    replica_uid: &str,
+    options: &Map<String, Value>,
+) -> Result<Option<Vec<usize>>, WorkerError> {
+    let value = match options.get("gpu_idx") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let bad = || {
+        invalid(format!(
+            "gpu_idx must be a GPU index or a list of them, got {value}"
+        ))
+    };
+    let indices = |v: &Value| -> Result<Vec<usize>, WorkerError> {
+        match v {
+            Value::Number(n) => n.as_u64().map(|i| vec![i as usize]).ok_or_else(bad),
+            Value::Array(list) => list
+                .iter()
+                .map(|i| i.as_u64().map(|i| i as usize).ok_or_else(bad))
+                .collect(),
+            _ => Err(bad()),
+        }
+    };
+    match value {
+        Value::Array(list) if list.iter().any(Value::is_array) => {
+            let number = replica_uid
+                .rsplit_once('-')
+                .and_then(|(_, n)| n.parse::<usize>().ok());
+            let share = number.and_then(|n| list.get(n)).ok_or_else(|| {
+                invalid(format!(
+                    "gpu_idx {value} has no share for replica {replica_uid}"
+                ))
+            })?;
+            indices(share).map(Some)
+        }
+        v => indices(v).map(Some),
+    }
+}
+
+/// `0: NVIDIA H200, 1: NVIDIA H200`.
+fn listing(gpus: &[Gpu]) -> String {
+    let named: Vec<String> = gpus
+        .iter()
+        .map(|g| format!("{}: {}", g.info.index, g.info.name))
+        .collect();
+    named.join(", ")
+}
+
+fn has(gpus: &[Gpu]) -> String {
+    match gpus.len() {
+        0 => "this worker has no GPU".to_string(),
+        1 => format!("this worker has 1 GPU ({})", listing(gpus)),
+        n => format!("this worker has {n} GPUs ({})", listing(gpus)),
+    }
+}
+
+const NO_CUDA: &str = "this build has no CUDA support (build with scripts/build-cuda.sh)";
+
+/// The GPU with the most free memory (the lowest index among equals).
+fn most_free(gpus: &[Gpu]) -> Option<&Gpu> {
+    gpus.iter().min_by_key(|g| {
+        let free = g.info.memory_total.saturating_sub(g.info.memory_used);
+        (std::cmp::Reverse(free), g.info.index)
+    })
+}
+
+/// Resolves the launch options `n_gpu`, `gpu_idx` and `dtype` of replica `replica_uid` against
+/// `gpus`; `cuda_build` says whether this build can use them at all. The default dtype is f32
+/// on the CPU; on a GPU f16 for embedding and rerank models, bf16 for LLMs (f16 before Ampere).
+pub(crate) fn choose(
+    model_type: ModelType,
+    replica_uid: &str,
+    options: &Map<String, Value>,
+    gpus: &[Gpu],
+    cuda_build: bool,
+) -> Result<DeviceChoice, WorkerError> {
+    let request = match gpu_idx(replica_uid, options)? {
+        Some(indices) => Request::Indices(indices),
+        None => n_gpu(options)?,
+    };
+    let gpu = match &request {
+        Request::Cpu => None,
+        Request::Auto if !cuda_build => None,
+        Request::Auto => most_free(gpus),
+        Request::Count(n) => {
+            if !cuda_build {
+                return Err(invalid(format!("n_gpu={n} asks for GPUs but {NO_CUDA}")));
+            }
+            if *n > gpus.len() {
+                return Err(invalid(format!("n_gpu={n} but {}", has(gpus))));
+            }
+            if *n > 1 {
+                return Err(invalid(format!(
+                    "n_gpu={n}: a replica runs on one GPU (no tensor parallelism); launch with \
+                     n_gpu=1 and replica={n} to use {n} GPUs"
+                )));
+            }
+            most_free(gpus)
+        }
+        Request::Indices(indices) => {
+            if !cuda_build {
+                return Err(invalid(format!(
+                    "gpu_idx={indices:?} asks for GPUs but {NO_CUDA}"
+                )));
+            }
+            let [index] = indices.as_slice() else {
+                return Err(invalid(format!(
+                    "gpu_idx={indices:?} gives replica {replica_uid} {} GPUs, but a replica runs \
+                     on one GPU (no tensor parallelism): give one index per replica",
+                    indices.len()
+                )));
+            };
+            let found = gpus.iter().find(|g| g.info.index == *index);
+            if found.is_none() {
+                return Err(invalid(format!(
+                    "gpu_idx {index} does not exist: {}",
+                    has(gpus)
+                )));
+            }
+            found
+        }
+    };
+    let dtype = match options.get("dtype") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("auto") => None,
+        Some(v) => Some(v.as_str().and_then(parse_dtype).ok_or_else(|| {
+            invalid(format!(
+                "dtype must be \"auto\", \"float32\", \"bfloat16\" or \"float16\", got {v}"
+            ))
+        })?),
+    };
+    let dtype = dtype.unwrap_or(match gpu {
+        None => DType::F32,
+        // Encoders: f16 products on f32 activations are 8x closer to f32 than bf16 ones, and
+        // their activations stay far inside f16's range.
+        Some(_) if model_type != ModelType::Llm => DType::F16,
+        // LLM residual streams outgrow f16: bf16, which needs Ampere (8.0) or newer.
+        Some(g) if g.capability.0 >= 8 => DType::BF16,
+        Some(_) => DType::F16,
+    });
+    Ok(DeviceChoice {
+        gpu: gpu.map(|g| g.info.index),
+        dtype,
+    })
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    //! The CUDA driver's device list, and NVML (loaded at run time: it ships with the driver)
+    //! for the memory in use.
+
+    use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+    use std::sync::Once;
+
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+
+    use super::{Gpu, GpuInfo};
+
+    pub(super) fn inventory() -> Vec<Gpu> {
+        if let Err(e) = result::init() {
+            let message = format!("the CUDA driver did not initialise ({e}): no GPUs");
+            warn_once(&DRIVER_MISSING, &message);
+            return Vec::new();
+        }
+        let count = result::device::get_count().unwrap_or(0).max(0);
+        let nvml = Nvml::open();
+        (0..count)
+            .filter_map(|ordinal| {
+                let dev = result::device::get(ordinal).ok()?;
+                let attribute = |a| {
+                    // SAFETY: a valid device handle and a plain integer attribute.
+                    unsafe { result::device::get_attribute(dev, a) }.unwrap_or(0) as u32
+                };
+                let capability = (
+                    attribute(
+                        sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                    ),
+                    attribute(
+                        sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                    ),
+                );
+                // SAFETY: a valid device handle.
+                let total = unsafe { result::device::total_mem(dev) }.ok()? as u64;
+                let used = nvml
+                    .as_ref()
+                    .and_then(|n| n.used(&pci_bus_id(dev)?))
+                    .unwrap_or(0);
+                Some(Gpu {
+                    info: GpuInfo {
+                        index: ordinal as usize,
+                        name: result::device::get_name(dev).ok()?,
+                        memory_total: total,
+                        memory_used: used,
+                    },
+                    capability,
+                })
+            })
+            .collect()
+    }
+
+    /// The inventory is read at every launch (and heartbeat): say what is missing once.
+    fn warn_once(once: &'static Once, message: &str) {
+        once.call_once(|| tracing::warn!("{message}"));
+    }
+
+    static DRIVER_MISSING: Once = Once::new();
+    static NVML_MISSING: Once = Once::new();
+
+    /// `0000:3b:00.0`: how NVML finds the same device (its own order can differ from CUDA's).
+    fn pci_bus_id(dev: sys::CUdevice) -> Option<String> {
+        let mut buf = [0 as c_char; 32];
+        // SAFETY: the buffer is 32 bytes and the driver writes a NUL-terminated id into it.
+        let status = unsafe { sys::cuDeviceGetPCIBusId(buf.as_mut_ptr(), buf.len() as c_int, dev) };
+        if status != sys::CUresult::CUDA_SUCCESS {
+            return None;
+        }
+        // SAFETY: NUL-terminated within the buffer (checked by a success status).
+        let id = unsafe { CStr::from_ptr(buf.as_ptr()) };
+        Some(id.to_string_lossy().into_owned())
+    }
+
+    #[repr(C)]
+    struct Memory {
+        total: u64,
+        free: u64,
+        used: u64,
+    }
+
+    type Init = unsafe extern "C" fn() -> c_uint;
+    type ByBusId = unsafe extern "C" fn(*const c_char, *mut *mut c_void) -> c_uint;
+    type MemoryInfo = unsafe extern "C" fn(*mut c_void, *mut Memory) -> c_uint;
+
+    /// The three NVML calls we need, from `libnvidia-ml.so.1`.
+    struct Nvml {
+        lib: *mut c_void,
+        by_bus_id: ByBusId,
+        memory_info: MemoryInfo,
+        shutdown: Init,
+    }
+
+    impl Nvml {
+        fn open() -> Option<Nvml> {
+            // SAFETY: dlopen/dlsym with NUL-terminated names; each symbol is cast to the type
+            // of its documented C signature (nvml.h).
+            unsafe {
+                let lib = libc::dlopen(
+                    c"libnvidia-ml.so.1".as_ptr(),
+                    libc::RTLD_NOW | libc::RTLD_LOCAL,
+                );
+                if lib.is_null() {
+                    warn_once(
+                        &NVML_MISSING,
+                        "libnvidia-ml.so.1 not found: GPU memory in use is reported as 0",
+                    );
+                    return None;
+                }
+                let symbol = |name: &CStr| {
+                    let f = libc::dlsym(lib, name.as_ptr());
+                    (!f.is_null()).then_some(f)
+                };
+                let (Some(init), Some(by_bus_id), Some(memory_info), Some(shutdown)) = (
+                    symbol(c"nvmlInit_v2"),
+                    symbol(c"nvmlDeviceGetHandleByPciBusId_v2"),
+                    symbol(c"nvmlDeviceGetMemoryInfo"),
+                    symbol(c"nvmlShutdown"),
+                ) else {
+                    libc::dlclose(lib);
+                    return None;
+                };
+                let init: Init = std::mem::transmute::<*mut c_void, Init>(init);
+                if init() != 0 {
+                    libc::dlclose(lib);
+                    return None;
+                }
+                Some(Nvml {
+                    lib,
+                    by_bus_id: std::mem::transmute::<*mut c_void, ByBusId>(by_bus_id),
+                    memory_info: std::mem::transmute::<*mut c_void, MemoryInfo>(memory_info),
+                    shutdown: std::mem::transmute::<*mut c_void, Init>(shutdown),
+                })
+            }
+        }
+
+        /// Bytes in use on the device at `bus_id`.
+        fn used(&self, bus_id: &str) -> Option<u64> {
+            let bus_id = std::ffi::CString::new(bus_id).ok()?;
+            let mut device = std::ptr::null_mut();
+            let mut memory = Memory {
+                total: 0,
+                free: 0,
+                used: 0,
+            };
+            // SAFETY: NVML is initialised; the pointers are valid for the calls.
+            unsafe {
+                if (self.by_bus_id)(bus_id.as_ptr(), &mut device) != 0 {
+                    return None;
+                }
+                if (self.memory_info)(device, &mut memory) != 0 {
+                    return None;
+                }
+            }
+            Some(memory.used)
+        }
+    }
+
+    impl Drop for Nvml {
+        fn drop(&mut self) {
+            // SAFETY: initialised in `open`; nothing uses the library after this.
+            unsafe {
+                (self.shutdown)();
+                libc::dlclose(self.lib);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn gpu(index: usize, used_gib: u64) -> Gpu {
+        Gpu {
+            info: GpuInfo {
+                index,
+                name: "NVIDIA H200".into(),
+                memory_total: 140 << 30,
+                memory_used: used_gib << 30,
+            },
+            capability: (9, 0),
+        }
+    }
+
+    fn options(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    fn pick(value: Value, gpus: &[Gpu], cuda: bool) -> Result<DeviceChoice, String> {
+        choose(ModelType::Llm, "m-0", &options(value), gpus, cuda).map_err(|e| {
+            assert_eq!(e.kind, WorkerErrorKind::InvalidModel);
+            e.message
+        })
+    }
+
+    #[test]
+    fn no_gpu_asked_for_or_none_present_is_the_cpu_in_f32() {
+        let cpu = Ok(DeviceChoice {
+            gpu: None,
+            dtype: DType::F32,
+        });
+        for (value, gpus, cuda) in [
+            (json!({}), vec![], false),
+            (json!({"n_gpu": "auto"}), vec![], false),
+            (json!({"n_gpu": "auto"}), vec![], true),
+            (json!({"n_gpu": null}), vec![gpu(0, 0)], true),
+            (json!({"n_gpu": "AUTO"}), vec![gpu(0, 0)], false),
+        ] {
+            assert_eq!(pick(value.clone(), &gpus, cuda), cpu, "{value}");
+        }
+    }
+
+    #[test]
+    fn auto_and_one_gpu_take_the_most_free_memory_in_bf16() {
+        let gpus = [gpu(0, 100), gpu(1, 10), gpu(2, 10)];
+        for value in [
+            json!({}),
+            json!({"n_gpu": "auto"}),
+            json!({"n_gpu": 1}),
+            json!({"n_gpu": "1"}),
+        ] {
+            let got = pick(value.clone(), &gpus, true).unwrap();
+            assert_eq!(
+                got.gpu,
+                Some(1),
+                "{value}: most free, lowest index among equals"
+            );
+            assert_eq!(got.dtype, DType::BF16);
+        }
+        let mut old = gpu(0, 0);
+        old.capability = (7, 5);
+        assert_eq!(
+            pick(json!({}), &[old], true).unwrap().dtype,
+            DType::F16,
+            "no bf16 before Ampere"
+        );
+        let embedding = choose(
+            ModelType::Embedding,
+            "e-0",
+            &options(json!({})),
+            &gpus,
+            true,
+        );
+        assert_eq!(
+            embedding.unwrap().dtype,
+            DType::F16,
+            "encoders default to f16"
+        );
+        let exact = pick(json!({"dtype": "float32"}), &gpus, true).unwrap();
+        assert_eq!(exact.dtype, DType::F32);
+        let bf16_cpu = pick(json!({"n_gpu": null, "dtype": "bf16"}), &gpus, true).unwrap();
+        assert_eq!((bf16_cpu.gpu, bf16_cpu.dtype), (None, DType::BF16));
+        let err = pick(json!({"dtype": "int4"}), &gpus, true).unwrap_err();
+        assert!(err.contains("dtype must be"), "{err}");
+    }
+
+    #[test]
+    fn gpu_requests_a_worker_cannot_serve_are_refused_naming_what_exists() {
+        let one = [gpu(0, 0)];
+        let err = pick(json!({"n_gpu": 1}), &[], false).unwrap_err();
+        assert_eq!(
+            err,
+            "n_gpu=1 asks for GPUs but this build has no CUDA support (build with scripts/build-cuda.sh)"
+        );
+        let err = pick(json!({"gpu_idx": 0}), &[], false).unwrap_err();
+        assert!(err.contains("this build has no CUDA support"), "{err}");
+        let err = pick(json!({"n_gpu": 2}), &one, true).unwrap_err();
+        assert_eq!(err, "n_gpu=2 but this worker has 1 GPU (0: NVIDIA H200)");
+        let err = pick(json!({"n_gpu": 1}), &[], true).unwrap_err();
+        assert_eq!(err, "n_gpu=1 but this worker has no GPU");
+        let err = pick(json!({"n_gpu": 2}), &[gpu(0, 0), gpu(1, 0)], true).unwrap_err();
+        assert!(
+            err.contains("no tensor parallelism") && err.contains("replica=2"),
+            "{err}"
+        );
+        let err = pick(json!({"gpu_idx": 3}), &one, true).unwrap_err();
+        assert_eq!(
+            err,
+            "gpu_idx 3 does not exist: this worker has 1 GPU (0: NVIDIA H200)"
+        );
+        let err = pick(json!({"gpu_idx": [0, 1]}), &[gpu(0, 0), gpu(1, 0)], true).unwrap_err();
+        assert!(err.contains("one index per replica"), "{err}");
+        for bad in [
+            json!({"n_gpu": 0}),
+            json!({"n_gpu": -1}),
+            json!({"n_gpu": "two"}),
+            json!({"gpu_idx": "x"}),
+        ] {
+            assert!(pick(bad.clone(), &one, true).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gpu_idx_names_the_gpu_and_per_replica_lists_split_it() {
+        let gpus = [gpu(0, 0), gpu(1, 50)];
+        assert_eq!(
+            pick(json!({"gpu_idx": 1}), &gpus, true).unwrap().gpu,
+            Some(1)
+        );
+        assert_eq!(
+            pick(json!({"gpu_idx": [1], "n_gpu": null}), &gpus, true)
+                .unwrap()
+                .gpu,
+            Some(1)
+        );
+        let split = options(json!({"gpu_idx": [[1], [0]]}));
+        let replica = |uid| choose(ModelType::Llm, uid, &split, &gpus, true);
+        assert_eq!(replica("m-0").unwrap().gpu, Some(1));
+        assert_eq!(replica("m-1").unwrap().gpu, Some(0));
+        let err = replica("m-2").unwrap_err().message;
+        assert!(err.contains("no share for replica m-2"), "{err}");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn a_cpu_build_lists_no_gpus() {
+        assert!(gpus().is_empty());
+    }
+}
