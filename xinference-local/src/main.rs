@@ -19,7 +19,7 @@ use xi_worker::{LocalWorker, WorkerConfig};
 
 /// Serve LLM, embedding and rerank models behind an OpenAI-compatible API, on one machine.
 #[derive(Parser, Debug)]
-#[command(name = "xinference-local", version, about)]
+#[command(name = "xinference-local", version)]
 struct Cli {
     /// Address to listen on.
     #[arg(

@@ -13,7 +13,7 @@ use xi_supervisor::Supervisor;
 
 /// Cluster head: REST API, web UI, auth, model registry and placement; workers run the models.
 #[derive(Parser, Debug)]
-#[command(name = "xinference-supervisor", version, about)]
+#[command(name = "xinference-supervisor", version)]
 struct Cli {
     /// Address to listen on (workers and clients reach the supervisor here).
     #[arg(short = 'H', long, env = "XINFERENCE_HOST", default_value = "0.0.0.0")]

@@ -13,7 +13,7 @@ use xi_worker::{run_node, NodeConfig, WorkerConfig};
 
 /// Runs LLM, embedding and rerank models for an xinference-supervisor.
 #[derive(Parser, Debug)]
-#[command(name = "xinference-worker", version, about)]
+#[command(name = "xinference-worker", version)]
 struct Cli {
     /// The supervisor's REST endpoint.
     #[arg(
