@@ -119,6 +119,17 @@ impl CommonArgs {
     }
 }
 
+/// The process's exit status: success, or the error on stderr as `<name>: error: ...`.
+pub fn exit_code(name: &str, result: Result<(), String>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{name}: error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 pub fn init_logging(level: &str) {
     let level = match level {
         "warning" | "WARNING" => "warn",

@@ -64,6 +64,34 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Two workers, both alive in `/status`.
+    async fn two_workers(&self, client: &Client) -> (Local, Local) {
+        let (a, b) = (self.worker("a"), self.worker("b"));
+        for w in [&a, &b] {
+            assert!(wait_alive(client, self, &address_of(w), true).await);
+        }
+        (a, b)
+    }
+
+    /// Launches and expects success.
+    async fn launch(&self, client: &Client, body: Value) {
+        let (status, reply) = post(client, self.url("/v1/models"), None, body).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+}
+
+/// A four-token chat with the LLM `chat`.
+async fn short_chat(client: &Client, cluster: &Cluster) -> (u16, Value) {
+    post(
+        client,
+        cluster.url("/v1/chat/completions"),
+        None,
+        json!({ "model": "chat", "max_tokens": 4, "messages": [{ "role": "user", "content": "Hi" }] }),
+    )
+    .await
+}
+
 fn start_supervisor(dir: &Path, port: &str) -> Local {
     let home = dir.join("sup-home");
     Local::spawn(
@@ -239,19 +267,8 @@ async fn only_workers_with_the_secret_join_and_worker_ports_refuse_everyone_else
 async fn replicas_spread_and_a_killed_worker_is_routed_around_quickly() {
     let cluster = Cluster::start();
     let client = Client::new();
-    let mut a = cluster.worker("a");
-    let b = cluster.worker("b");
-    for w in [&a, &b] {
-        assert!(wait_alive(&client, &cluster, &address_of(w), true).await);
-    }
-    let (status, body) = post(
-        &client,
-        cluster.url("/v1/models"),
-        None,
-        minilm_launch("mini", 2),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let (mut a, b) = cluster.two_workers(&client).await;
+    cluster.launch(&client, minilm_launch("mini", 2)).await;
     let instances = get_json(&client, cluster.url("/v1/models/instances?model_uid=mini")).await;
     let holders: BTreeSet<String> = instances[0]["replica_statuses"]
         .as_array()
@@ -268,8 +285,7 @@ async fn replicas_spread_and_a_killed_worker_is_routed_around_quickly() {
     // Pinning by worker address; an unknown IP is refused.
     let mut pinned = minilm_launch("pinned", 1);
     pinned["worker_ip"] = json!(address_of(&b));
-    let (status, body) = post(&client, cluster.url("/v1/models"), None, pinned).await;
-    assert_eq!(status, 200, "{body}");
+    cluster.launch(&client, pinned).await;
     let described = get_json(&client, cluster.url("/v1/models/pinned")).await;
     assert_eq!(described["address"], address_of(&b).as_str());
     let mut nowhere = minilm_launch("nowhere", 1);
@@ -371,14 +387,7 @@ async fn replicas_spread_and_a_killed_worker_is_routed_around_quickly() {
     // A new worker joins in a's place and takes new launches.
     let c = cluster.worker("c");
     assert!(wait_alive(&client, &cluster, &address_of(&c), true).await);
-    let (status, body) = post(
-        &client,
-        cluster.url("/v1/models"),
-        None,
-        minilm_launch("fresh", 1),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    cluster.launch(&client, minilm_launch("fresh", 1)).await;
     let described = get_json(&client, cluster.url("/v1/models/fresh")).await;
     assert_eq!(
         described["address"],
@@ -391,27 +400,15 @@ async fn replicas_spread_and_a_killed_worker_is_routed_around_quickly() {
 async fn models_survive_a_supervisor_restart_and_streams_pass_through() {
     let mut cluster = Cluster::start();
     let client = Client::new();
-    let a = cluster.worker("a");
-    let b = cluster.worker("b");
-    for w in [&a, &b] {
-        assert!(wait_alive(&client, &cluster, &address_of(w), true).await);
-    }
-    let (status, body) = post(
-        &client,
-        cluster.url("/v1/models"),
-        None,
-        minilm_launch("mini", 2),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let (a, b) = cluster.two_workers(&client).await;
+    cluster.launch(&client, minilm_launch("mini", 2)).await;
     let llm = json!({
         "model_name": "smollm2-instruct", "model_format": "ggufv2", "quantization": "Q4_1",
         "model_path": xi_testkit::smollm2_gguf(), "model_uid": "chat",
         // One sequence at a time: a generation that is not cancelled would block the next.
         "max_num_seqs": 1,
     });
-    let (status, body) = post(&client, cluster.url("/v1/models"), None, llm).await;
-    assert_eq!(status, 200, "{body}");
+    cluster.launch(&client, llm).await;
 
     // A stream passes through chunk by chunk.
     let res = client
@@ -451,13 +448,7 @@ async fn models_survive_a_supervisor_restart_and_streams_pass_through() {
     }
     drop(stream);
     let start = Instant::now();
-    let (status, body) = post(
-        &client,
-        cluster.url("/v1/chat/completions"),
-        None,
-        json!({ "model": "chat", "max_tokens": 4, "messages": [{ "role": "user", "content": "Hi" }] }),
-    )
-    .await;
+    let (status, body) = short_chat(&client, &cluster).await;
     assert_eq!(status, 200, "{body}");
     assert!(
         start.elapsed() < Duration::from_secs(15),
@@ -490,13 +481,7 @@ async fn models_survive_a_supervisor_restart_and_streams_pass_through() {
     assert_eq!(described["dimensions"], 384);
     let (status, body) = embed(&client, &cluster, "mini").await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = post(
-        &client,
-        cluster.url("/v1/chat/completions"),
-        None,
-        json!({ "model": "chat", "max_tokens": 4, "messages": [{ "role": "user", "content": "Hi" }] }),
-    )
-    .await;
+    let (status, body) = short_chat(&client, &cluster).await;
     assert_eq!(status, 200, "{body}");
 
     // Stopping the cluster stops the workers too.

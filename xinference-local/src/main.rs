@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use xi_api::worker::Worker;
-use xi_launch::{init_logging, serve_api, ApiArgs, CommonArgs, ModelArgs};
+use xi_launch::{exit_code, init_logging, serve_api, ApiArgs, CommonArgs, ModelArgs};
 use xi_supervisor::Supervisor;
 use xi_worker::{LocalWorker, WorkerConfig};
 
@@ -72,13 +72,7 @@ fn main() -> ExitCode {
     }
     cli.models.apply_threads();
     init_logging(&cli.common.log_level);
-    match serve(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("xinference-local: error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("xinference-local", serve(cli))
 }
 
 fn serve(cli: Cli) -> Result<(), String> {

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 
 use clap::Parser;
-use xi_launch::{announce_secret, init_logging, serve_api, ApiArgs, CommonArgs};
+use xi_launch::{announce_secret, exit_code, init_logging, serve_api, ApiArgs, CommonArgs};
 use xi_supervisor::Supervisor;
 
 /// Cluster head: REST API, web UI, auth, model registry and placement; workers run the models.
@@ -30,13 +30,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.common.log_level);
-    match serve(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("xinference-supervisor: error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("xinference-supervisor", serve(cli))
 }
 
 fn serve(cli: Cli) -> Result<(), String> {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::process::ExitCode;
 
 use clap::Parser;
-use xi_launch::{init_logging, shutdown_signal, CommonArgs, ModelArgs};
+use xi_launch::{exit_code, init_logging, shutdown_signal, CommonArgs, ModelArgs};
 use xi_worker::{run_node, NodeConfig, WorkerConfig};
 
 /// Runs LLM, embedding and rerank models for an xinference-supervisor.
@@ -45,13 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.models.apply_threads();
     init_logging(&cli.common.log_level);
-    match serve(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("xinference-worker: error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code("xinference-worker", serve(cli))
 }
 
 fn serve(cli: Cli) -> Result<(), String> {

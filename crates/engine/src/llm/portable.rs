@@ -16,7 +16,7 @@ use candle_nn::kv_cache::KvCache as TensorKv;
 
 use super::attention::Rope;
 use super::config::{LlmConfig, RopeStyle};
-use super::transformer::rope_inv_freq;
+use super::transformer::{finish_qkv, rope_inv_freq};
 use super::weights::{RawMatrix, WeightSource};
 use crate::error::EngineError;
 use crate::placement::Placement;
@@ -250,19 +250,14 @@ impl PortableTransformer {
         let (cos, sin) = (table(rows.cos())?, table(rows.sin())?);
         for (index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let [q, k, v]: [Tensor; 3] = layer
-                .qkv
-                .forward(&h)?
-                .try_into()
-                .map_err(|_| EngineError::InvalidInput("internal: q/k/v split".into()))?;
-            let [qb, kb, vb] = &layer.qkv_bias;
-            let (mut q, mut k, v) = (add_bias(q, qb)?, add_bias(k, kb)?, add_bias(v, vb)?);
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                q = candle_nn::ops::rms_norm(&q.reshape((n * c.heads, c.head_dim))?, qn, eps)?
-                    .reshape((n, c.heads * c.head_dim))?;
-                k = candle_nn::ops::rms_norm(&k.reshape((n * c.kv_heads, c.head_dim))?, kn, eps)?
-                    .reshape((n, c.kv_heads * c.head_dim))?;
-            }
+            let (q, k, v) = finish_qkv(
+                layer.qkv.forward(&h)?,
+                &layer.qkv_bias,
+                layer.q_norm.as_ref(),
+                layer.k_norm.as_ref(),
+                c,
+                n,
+            )?;
             let mixed = self.attend(index, &q, &k, &v, spans, caches, (&cos, &sin))?;
             x = (x + layer.o.forward(&mixed)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
@@ -358,12 +353,5 @@ impl PortableTransformer {
             start += n;
         }
         Ok(Tensor::cat(&outs, 0)?)
-    }
-}
-
-fn add_bias(y: Tensor, bias: &Option<Tensor>) -> candle_core::Result<Tensor> {
-    match bias {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
     }
 }

@@ -30,6 +30,33 @@ fn add_bias(y: Tensor, bias: &Option<Tensor>) -> candle_core::Result<Tensor> {
     }
 }
 
+/// q, k and v of `n` tokens from a fused projection's three outputs, with the model's q/k/v
+/// biases added (Qwen2) and per-head RMS norms on q and k (Qwen3). Shared by this pass and the
+/// portable one, so the two cannot drift. Shapes: `[n, heads·head_dim]`, then
+/// `[n, kv_heads·head_dim]` twice.
+pub(super) fn finish_qkv(
+    parts: Vec<Tensor>,
+    bias: &[Option<Tensor>; 3],
+    q_norm: Option<&Tensor>,
+    k_norm: Option<&Tensor>,
+    c: &LlmConfig,
+    n: usize,
+) -> Result<(Tensor, Tensor, Tensor), EngineError> {
+    let [q, k, v]: [Tensor; 3] = parts
+        .try_into()
+        .map_err(|_| EngineError::InvalidInput("internal: q/k/v split".into()))?;
+    let [qb, kb, vb] = bias;
+    let (mut q, mut k, v) = (add_bias(q, qb)?, add_bias(k, kb)?, add_bias(v, vb)?);
+    if let (Some(qn), Some(kn)) = (q_norm, k_norm) {
+        let eps = c.rms_eps as f32;
+        q = candle_nn::ops::rms_norm(&q.reshape((n * c.heads, c.head_dim))?, qn, eps)?
+            .reshape((n, c.heads * c.head_dim))?;
+        k = candle_nn::ops::rms_norm(&k.reshape((n * c.kv_heads, c.head_dim))?, kn, eps)?
+            .reshape((n, c.kv_heads * c.head_dim))?;
+    }
+    Ok((q, k, v))
+}
+
 /// RoPE's inverse frequencies: the config's, divided by GGUF Llama 3.1's per-pair
 /// `rope_freqs` factors when the file has them.
 pub(super) fn rope_inv_freq(
@@ -157,17 +184,14 @@ impl Transformer {
         let packed = self.attention.pack(spans, caches);
         for (index, layer) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let [q, k, v]: [Tensor; 3] = layer
-                .qkv
-                .forward(&h)?
-                .try_into()
-                .map_err(|_| EngineError::InvalidInput("internal: q/k/v split".into()))?;
-            let [qb, kb, vb] = &layer.qkv_bias;
-            let (mut q, mut k, v) = (add_bias(q, qb)?, add_bias(k, kb)?, add_bias(v, vb)?);
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                q = candle_nn::ops::rms_norm(&q.reshape((n * c.heads, c.head_dim))?, qn, eps)?;
-                k = candle_nn::ops::rms_norm(&k.reshape((n * c.kv_heads, c.head_dim))?, kn, eps)?;
-            }
+            let (q, k, v) = finish_qkv(
+                layer.qkv.forward(&h)?,
+                &layer.qkv_bias,
+                layer.q_norm.as_ref(),
+                layer.k_norm.as_ref(),
+                c,
+                n,
+            )?;
             let mut q = q.flatten_all()?.to_vec1::<f32>()?;
             let mut k = k.flatten_all()?.to_vec1::<f32>()?;
             let v = v.flatten_all()?.to_vec1::<f32>()?;

@@ -8,6 +8,8 @@ use xi_engine::llm::{
 };
 use xi_testkit::smollm2_gguf;
 
+use crate::support::{logit_range, max_logit_diff};
+
 fn user(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage {
         role: "user".into(),
@@ -354,11 +356,7 @@ fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
             let want_logits: Vec<f32> =
                 serde_json::from_value(case["last_logits"].clone()).unwrap();
             let logits = model.next_token_logits(&prompt).unwrap();
-            let diff = logits
-                .iter()
-                .zip(&want_logits)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let diff = max_logit_diff(&logits, &want_logits);
             assert!(diff < 1e-4, "{name}: logits differ by {diff}");
             let want: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
             let params = GenerationParams {
@@ -381,13 +379,8 @@ fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
         let prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
         let want: Vec<f32> = serde_json::from_value(case["last_logits"].clone()).unwrap();
         let got = q8.next_token_logits(&prompt).unwrap();
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        let range = want.iter().fold(f32::MIN, |a, b| a.max(*b))
-            - want.iter().fold(f32::MAX, |a, b| a.min(*b));
+        let diff = max_logit_diff(&got, &want);
+        let range = logit_range(&want);
         // 8-bit weights and activations: within a few percent of the logits' spread.
         assert!(
             diff < 0.04 * range,

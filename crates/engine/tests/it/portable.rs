@@ -9,7 +9,7 @@ use xi_engine::llm::{GenerationParams, LlmModel, LoadOptions, Sequence};
 use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Placement, Rerank};
 use xi_testkit::{build_cross_encoder, smollm2_gguf};
 
-use crate::support::{fixture, max_abs_diff, minilm};
+use crate::support::{fixture, logit_range, max_abs_diff, max_logit_diff, minilm};
 
 fn options(placement: Placement, requantize: Option<GgmlDType>) -> LoadOptions {
     LoadOptions {
@@ -64,11 +64,7 @@ fn smollm2_gguf_gives_the_same_greedy_tokens_on_both_paths() {
         assert_eq!(got.text, want.text);
         let a = fast.next_token_logits(&ids).unwrap();
         let b = portable.next_token_logits(&ids).unwrap();
-        let diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
+        let diff = max_logit_diff(&a, &b);
         assert!(diff < 2e-4, "{prompt}: logits differ by {diff}");
     }
     // The file's own Q4_1 weights: each path has its own 8-bit activation kernels (ours on
@@ -76,16 +72,11 @@ fn smollm2_gguf_gives_the_same_greedy_tokens_on_both_paths() {
     // rather than on each other.
     let ids = chat_ids(&fast, "Write a haiku about the sea.");
     let want = fast.next_token_logits(&ids).unwrap();
-    let range =
-        want.iter().fold(f32::MIN, |a, b| a.max(*b)) - want.iter().fold(f32::MAX, |a, b| a.min(*b));
+    let range = logit_range(&want);
     for placement in [Placement::cpu(), Placement::cpu_portable(DType::F32)] {
         let q4 = load(placement, None);
         let got = q4.next_token_logits(&ids).unwrap();
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_logit_diff(&got, &want);
         assert!(
             diff < 0.05 * range,
             "{}: Q4_1 logits differ from f32 by {diff} (range {range})",
@@ -132,11 +123,7 @@ fn llama3_qwen2_and_qwen3_on_the_portable_path_compute_what_transformers_compute
             let prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
             let want: Vec<f32> = serde_json::from_value(case["last_logits"].clone()).unwrap();
             let got = model.next_token_logits(&prompt).unwrap();
-            let diff = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let diff = max_logit_diff(&got, &want);
             assert!(diff < 1e-4, "{name}: logits differ by {diff}");
             let ids: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
             let out = model
@@ -155,13 +142,8 @@ fn llama3_qwen2_and_qwen3_on_the_portable_path_compute_what_transformers_compute
         let prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
         let want: Vec<f32> = serde_json::from_value(case["last_logits"].clone()).unwrap();
         let got = half.next_token_logits(&prompt).unwrap();
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        let range = want.iter().fold(f32::MIN, |a, b| a.max(*b))
-            - want.iter().fold(f32::MAX, |a, b| a.min(*b));
+        let diff = max_logit_diff(&got, &want);
+        let range = logit_range(&want);
         assert!(
             diff < 0.05 * range,
             "{name}: bf16 logits differ by {diff} (range {range})"

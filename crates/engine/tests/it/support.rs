@@ -18,6 +18,20 @@ pub fn copy_model(from: &Path, to: &Path) {
     }
 }
 
+/// Largest |a - b| over two logit vectors.
+pub fn max_logit_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// Max minus min of a logit vector: the scale tolerances of quantized paths are relative to.
+pub fn logit_range(v: &[f32]) -> f32 {
+    v.iter().fold(f32::MIN, |a, b| a.max(*b)) - v.iter().fold(f32::MAX, |a, b| a.min(*b))
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
