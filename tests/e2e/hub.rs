@@ -427,3 +427,89 @@ async fn an_unreachable_hub_is_a_503_that_names_it() {
     let listed = get_json(&client, local.url("/v1/models")).await;
     assert_eq!(listed["data"], json!([]));
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// A hub listing is the hub's word, not ours: a name that is not a plain relative path inside
+/// the model's folder is never fetched, and nothing lands outside the cache.
+#[tokio::test]
+async fn hostile_names_in_a_hub_listing_are_never_fetched() {
+    let dir = TempDir::new().unwrap();
+    let outside = dir.path().join("outside");
+    let weights = minilm().join("model.safetensors");
+    let hostile = [
+        "../../outside/escape.safetensors".to_string(),
+        format!("{}/absolute.safetensors", outside.display()),
+        "1_Pooling/../../../outside/up.safetensors".to_string(),
+        "..\\backslash.safetensors".to_string(),
+        "./dot.safetensors".to_string(),
+        "deep_Pooling//config.json".to_string(),
+    ];
+    let mut repos = hub_repos();
+    let repo = repos
+        .get_mut("sentence-transformers/all-MiniLM-L6-v2")
+        .unwrap();
+    for name in &hostile {
+        repo.insert(name.clone(), weights.clone());
+    }
+    let hub = Hub::start(repos, vec![]);
+    let home = dir.path().join("home");
+    let local = start_local(&home, &hub.url);
+    let client = Client::new();
+
+    let (status, body) = launch(
+        &client,
+        &local,
+        json!({ "model_name": "all-MiniLM-L6-v2", "model_type": "embedding" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        &client,
+        local.url("/v1/embeddings"),
+        None,
+        json!({ "model": "all-MiniLM-L6-v2", "input": "hello" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let fetched: Vec<String> = hub
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    for word in [
+        "escape",
+        "absolute",
+        "up.safetensors",
+        "backslash",
+        "dot.safetensors",
+        "deep_Pooling",
+    ] {
+        assert!(
+            !fetched.iter().any(|p| p.contains(word)),
+            "{word} was requested: {fetched:?}"
+        );
+        assert!(
+            !files_under(dir.path())
+                .iter()
+                .any(|f| f.to_string_lossy().contains(word)),
+            "a file named {word} was written"
+        );
+    }
+    assert!(!outside.exists());
+}

@@ -2,7 +2,8 @@
 //!
 //! Parts: [`permission`] (the permission names of the auth system and their aliases),
 //! [`auth`] (login and token shapes), [`models`] (launch/registration/description shapes), [`worker`] (the supervisor's view of a
-//! worker), [`cluster`] (the supervisor <-> worker protocol) and
+//! worker), [`cluster`] (the supervisor <-> worker protocol), [`names`] (the rules for names
+//! that become paths) and
 //! [`ErrorBody`] (every error body is `{"detail": "..."}`).
 //!
 //! Invariant: this crate knows nothing of actix, candle or any runtime; it is plain serde types.
@@ -10,6 +11,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod models;
+pub mod names;
 pub mod permission;
 pub mod worker;
 

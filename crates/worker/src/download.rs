@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use xi_api::names;
 use xi_api::worker::{HubDownload, WorkerError, WorkerErrorKind};
 
 /// Written into a downloaded model folder once all its files are in.
@@ -157,7 +158,7 @@ impl Hub {
             .into_iter()
             .flatten()
             .filter_map(|s| s["rfilename"].as_str())
-            .filter(|n| wanted(n))
+            .filter(|n| names::is_safe_relative_path(n) && wanted(n))
             .map(str::to_string)
             .collect();
         if !files.iter().any(|f| f.ends_with(".safetensors")) {
@@ -281,6 +282,62 @@ fn root_cause(e: &reqwest::Error) -> String {
     source.to_string()
 }
 
+/// Refuses a download whose names would leave the cache: the cache folder must be one safe
+/// name, the one file a safe relative path, the repository and revision safe for a URL path.
+/// The supervisor checks registrations already; this holds for any caller.
+fn check_download(d: &HubDownload, dir: &Path) -> Result<(), WorkerError> {
+    if !names::is_safe_component(&d.cache_name)
+        || dir.file_name().and_then(|n| n.to_str()) != Some(d.cache_name.as_str())
+    {
+        return Err(invalid(format!(
+            "the cache folder name {:?} is not a plain file name",
+            d.cache_name
+        )));
+    }
+    if let Some(file) = &d.file {
+        if !names::is_safe_relative_path(file) {
+            return Err(invalid(format!(
+                "the model file name {file:?} must be a relative path of letters, digits, '.', '_', '-' and '/' without '.' or '..' parts"
+            )));
+        }
+    }
+    if !names::is_hub_repo_id(&d.repo) {
+        return Err(invalid(format!(
+            "the hub repository id {:?} must be `owner/name`",
+            d.repo
+        )));
+    }
+    if !names::is_hub_revision(&d.revision) {
+        return Err(invalid(format!(
+            "the hub revision {:?} is not a branch, tag or commit name",
+            d.revision
+        )));
+    }
+    Ok(())
+}
+
+/// Where the hub file `name` goes under `root` (the canonical cache folder), with its parent
+/// folders created; refused when the result, symlinks resolved, is not under `root`.
+fn inside(root: &Path, name: &str) -> Result<PathBuf, WorkerError> {
+    if !names::is_safe_relative_path(name) {
+        return Err(invalid(format!(
+            "the hub file name {name:?} is not a safe relative path"
+        )));
+    }
+    let dest = root.join(name);
+    let parent = dest.parent().unwrap_or(root);
+    std::fs::create_dir_all(parent).map_err(|e| disk_error(parent, &e))?;
+    let real_parent = parent.canonicalize().map_err(|e| disk_error(parent, &e))?;
+    let escapes = !real_parent.starts_with(root)
+        || std::fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink());
+    if escapes {
+        return Err(invalid(format!(
+            "the hub file {name:?} would be written outside the model's cache folder"
+        )));
+    }
+    Ok(dest)
+}
+
 /// Makes sure the files of `d` are in `dir`; returns the path to load (the folder, or the
 /// GGUF file). `progress` sees 0..1 over the files still to fetch.
 pub fn fetch(
@@ -289,8 +346,11 @@ pub fn fetch(
     progress: &mut dyn FnMut(f32),
     stop: &AtomicBool,
 ) -> Result<PathBuf, WorkerError> {
+    check_download(d, dir)?;
     let hub = Hub::from_env()?;
     std::fs::create_dir_all(dir).map_err(|e| disk_error(dir, &e))?;
+    // Symlinks are followed from here on: the real folder is what files must stay under.
+    let root = dir.canonicalize().map_err(|e| disk_error(dir, &e))?;
     // A folder download leaves a marker once every file is in, so later launches (offline too)
     // need no listing.
     let marker = dir.join(COMPLETE_MARKER);
@@ -304,10 +364,7 @@ pub fn fetch(
         tracing::info!(repo = %d.repo, dir = %dir.display(), "model files already in the cache");
     }
     for (i, name) in missing.iter().enumerate() {
-        let dest = dir.join(name);
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| disk_error(parent, &e))?;
-        }
+        let dest = inside(&root, name)?;
         tracing::info!(repo = %d.repo, file = %name, "downloading");
         // A bar on a terminal; otherwise a log line every 10%.
         let bar = std::io::stderr().is_terminal().then(|| {
@@ -356,4 +413,64 @@ pub fn fetch(
         Some(file) => dir.join(file),
         None => dir.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn download(file: Option<&str>, cache_name: &str) -> HubDownload {
+        HubDownload {
+            repo: "owner/model".into(),
+            revision: "main".into(),
+            file: file.map(str::to_string),
+            cache_name: cache_name.into(),
+        }
+    }
+
+    /// Hostile names are refused before any folder or file is created, and before the hub is
+    /// asked (the endpoint here is never contacted).
+    #[test]
+    fn names_that_leave_the_cache_are_refused_before_anything_is_written() {
+        let home = tempfile::TempDir::new().unwrap();
+        let cache = home.path().join("cache");
+        let outside = home.path().join("outside");
+        let absolute = outside.join("pwned.txt");
+        let stop = AtomicBool::new(false);
+        let cases = [
+            download(Some(absolute.to_str().unwrap()), "m"),
+            download(Some("../../outside/pwned.txt"), "m"),
+            download(Some("a/../../../outside/pwned.txt"), "m"),
+            download(Some("x.gguf"), ".."),
+            download(Some("x.gguf"), "../outside"),
+            HubDownload {
+                repo: "../../x".into(),
+                ..download(Some("x.gguf"), "m")
+            },
+        ];
+        for d in cases {
+            let dir = cache.join(&d.cache_name);
+            let err = fetch(&d, &dir, &mut |_| {}, &stop).unwrap_err();
+            assert_eq!(err.kind, WorkerErrorKind::InvalidModel, "{d:?}: {err:?}");
+            assert!(!cache.exists() && !outside.exists(), "{d:?} created files");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_sub_folder_cannot_lead_a_file_out() {
+        let home = tempfile::TempDir::new().unwrap();
+        let root = home.path().join("cache");
+        let outside = home.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("1_Pooling")).unwrap();
+        let root = root.canonicalize().unwrap();
+        assert!(inside(&root, "1_Pooling/config.json").is_err());
+        assert!(inside(&root, "../x").is_err());
+        assert_eq!(
+            inside(&root, "sub/config.json").unwrap(),
+            root.join("sub/config.json")
+        );
+    }
 }

