@@ -8,6 +8,7 @@ use crate::placement::Placement;
 use serde_json::Value;
 
 use crate::bert::FastBert;
+use crate::checks::check_encoder;
 use crate::encoder::{max_tokens, Architecture, Encoder};
 use crate::error::EngineError;
 use crate::files::ModelFiles;
@@ -83,6 +84,7 @@ impl EmbeddingModel {
         let files = ModelFiles::resolve(folder)?;
         let arch = Architecture::of(&files)?;
         let info = arch.info(&files)?;
+        check_encoder(&files, arch, placement)?;
         let pooling = Pooling::from_config(
             files.pooling.as_ref(),
             &folder.join("1_Pooling/config.json"),

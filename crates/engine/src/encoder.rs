@@ -7,7 +7,8 @@ use candle_transformers::models::xlm_roberta::{Config as XlmConfig, XLMRobertaMo
 use serde_json::Value;
 
 use crate::bert::{BertConfig as FastBertConfig, FastBert};
-use crate::error::EngineError;
+use crate::checks::schema_problem;
+use crate::error::{candle_message, candle_root, EngineError};
 use crate::files::ModelFiles;
 use crate::placement::Placement;
 
@@ -36,7 +37,8 @@ impl Architecture {
             "xlm-roberta" | "roberta" => Ok(Architecture::XlmRoberta),
             "" => Err(EngineError::bad_file(files.folder.join("config.json"), "has no model_type")),
             other => Err(EngineError::Unsupported(format!(
-                "model_type {other:?} is not supported for embedding/rerank models; supported: bert, xlm-roberta"
+                "model_type {:?} is not supported for embedding/rerank models; supported: bert, xlm-roberta",
+                other.chars().take(64).collect::<String>()
             ))),
         }
     }
@@ -94,15 +96,23 @@ pub fn var_builder(
     // rely on nobody truncating them while the model is loaded.
     unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device) }.map_err(|e| {
         let first = files.weights.first().cloned().unwrap_or_default();
-        EngineError::bad_file(first, format!("cannot load the weights: {e}"))
+        tracing::debug!(error = %candle_message(&e), "cannot map the weights");
+        match candle_root(&e) {
+            candle_core::Error::Io(io) => {
+                EngineError::bad_file(first, format!("cannot load the weights: {io}"))
+            }
+            _ => EngineError::bad_file(first, "is not a valid safetensors file"),
+        }
     })
 }
 
-fn parse_config<T: serde::de::DeserializeOwned>(files: &ModelFiles) -> Result<T, EngineError> {
+pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
+    files: &ModelFiles,
+) -> Result<T, EngineError> {
     serde_json::from_value(files.config.clone()).map_err(|e| {
         EngineError::bad_file(
             files.folder.join("config.json"),
-            format!("unsupported configuration: {e}"),
+            format!("unsupported configuration: {}", schema_problem(&e)),
         )
     })
 }
@@ -110,7 +120,10 @@ fn parse_config<T: serde::de::DeserializeOwned>(files: &ModelFiles) -> Result<T,
 pub fn missing_weights(files: &ModelFiles, e: candle_core::Error) -> EngineError {
     EngineError::bad_file(
         files.folder.clone(),
-        format!("the weights do not match config.json ({e})"),
+        format!(
+            "the weights do not match config.json ({})",
+            candle_message(&e)
+        ),
     )
 }
 

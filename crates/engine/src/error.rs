@@ -1,4 +1,8 @@
 //! The one error type of the engine crate.
+//!
+//! Messages go back to API clients, so they never carry a backtrace (candle attaches one to
+//! its errors when `RUST_BACKTRACE` is set) and never echo the content of a model file (a
+//! file that is not a model could be anything): they name the file, the field or the tensor.
 
 use std::path::PathBuf;
 
@@ -22,9 +26,16 @@ pub enum EngineError {
     /// The request cannot be served as asked (too long, bad token id, ...).
     #[error("{0}")]
     InvalidInput(String),
-    /// A tensor operation failed.
+    /// A tensor operation failed (the candle error's message, without its backtrace).
     #[error("model computation failed: {0}")]
-    Compute(#[from] candle_core::Error),
+    Compute(String),
+}
+
+impl From<candle_core::Error> for EngineError {
+    fn from(e: candle_core::Error) -> Self {
+        tracing::debug!(error = ?e, "candle error");
+        EngineError::Compute(candle_message(&e))
+    }
 }
 
 impl EngineError {
@@ -38,5 +49,70 @@ impl EngineError {
     /// Whether the caller (the request or the launch options) is at fault, as opposed to us.
     pub fn is_client_error(&self) -> bool {
         !matches!(self, EngineError::Compute(_))
+    }
+}
+
+/// A candle error's message without the backtrace candle attaches (with `RUST_BACKTRACE` set)
+/// at any level of wrapping.
+pub fn candle_message(e: &candle_core::Error) -> String {
+    use candle_core::Error;
+    let text = match e {
+        Error::WithBacktrace { inner, .. } => return candle_message(inner),
+        Error::Context { inner, context } => format!("{context}: {}", candle_message(inner)),
+        Error::WithPath { inner, path } => format!("{}: {}", path.display(), candle_message(inner)),
+        other => other.to_string(),
+    };
+    strip_backtrace(&text)
+}
+
+/// The innermost candle error, under any backtrace, path or context wrapping.
+pub(crate) fn candle_root(e: &candle_core::Error) -> &candle_core::Error {
+    use candle_core::Error;
+    match e {
+        Error::WithBacktrace { inner, .. }
+        | Error::Context { inner, .. }
+        | Error::WithPath { inner, .. } => candle_root(inner),
+        other => other,
+    }
+}
+
+/// Cuts a rendered backtrace out of a message (one formatted into a string further down, where
+/// the structure is gone): its frames are lines like `  12: name` and `      at file:line`.
+fn strip_backtrace(text: &str) -> String {
+    let frame = |line: &str| {
+        let t = line.trim_start();
+        if line.len() == t.len() {
+            return false;
+        }
+        let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+        (digits > 0 && t[digits..].starts_with(": ")) || t.starts_with("at ")
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !frame(l) && l.trim() != "stack backtrace:")
+        .collect();
+    lines.join("\n").trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candle_errors_lose_their_backtraces_at_any_depth() {
+        let bt = |e: candle_core::Error| candle_core::Error::WithBacktrace {
+            inner: Box::new(e),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        let raw = bt(candle_core::Error::Msg("shape mismatch".into()).context("in layer 3"));
+        assert!(raw.to_string().lines().count() > 3, "no backtrace to strip");
+        let wrapped = bt(candle_core::Error::Msg(format!("outer: {raw}")));
+        for e in [raw, wrapped] {
+            let message = EngineError::from(e).to_string();
+            assert!(message.contains("shape mismatch"), "{message}");
+            assert!(message.lines().count() <= 2, "{message}");
+            assert!(!message.contains("backtrace"), "{message}");
+            assert!(!message.contains(".rs:"), "{message}");
+        }
     }
 }

@@ -5,10 +5,12 @@
 //! `*.safetensors` files as a fallback), optionally `modules.json`, `1_Pooling/config.json`,
 //! `sentence_bert_config.json` and `tokenizer_config.json`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::checks::json_problem;
 use crate::error::EngineError;
 
 /// The resolved files of one model folder.
@@ -28,11 +30,24 @@ pub struct ModelFiles {
     pub model_max_length: Option<usize>,
 }
 
+/// The largest JSON file read (configs are kilobytes; a chat template a few hundred).
+const MAX_JSON_BYTES: u64 = 64 << 20;
+
 fn read_json(path: &Path) -> Result<Value, EngineError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| EngineError::bad_file(path, format!("cannot read: {e}")))?;
-    serde_json::from_str(&text)
-        .map_err(|e| EngineError::bad_file(path, format!("is not valid JSON: {e}")))
+    let cannot = |e: std::io::Error| EngineError::bad_file(path, format!("cannot read: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    // Read through `take`: a special file (a pipe, /dev/zero) has no size to check first.
+    let mut bytes = Vec::new();
+    file.take(MAX_JSON_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_JSON_BYTES {
+        return Err(EngineError::bad_file(
+            path,
+            format!("is larger than {} MiB", MAX_JSON_BYTES >> 20),
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| EngineError::bad_file(path, json_problem(&e)))
 }
 
 pub(crate) fn read_optional_json(path: &Path) -> Result<Option<Value>, EngineError> {
@@ -86,6 +101,12 @@ impl ModelFiles {
         let pooling_dir = module_of(".Pooling")
             .and_then(|m| m.get("path").and_then(Value::as_str))
             .unwrap_or("1_Pooling");
+        if !inside(pooling_dir) {
+            return Err(EngineError::bad_file(
+                folder.join("modules.json"),
+                "names a Pooling folder outside the model folder",
+            ));
+        }
         let pooling = read_optional_json(&folder.join(pooling_dir).join("config.json"))?;
         let normalize = module_of(".Normalize").is_some();
         let max_seq_length = read_optional_json(&folder.join("sentence_bert_config.json"))?
@@ -125,6 +146,17 @@ impl ModelFiles {
     }
 }
 
+/// Whether a relative path from a model file stays inside the model folder (no absolute path,
+/// no `..`): those files must not make the loader read files elsewhere.
+fn inside(relative: &str) -> bool {
+    Path::new(relative).components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    })
+}
+
 fn find_weights(folder: &Path) -> Result<Vec<PathBuf>, EngineError> {
     let single = folder.join("model.safetensors");
     if single.is_file() {
@@ -139,6 +171,12 @@ fn find_weights(folder: &Path) -> Result<Vec<PathBuf>, EngineError> {
             .ok_or_else(|| EngineError::bad_file(&index, "has no weight_map"))?;
         let mut files: Vec<PathBuf> = Vec::new();
         for file in map.values().filter_map(Value::as_str) {
+            if !inside(file) {
+                return Err(EngineError::bad_file(
+                    &index,
+                    "names a weight shard outside the model folder",
+                ));
+            }
             let path = folder.join(file);
             if !path.is_file() {
                 return Err(EngineError::MissingFile {

@@ -17,11 +17,15 @@
 //! - [`llm`]: text generation with GGUF llama models: tokenizer from the GGUF metadata, Jinja
 //!   chat templates, sampling and stop conditions.
 //!
+//! - `checks` (and `llm::validate`): every config field and tensor shape checked against the
+//!   files, and the memory a load takes against the machine's, before anything is allocated.
+//!
 //! Invariants: nothing here panics on bad files or inputs (every failure is an
 //! [`EngineError`]); models are `Send` so each can live on its own thread; inference takes
 //! `&self`.
 
 mod bert;
+mod checks;
 pub mod embedding;
 pub mod encoder;
 pub mod error;
@@ -33,6 +37,7 @@ pub mod rerank;
 pub mod text;
 
 pub use candle_core::quantized as candle_quantized;
+pub use checks::MAX_CONTEXT;
 pub use embedding::{Embed, EmbeddingModel};
 pub use error::EngineError;
 pub use files::ModelFiles;

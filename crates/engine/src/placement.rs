@@ -10,7 +10,7 @@
 
 use candle_core::{DType, Device, DeviceLocation};
 
-use crate::error::EngineError;
+use crate::error::{candle_message, EngineError};
 
 #[derive(Debug, Clone)]
 pub struct Placement {
@@ -50,8 +50,12 @@ impl Placement {
     /// CUDA GPU `ordinal`, in `dtype`. Fails when this build has no CUDA support or the GPU
     /// cannot be opened.
     pub fn cuda(ordinal: usize, dtype: DType) -> Result<Placement, EngineError> {
-        let device = Device::new_cuda(ordinal)
-            .map_err(|e| EngineError::Unsupported(format!("cannot use CUDA GPU {ordinal}: {e}")))?;
+        let device = Device::new_cuda(ordinal).map_err(|e| {
+            EngineError::Unsupported(format!(
+                "cannot use CUDA GPU {ordinal}: {}",
+                candle_message(&e)
+            ))
+        })?;
         Ok(Placement {
             device,
             dtype,

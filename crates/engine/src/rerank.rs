@@ -12,7 +12,8 @@ use candle_transformers::models::xlm_roberta::{
 };
 use serde_json::Value;
 
-use crate::encoder::{max_tokens, missing_weights, var_builder, Architecture};
+use crate::checks::check_encoder;
+use crate::encoder::{max_tokens, missing_weights, parse_config, var_builder, Architecture};
 use crate::error::EngineError;
 use crate::files::ModelFiles;
 use crate::placement::Placement;
@@ -90,17 +91,13 @@ impl CrossEncoder {
                 "a rerank model needs one output label; this one has {labels}"
             )));
         }
-        let config_path = folder.join("config.json");
-        let parse_err = |e: serde_json::Error| {
-            EngineError::bad_file(&config_path, format!("unsupported configuration: {e}"))
-        };
+        check_encoder(&files, arch, placement)?;
         let device = placement.device.clone();
         // candle-transformers' heads run in f32 on any device (see `Encoder::load`).
         let vb = var_builder(&files, &device, DType::F32)?;
         let head = match arch {
             Architecture::Bert => {
-                let config: BertConfig =
-                    serde_json::from_value(files.config.clone()).map_err(parse_err)?;
+                let config: BertConfig = parse_config(&files)?;
                 let body = prefixed(&vb, "bert", "embeddings.word_embeddings.weight");
                 let bert = BertModel::load(body.clone(), &config)
                     .map_err(|e| missing_weights(&files, e))?;
@@ -115,8 +112,7 @@ impl CrossEncoder {
                 }
             }
             Architecture::XlmRoberta => {
-                let config: XlmConfig =
-                    serde_json::from_value(files.config.clone()).map_err(parse_err)?;
+                let config: XlmConfig = parse_config(&files)?;
                 XLMRobertaForSequenceClassification::new(1, &config, vb)
                     .map(Head::XlmRoberta)
                     .map_err(|e| missing_weights(&files, e))?

@@ -9,6 +9,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
+use crate::checks::tokenizer_problem;
 use crate::error::EngineError;
 
 /// One tokenized input, unpadded.
@@ -46,7 +47,7 @@ impl TextEncoder {
         type_vocab_size: usize,
     ) -> Result<TextEncoder, EngineError> {
         let mut whole = Tokenizer::from_file(path)
-            .map_err(|e| EngineError::bad_file(path, format!("is not a usable tokenizer: {e}")))?;
+            .map_err(|e| EngineError::bad_file(path, tokenizer_problem(&*e)))?;
         whole.with_padding(None);
         whole
             .with_truncation(None)

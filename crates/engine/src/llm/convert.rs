@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 
 use super::config::{Arch, LlmConfig, RopeStyle};
 use super::gguf_tokenizer;
+use super::validate::{check_tensors, read_gguf, Catalogue};
 use super::weights::hf_name;
-use crate::error::EngineError;
+use crate::checks::{elem_count, ensure_memory};
+use crate::error::{candle_message, EngineError};
 
 /// What a conversion wrote.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ pub struct Converted {
 /// Converts `gguf` into the folder `out`, which must not exist or be empty.
 pub fn gguf_to_safetensors(gguf: &Path, out: &Path) -> Result<Converted, EngineError> {
     let bad = |e: &dyn std::fmt::Display| EngineError::bad_file(gguf, e);
+    let bad_reason = |reason: String| EngineError::bad_file(gguf, reason);
     if out.exists()
         && std::fs::read_dir(out)
             .map(|mut d| d.next().is_some())
@@ -32,9 +34,21 @@ pub fn gguf_to_safetensors(gguf: &Path, out: &Path) -> Result<Converted, EngineE
         return Err(EngineError::bad_file(out, "exists and is not empty"));
     }
     let mut file = std::fs::File::open(gguf).map_err(|e| bad(&format!("cannot open: {e}")))?;
-    let content = gguf_file::Content::read(&mut file)
-        .map_err(|e| bad(&format!("is not a GGUF file: {e}")))?;
-    let mut config = LlmConfig::from_gguf(&content)?;
+    let size = file
+        .metadata()
+        .map_err(|e| bad(&format!("cannot open: {e}")))?
+        .len();
+    let content = read_gguf(&mut file, gguf)?;
+    let (mut config, names) = LlmConfig::parse_gguf(&content, gguf)?;
+    let catalogue = Catalogue::gguf(&content, size, gguf)?;
+    check_tensors(&config, &names, &catalogue, None).map_err(bad_reason)?;
+    // Every tensor is held as f32 until the safetensors file is written.
+    let f32_bytes = content
+        .tensor_infos
+        .values()
+        .filter_map(|t| elem_count(t.shape.dims()))
+        .fold(0u64, |sum, n| sum.saturating_add(n.saturating_mul(4)));
+    ensure_memory(f32_bytes, "the converted tensors")?;
     if content.tensor_infos.contains_key("rope_freqs.weight") {
         return Err(EngineError::Unsupported(
             "GGUF files with rope_freqs (Llama 3.1 RoPE scaling) cannot be converted yet".into(),
@@ -50,7 +64,7 @@ pub fn gguf_to_safetensors(gguf: &Path, out: &Path) -> Result<Converted, EngineE
     for name in content.tensor_infos.keys() {
         let tensor = content
             .tensor(&mut file, name, &Device::Cpu)
-            .map_err(|e| bad(&format!("tensor {name}: {e}")))?
+            .map_err(|e| bad(&format!("tensor {name}: {}", candle_message(&e))))?
             .dequantize(&Device::Cpu)?;
         let tensor = match (config.arch, name.rsplit('.').nth(1)) {
             (Arch::Llama, Some("attn_q")) => unpermute(&tensor, config.heads)?,

@@ -48,16 +48,25 @@ fn field<'a>(ct: &'a Content, key: &str) -> Result<&'a Value, EngineError> {
 }
 
 fn strings(ct: &Content, key: &str) -> Result<Vec<String>, EngineError> {
-    field(ct, key)?
-        .to_vec()?
+    let not_strings = || EngineError::Unsupported(format!("GGUF {key} must be a list of strings"));
+    let Value::Array(items) = field(ct, key)? else {
+        return Err(not_strings());
+    };
+    items
         .iter()
-        .map(|v| v.to_string().cloned().map_err(EngineError::from))
+        .map(|v| match v {
+            Value::String(s) => Ok(s.clone()),
+            _ => Err(not_strings()),
+        })
         .collect()
 }
 
 /// Builds the tokenizer; also returns the special token ids `(bos, eos)` if the file names them.
 pub fn from_gguf(ct: &Content) -> Result<(Tokenizer, Option<u32>, Option<u32>), EngineError> {
-    let kind = field(ct, "tokenizer.ggml.model")?.to_string()?.clone();
+    let kind = match field(ct, "tokenizer.ggml.model")? {
+        Value::String(s) => s.chars().take(64).collect::<String>(),
+        _ => String::new(),
+    };
     if kind != "gpt2" {
         return Err(EngineError::Unsupported(format!(
             "GGUF tokenizer model {kind:?} is not supported yet (byte-level BPE, \"gpt2\", is)"
@@ -72,19 +81,21 @@ pub fn from_gguf(ct: &Content) -> Result<(Tokenizer, Option<u32>, Option<u32>), 
     let tokens = strings(ct, "tokenizer.ggml.tokens")?;
     let merges: Vec<(String, String)> = strings(ct, "tokenizer.ggml.merges")?
         .into_iter()
-        .map(|m| match m.split_once(' ') {
+        .enumerate()
+        .map(|(i, m)| match m.split_once(' ') {
             Some((a, b)) => Ok((a.to_string(), b.to_string())),
             None => Err(EngineError::Unsupported(format!(
-                "GGUF merge {m:?} has no space"
+                "GGUF tokenizer.ggml.merges entry {i} has no space"
             ))),
         })
         .collect::<Result<_, _>>()?;
     let types: Vec<i32> = match ct.metadata.get("tokenizer.ggml.token_type") {
-        Some(v) => v
-            .to_vec()?
-            .iter()
-            .map(|t| t.to_i32().unwrap_or(1))
-            .collect(),
+        Some(Value::Array(v)) => v.iter().map(|t| t.to_i32().unwrap_or(1)).collect(),
+        Some(_) => {
+            return Err(EngineError::Unsupported(
+                "GGUF tokenizer.ggml.token_type must be a list".into(),
+            ))
+        }
         None => vec![1; tokens.len()],
     };
     let vocab: Vocab = tokens
@@ -108,10 +119,11 @@ pub fn from_gguf(ct: &Content) -> Result<(Tokenizer, Option<u32>, Option<u32>), 
             split_then_bytes(QWEN2_SPLIT)?
         }
         other => {
+            let other: String = other.chars().take(64).collect();
             return Err(EngineError::Unsupported(format!(
                 "GGUF pre-tokenizer {other:?} is not supported yet \
                  (supported: smollm, gpt2, llama-bpe, qwen2)"
-            )))
+            )));
         }
     };
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));

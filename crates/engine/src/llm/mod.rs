@@ -6,8 +6,10 @@
 //! cache per sequence), [`portable`] (the same forward pass from candle tensor ops, for GPUs:
 //! see [`crate::Placement`]), [`sequence`] (sampling, stop conditions, streamed text),
 //! [`gguf_tokenizer`] (the tokenizer rebuilt from GGUF metadata), [`template`] (Jinja chat
-//! templates) and [`convert`] (GGUF → safetensors folder). [`LlmModel::step`] advances any number
-//! of sequences by one forward pass: that is what continuous batching is built on.
+//! templates), [`convert`] (GGUF → safetensors folder) and `validate` (the config checked
+//! against the file's tensors and the machine's memory before anything is allocated).
+//! [`LlmModel::step`] advances any number of sequences by one forward pass: that is what
+//! continuous batching is built on.
 
 mod attention;
 pub mod config;
@@ -18,14 +20,16 @@ mod qlinear;
 mod sequence;
 pub mod template;
 mod transformer;
+mod validate;
 pub mod weights;
 
 use std::path::Path;
 
-use candle_core::quantized::{gguf_file, GgmlDType};
+use candle_core::quantized::GgmlDType;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+use crate::checks::tokenizer_problem;
 use crate::error::EngineError;
 use crate::files::{read_optional_json, ModelFiles};
 use crate::placement::Placement;
@@ -224,9 +228,22 @@ impl LlmModel {
     ) -> Result<LlmModel, EngineError> {
         let bad = |e: &dyn std::fmt::Display| EngineError::bad_file(path, e);
         let mut file = std::fs::File::open(path).map_err(|e| bad(&format!("cannot open: {e}")))?;
-        let content = gguf_file::Content::read(&mut file)
-            .map_err(|e| bad(&format!("is not a GGUF file: {e}")))?;
-        let config = LlmConfig::from_gguf(&content)?;
+        let size = file
+            .metadata()
+            .map_err(|e| bad(&format!("cannot open: {e}")))?
+            .len();
+        let content = validate::read_gguf(&mut file, path)?;
+        let (config, names) = LlmConfig::parse_gguf(&content, path)?;
+        let catalogue = validate::Catalogue::gguf(&content, size, path)?;
+        let on_cpu = options.placement.device.is_cpu();
+        validate::check_model(
+            &config,
+            &names,
+            &catalogue,
+            options.requantize,
+            on_cpu,
+            path,
+        )?;
         let (tokenizer, bos, eos) = gguf_tokenizer::from_gguf(&content)?;
         let name = |id: Option<u32>| {
             id.and_then(|i| tokenizer.id_to_token(i))
@@ -292,9 +309,23 @@ impl LlmModel {
         on_progress: &mut dyn FnMut(f32),
     ) -> Result<LlmModel, EngineError> {
         let files = ModelFiles::resolve(folder)?;
-        let config = LlmConfig::from_hf(&files.config)?;
+        let config_path = folder.join("config.json");
+        let (config, names) = LlmConfig::parse_hf(&files.config, &config_path)?;
+        let mut weights = SafetensorsWeights::open(&files.weights, options.requantize)?;
+        let origin = files.weights.first().cloned().unwrap_or_default();
+        let catalogue = validate::Catalogue::safetensors(weights.shapes(&origin)?);
+        let on_cpu = options.placement.device.is_cpu();
+        let requantize = options.requantize.filter(|d| *d != GgmlDType::F32);
+        validate::check_model(
+            &config,
+            &names,
+            &catalogue,
+            requantize,
+            on_cpu,
+            &config_path,
+        )?;
         let tokenizer = Tokenizer::from_file(&files.tokenizer)
-            .map_err(|e| EngineError::bad_file(&files.tokenizer, e))?;
+            .map_err(|e| EngineError::bad_file(&files.tokenizer, tokenizer_problem(&*e)))?;
         let tok_config =
             read_optional_json(&folder.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let generation =
@@ -332,7 +363,6 @@ impl LlmModel {
         let template = template_source
             .map(|s| ChatTemplate::new(s, bos, eos))
             .transpose()?;
-        let mut weights = SafetensorsWeights::open(&files.weights, options.requantize)?;
         let parts = (tokenizer, template, end_ids);
         Self::assemble(folder, config, &mut weights, parts, options, on_progress)
     }
@@ -348,6 +378,12 @@ impl LlmModel {
     /// Where the model runs.
     pub fn placement(&self) -> &Placement {
         &self.placement
+    }
+
+    /// The model's chat template, if it has one (cheap to clone: the worker renders chats with
+    /// it off the model's thread, or hands its source to a sandbox).
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
     }
 
     /// Renders a chat with the model's template.

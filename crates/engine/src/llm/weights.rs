@@ -10,7 +10,8 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::qlinear::QLinear;
-use crate::error::EngineError;
+use crate::checks::{open_safetensors, safetensors_shapes, Shapes};
+use crate::error::{candle_message, EngineError};
 
 /// A weight matrix for `x @ Wᵀ`: our integer kernel where the CPU and format allow, else
 /// candle's matmul (dense, or its quantized kernels).
@@ -231,7 +232,9 @@ impl<R: Read + Seek> GgufWeights<R> {
     fn qtensor(&mut self, name: &str) -> Result<QTensor, EngineError> {
         self.content
             .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| EngineError::bad_file(&self.path, format!("tensor {name}: {e}")))
+            .map_err(|e| {
+                EngineError::bad_file(&self.path, format!("tensor {name}: {}", candle_message(&e)))
+            })
     }
 }
 
@@ -283,18 +286,16 @@ pub struct SafetensorsWeights {
 
 impl SafetensorsWeights {
     pub fn open(files: &[PathBuf], requantize: Option<GgmlDType>) -> Result<Self, EngineError> {
-        // SAFETY: the files are memory-mapped read-only; like every safetensors loader we rely on
-        // them not being truncated while the model loads.
-        let tensors = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| {
-            EngineError::bad_file(
-                files.first().cloned().unwrap_or_default(),
-                format!("cannot read the safetensors weights: {e}"),
-            )
-        })?;
+        let tensors = open_safetensors(files)?;
         Ok(SafetensorsWeights {
             tensors,
             requantize: requantize.filter(|d| *d != GgmlDType::F32),
         })
+    }
+
+    /// The shape of every tensor, under its Hugging Face name (nothing is read).
+    pub(crate) fn shapes(&self, origin: &Path) -> Result<Shapes, EngineError> {
+        safetensors_shapes(&self.tensors, origin)
     }
 }
 
@@ -314,7 +315,10 @@ impl WeightSource for SafetensorsWeights {
     fn dense(&mut self, name: &str) -> Result<Tensor, EngineError> {
         let hf = hf_name(name);
         let tensor = self.tensors.load(&hf, &Device::Cpu).map_err(|e| {
-            EngineError::Unsupported(format!("the safetensors weights have no {hf}: {e}"))
+            EngineError::Unsupported(format!(
+                "the safetensors weights have no usable {hf}: {}",
+                candle_message(&e)
+            ))
         })?;
         Ok(tensor.to_dtype(DType::F32)?)
     }
