@@ -1,10 +1,12 @@
 //! Supervisor configuration, built once by the launcher (flags > env) and passed explicitly.
 
 use std::path::PathBuf;
-
 use std::time::Duration;
 
 use xi_auth::{ClusterSecret, ThrottlePolicy};
+
+use crate::limits::body::{BodyLimits, DEFAULT_KEEP_ALIVE_SECS, DEFAULT_MAX_CONNECTIONS};
+use crate::limits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
 
 /// Everything the supervisor needs to start. No field is read from the environment below this.
 #[derive(Debug, Clone)]
@@ -29,6 +31,16 @@ pub struct SupervisorConfig {
     /// How often workers send heartbeats (they are told at join); a worker silent for 3
     /// intervals is dead.
     pub heartbeat_interval: Duration,
+    /// How slow a request body may be before 408 and a closed connection.
+    pub body_limits: BodyLimits,
+    /// Open unauthenticated connections one client address may hold before its
+    /// unauthenticated requests get 429; 0: no limit. Not applied while auth is off.
+    pub max_connections_per_address: usize,
+    /// How long an idle keep-alive connection stays open; `None`: no keep-alive.
+    pub keep_alive: Option<Duration>,
+    /// Connections accepted at once, all clients together (lowered to what the open-file
+    /// limit allows); the rest wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 impl SupervisorConfig {
@@ -46,6 +58,10 @@ impl SupervisorConfig {
             login_concurrency: (cores / 2).max(1),
             cluster_secret: None,
             heartbeat_interval: Duration::from_secs(2),
+            body_limits: BodyLimits::default(),
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            keep_alive: Some(Duration::from_secs_f64(DEFAULT_KEEP_ALIVE_SECS)),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

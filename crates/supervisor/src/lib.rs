@@ -14,6 +14,8 @@
 //!   of launches, and [`RemoteWorker`](cluster::RemoteWorker), the HTTP client of a worker.
 //! - `lifecycle`: launch plans, the models table, launches and terminations.
 //! - `error`: [`SupervisorError`], the crate's one error type, and its mapping to HTTP.
+//! - [`limits`]: body deadlines (408), open connections per client address (429), keep-alive
+//!   and open-file limits: what keeps slow clients from holding every file descriptor.
 //!
 //! Invariants: every route is in the route table; every error body is `{"detail": ...}`;
 //! password hashing never runs on the request threads.
@@ -23,6 +25,7 @@ mod cluster;
 pub mod config;
 mod error;
 mod lifecycle;
+pub mod limits;
 mod login_pool;
 mod metrics;
 mod registry;

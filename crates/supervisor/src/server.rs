@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
 
+use actix_web::http::KeepAlive;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use tokio::sync::Notify;
@@ -16,6 +17,7 @@ use crate::cluster::{membership, WorkerSet};
 use crate::config::SupervisorConfig;
 use crate::error::{self, SupervisorError};
 use crate::lifecycle::ModelTable;
+use crate::limits::{self, ConnectionBook};
 use crate::login_pool::LoginPool;
 use crate::metrics::{self, Metrics};
 use crate::registry::Registry;
@@ -129,6 +131,7 @@ impl Supervisor {
         membership::spawn_monitor(state.clone());
 
         let max_body = state.config.max_body_bytes;
+        let body_limits = state.config.body_limits;
         let workers = state.config.http_workers;
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -145,22 +148,50 @@ impl Supervisor {
                 )
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(body_limits)
                 .configure(|cfg| routes::configure(&table, cfg))
                 .default_service(web::to(routes::not_found))
+                .wrap(from_fn(limits::refuse_crowded))
                 .wrap(from_fn(authz::authenticate))
                 .wrap(ErrorHandlers::new().default_handler(error::ensure_json_body))
+                .wrap(from_fn(limits::body::deadline))
                 .wrap(from_fn(metrics::observe))
         })
         .disable_signals()
-        .shutdown_timeout(10);
-        if let Some(n) = workers {
-            server = server.workers(n.max(1));
+        .shutdown_timeout(10)
+        .client_request_timeout(limits::body::REQUEST_HEAD_TIMEOUT)
+        .keep_alive(match state.config.keep_alive {
+            Some(idle) => KeepAlive::Timeout(idle),
+            None => KeepAlive::Disabled,
+        });
+        let threads = workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        server = server.workers(threads.max(1));
+        let open_files = limits::open_file_limit();
+        let max_connections = limits::usable_connections(state.config.max_connections, open_files);
+        // actix counts per worker thread.
+        server = server.max_connections(max_connections.div_ceil(threads.max(1)));
+        // Counting is only needed when some requests are unauthenticated: with auth off every
+        // route is open anyway.
+        let per_address = state.config.max_connections_per_address;
+        if per_address > 0 && state.auth.is_some() {
+            let book = ConnectionBook::new(per_address);
+            server =
+                server.on_connect(move |conn, data| ConnectionBook::on_connect(&book, conn, data));
         }
         let server = server
             .listen(listener)
             .map_err(|e| SupervisorError::Startup(format!("cannot listen on {address}: {e}")))?
             .run();
-        tracing::info!(%address, auth = state.auth.is_some(), "xinference-rs supervisor listening");
+        tracing::info!(
+            %address,
+            auth = state.auth.is_some(),
+            max_connections,
+            open_files,
+            per_address,
+            "xinference-rs supervisor listening"
+        );
 
         let handle = server.handle();
         tokio::spawn(async move {

@@ -7,6 +7,7 @@
 //! [`GenerateEvent`]s; a closed connection drops the stream, which stops the generation.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -24,6 +25,8 @@ use xi_api::worker::{
 use xi_auth::ClusterSecret;
 
 use crate::local::LocalWorker;
+
+use xi_http as body_limits;
 
 /// Largest internal request body (the supervisor has checked the client's already).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -190,9 +193,13 @@ pub fn serve(
     state: web::Data<NodeState>,
     listener: std::net::TcpListener,
 ) -> std::io::Result<actix_web::dev::Server> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            // The supervisor streams bodies at network speed; these defaults only cut a
+            // stalled or hostile caller.
+            .app_data(body_limits::BodyLimits::default())
             .app_data(
                 web::JsonConfig::default()
                     .limit(MAX_BODY)
@@ -211,9 +218,18 @@ pub fn serve(
             )
             .default_service(web::to(not_found))
             .wrap(from_fn(require_secret))
+            // Outermost, so a refused call's unread body closes the connection too.
+            .wrap(from_fn(body_limits::deadline))
     })
     .disable_signals()
     .shutdown_timeout(5)
+    .client_request_timeout(body_limits::REQUEST_HEAD_TIMEOUT)
+    .keep_alive(Duration::from_secs_f64(
+        body_limits::DEFAULT_KEEP_ALIVE_SECS,
+    ))
+    .workers(threads)
+    // actix counts per worker thread.
+    .max_connections(body_limits::DEFAULT_MAX_CONNECTIONS.div_ceil(threads))
     .listen(listener)?
     .run();
     Ok(server)
