@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 use xi_auth::ClusterSecret;
+use xi_supervisor::limits::body;
 
 /// Flags of every server binary (local, supervisor, worker).
 #[derive(Args, Debug, Clone)]
@@ -51,6 +52,64 @@ pub struct ApiArgs {
     /// intervals is declared dead.
     #[arg(long, env = "XINFERENCE_HEARTBEAT_INTERVAL", default_value_t = 2.0)]
     pub heartbeat_interval: f64,
+    /// Seconds allowed for a whole request body, from its first read; slower bodies get 408
+    /// and the connection is closed (0: no total limit).
+    #[arg(
+        long,
+        env = "XINFERENCE_BODY_TIMEOUT",
+        default_value_t = body::DEFAULT_BODY_TIMEOUT_SECS
+    )]
+    pub body_timeout: f64,
+    /// After --body-min-rate-grace seconds, a request body must have averaged at least this
+    /// many bytes per second, or it gets 408 and the connection is closed (0: no minimum).
+    #[arg(
+        long,
+        env = "XINFERENCE_BODY_MIN_BYTES_PER_SEC",
+        default_value_t = body::DEFAULT_BODY_MIN_BYTES_PER_SEC
+    )]
+    pub body_min_rate: u64,
+    /// Seconds a request body may take before --body-min-rate applies.
+    #[arg(
+        long,
+        env = "XINFERENCE_BODY_MIN_RATE_GRACE",
+        default_value_t = body::DEFAULT_BODY_MIN_RATE_GRACE_SECS
+    )]
+    pub body_min_rate_grace: f64,
+    /// Open connections one client address may hold without authenticating; beyond it its
+    /// unauthenticated requests (`/token`, the UI, ...) get 429 and the connection is closed.
+    /// Authenticated requests are never refused. Applies only with --auth-config (0: no
+    /// limit; behind a reverse proxy every client shares the proxy's address).
+    #[arg(
+        long,
+        env = "XINFERENCE_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = xi_supervisor::limits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    )]
+    pub max_connections_per_address: usize,
+    /// Seconds an idle keep-alive connection stays open (0: close after each response).
+    #[arg(
+        long,
+        env = "XINFERENCE_KEEP_ALIVE",
+        default_value_t = body::DEFAULT_KEEP_ALIVE_SECS
+    )]
+    pub keep_alive: f64,
+    /// Connections accepted at once, all clients together; more wait in the kernel's backlog.
+    /// Lowered to what the open-file limit allows.
+    #[arg(
+        long,
+        env = "XINFERENCE_MAX_CONNECTIONS",
+        default_value_t = body::DEFAULT_MAX_CONNECTIONS
+    )]
+    pub max_connections: usize,
+}
+
+/// Seconds from a flag: finite and within `0..=max`; 0 is `None` (the limit is off).
+fn seconds(flag: &str, value: f64, max: f64) -> Result<Option<std::time::Duration>, String> {
+    if !(value.is_finite() && (0.0..=max).contains(&value)) {
+        return Err(format!(
+            "{flag} must be between 0 and {max} seconds, got {value}"
+        ));
+    }
+    Ok((value > 0.0).then(|| std::time::Duration::from_secs_f64(value)))
 }
 
 /// Flags of the binaries that run models (local and worker).
@@ -73,6 +132,28 @@ impl ModelArgs {
     }
 }
 
+/// When this process is a chat template sandbox started by its worker
+/// ([`xi_worker::TemplateSandbox`]): serves renders until the worker closes the pipe and
+/// returns the exit status. `None` in a normal start. Call first thing in `main` of every
+/// binary that serves models.
+pub fn template_sandbox_child() -> Option<std::process::ExitCode> {
+    let setting = std::env::var(xi_worker::TEMPLATE_SANDBOX_ENV).ok()?;
+    Some(xi_worker::serve_template_sandbox(&setting))
+}
+
+/// The worker's chat template sandbox: this executable, started again as a sandbox child
+/// (through `/proc/self/exe` where there is one, so an upgrade that replaces the file on disk
+/// still starts this very binary).
+pub fn template_sandbox() -> Result<xi_worker::TemplateSandbox, String> {
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(xi_worker::TemplateSandbox::new(proc_exe.to_path_buf()));
+    }
+    std::env::current_exe()
+        .map(xi_worker::TemplateSandbox::new)
+        .map_err(|e| format!("cannot find this executable for the chat template sandbox: {e}"))
+}
+
 impl ApiArgs {
     /// The supervisor config these flags describe.
     pub fn supervisor_config(
@@ -88,7 +169,21 @@ impl ApiArgs {
                 self.heartbeat_interval
             ));
         }
+        let total = seconds("--body-timeout", self.body_timeout, 86_400.0)?;
+        let grace = seconds("--body-min-rate-grace", self.body_min_rate_grace, 86_400.0)?;
+        let keep_alive = seconds("--keep-alive", self.keep_alive, 3_600.0)?;
+        if self.max_connections == 0 {
+            return Err("--max-connections must be at least 1".to_string());
+        }
         let mut config = xi_supervisor::SupervisorConfig::new(home);
+        config.body_limits = body::BodyLimits {
+            total,
+            min_bytes_per_sec: self.body_min_rate,
+            grace: grace.unwrap_or_default(),
+        };
+        config.max_connections_per_address = self.max_connections_per_address;
+        config.keep_alive = keep_alive;
+        config.max_connections = self.max_connections;
         config.auth_config = self.auth_config.clone();
         config.metrics_require_auth = self.metrics_require_auth;
         config.max_body_bytes = self.max_body_bytes;
@@ -127,6 +222,18 @@ pub fn exit_code(name: &str, result: Result<(), String>) -> std::process::ExitCo
             eprintln!("{name}: error: {message}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (every connection is a file descriptor)
+/// and logs the result. Call once, after [`init_logging`].
+pub fn raise_open_file_limit() {
+    match xi_supervisor::limits::raise_open_file_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::info!(before, after, "raised the open-file limit");
+        }
+        Ok((_, now)) => tracing::debug!(open_file_limit = now, "open-file limit"),
+        Err(e) => tracing::warn!("{e}"),
     }
 }
 

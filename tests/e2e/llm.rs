@@ -203,6 +203,18 @@ async fn chat_and_completions_plain_and_streamed() {
             "logit_bias",
         ),
         (
+            question(json!({ "n": 1000000 })),
+            "/v1/chat/completions",
+            400,
+            "n = 1000000 is not supported",
+        ),
+        (
+            json!({ "model": "smollm2-instruct", "prompt": "x", "best_of": 3 }),
+            "/v1/completions",
+            400,
+            "best_of = 3 is not supported",
+        ),
+        (
             json!({ "model": "smollm2-instruct", "input": "x" }),
             "/v1/embeddings",
             400,

@@ -9,4 +9,6 @@ mod hub;
 mod llm;
 mod local;
 mod models;
+mod slow_clients;
 mod support;
+mod templates;

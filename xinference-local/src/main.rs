@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use xi_api::worker::Worker;
-use xi_launch::{exit_code, init_logging, serve_api, ApiArgs, CommonArgs, ModelArgs};
+use xi_launch::{
+    exit_code, init_logging, raise_open_file_limit, serve_api, ApiArgs, CommonArgs, ModelArgs,
+};
 use xi_supervisor::Supervisor;
 use xi_worker::{LocalWorker, WorkerConfig};
 
@@ -64,6 +66,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = xi_launch::template_sandbox_child() {
+        return code;
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::HashPassword { password }) => return hash_password(password),
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
     }
     cli.models.apply_threads();
     init_logging(&cli.common.log_level);
+    raise_open_file_limit();
     exit_code("xinference-local", serve(cli))
 }
 
@@ -87,6 +93,7 @@ fn serve(cli: Cli) -> Result<(), String> {
 
     let mut worker_config = WorkerConfig::new(address.to_string(), &home);
     worker_config.queue_capacity = cli.models.model_queue_size.max(1);
+    worker_config.template_sandbox = Some(xi_launch::template_sandbox()?);
     let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(worker_config));
     serve_api("xinference-local", supervisor, listener, vec![worker])
 }

@@ -8,7 +8,9 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 
 use clap::Parser;
-use xi_launch::{announce_secret, exit_code, init_logging, serve_api, ApiArgs, CommonArgs};
+use xi_launch::{
+    announce_secret, exit_code, init_logging, raise_open_file_limit, serve_api, ApiArgs, CommonArgs,
+};
 use xi_supervisor::Supervisor;
 
 /// Cluster head: REST API, web UI, auth, model registry and placement; workers run the models.
@@ -30,6 +32,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.common.log_level);
+    raise_open_file_limit();
     exit_code("xinference-supervisor", serve(cli))
 }
 

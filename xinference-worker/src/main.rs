@@ -8,7 +8,9 @@ use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::process::ExitCode;
 
 use clap::Parser;
-use xi_launch::{exit_code, init_logging, shutdown_signal, CommonArgs, ModelArgs};
+use xi_launch::{
+    exit_code, init_logging, raise_open_file_limit, shutdown_signal, CommonArgs, ModelArgs,
+};
 use xi_worker::{run_node, NodeConfig, WorkerConfig};
 
 /// Runs LLM, embedding and rerank models for an xinference-supervisor.
@@ -42,9 +44,13 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = xi_launch::template_sandbox_child() {
+        return code;
+    }
     let cli = Cli::parse();
     cli.models.apply_threads();
     init_logging(&cli.common.log_level);
+    raise_open_file_limit();
     exit_code("xinference-worker", serve(cli))
 }
 
@@ -66,6 +72,7 @@ fn serve(cli: Cli) -> Result<(), String> {
     let address = std::net::SocketAddr::new(host, bound.port()).to_string();
     let mut worker = WorkerConfig::new(address.clone(), &home);
     worker.queue_capacity = cli.models.model_queue_size.max(1);
+    worker.template_sandbox = Some(xi_launch::template_sandbox()?);
     let config = NodeConfig {
         supervisor: cli.endpoint.trim_end_matches('/').to_string(),
         secret,

@@ -1,13 +1,20 @@
 //! Continuous batching for one LLM replica: every running sequence advances by one forward pass
 //! per step, new requests join between steps (their prompts read in chunks so that running
 //! streams keep flowing), finished or abandoned sequences leave at once.
+//!
+//! The model thread only tokenizes and generates: chats arrive rendered (the worker renders
+//! them in its request path, see `template_sandbox`), so a hostile chat template never runs
+//! here and terminating a replica never waits on one. The replica hands the model's template
+//! to the worker when it reports ready.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 
 use tokio::sync::mpsc::UnboundedSender;
-use xi_api::worker::{GenerateEvent, GenerateRequest, GenerateSummary, Prompt, WorkerError};
-use xi_engine::llm::{ChatMessage, GenerationParams, LlmModel, Sequence};
+use xi_api::worker::{
+    GenerateEvent, GenerateRequest, GenerateSummary, Prompt, WorkerError, WorkerErrorKind,
+};
+use xi_engine::llm::{GenerationParams, LlmModel, Sequence};
 use xi_engine::EngineError;
 
 use crate::replica::{engine_error, refuse, terminated, Job, ReplicaOptions, ReplicaShared};
@@ -94,19 +101,16 @@ fn admit(model: &LlmModel, job: Job, running: &mut Vec<Running>) {
 
 fn start(model: &LlmModel, request: GenerateRequest) -> Result<Sequence, WorkerError> {
     let prompt = match &request.prompt {
-        Prompt::Text(text) => text.clone(),
-        Prompt::Chat(turns) => {
-            let messages: Vec<ChatMessage> = turns
-                .iter()
-                .map(|t| ChatMessage {
-                    role: t.role.clone(),
-                    content: t.content.clone(),
-                })
-                .collect();
-            model.chat_prompt(&messages).map_err(engine_error)?
+        Prompt::Text(text) => text,
+        // The worker renders chats before queueing them; templates never run on this thread.
+        Prompt::Chat(_) => {
+            return Err(WorkerError::new(
+                WorkerErrorKind::Internal,
+                "a chat reached the model thread unrendered",
+            ))
         }
     };
-    let ids = model.encode(&prompt).map_err(engine_error)?;
+    let ids = model.encode(prompt).map_err(engine_error)?;
     let s = request.sampling;
     // OpenAI's defaults: temperature 1, no nucleus cut.
     let params = GenerationParams {

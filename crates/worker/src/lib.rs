@@ -16,10 +16,14 @@
 //!   `n_gpu` / `gpu_idx` / `dtype` options give a replica (CPU, or one CUDA GPU).
 //! - `batcher`: continuous batching for LLM replicas: all running sequences advance together,
 //!   one forward pass per step; new requests join between steps.
+//! - `template_sandbox`: chat templates rendered in the request path, before a chat is queued:
+//!   in sandbox child processes with a memory and time limit ([`TemplateSandbox`], served by
+//!   [`serve_template_sandbox`]) or, without one, in-process with fuel and an output limit.
 //!
 //! Invariants: model compute never runs on the async runtime; a full queue is refused at once
 //! (never an unbounded wait); terminating a replica joins its thread, so its memory is freed
-//! when `terminate` returns.
+//! when `terminate` returns; chat templates never run on a model thread, so terminating never
+//! waits on one.
 
 mod batcher;
 mod download;
@@ -31,8 +35,10 @@ mod node;
 mod replica;
 mod server;
 mod system;
+mod template_sandbox;
 
 pub use error::NodeError;
 pub use gpu::{gpus, GpuInfo};
 pub use local::{LocalWorker, WorkerConfig};
 pub use node::{run_node, NodeConfig};
+pub use template_sandbox::{serve_template_sandbox, TemplateSandbox, TEMPLATE_SANDBOX_ENV};

@@ -8,15 +8,17 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use xi_api::models::ModelType;
 use xi_api::worker::{
-    BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, ReplicaInfo, ReplicaSpec,
-    RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
+    BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, Prompt, ReplicaInfo,
+    ReplicaSpec, RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
 };
+use xi_engine::llm::template::{ChatMessage, ChatTemplate};
 
 use xi_api::cluster::{RunningReplica, WorkerResources};
 
 use crate::gpu;
 use crate::replica::{Job, Replica, ReplicaOptions};
 use crate::system::SystemProbe;
+use crate::template_sandbox::{Renderer, TemplateSandbox};
 
 /// Worker-wide settings (flags of the launcher).
 #[derive(Debug, Clone)]
@@ -29,6 +31,10 @@ pub struct WorkerConfig {
     pub batch_tokens: usize,
     /// Where hub downloads go: `<XINFERENCE_HOME>/cache/v2`.
     pub cache_dir: PathBuf,
+    /// Render chat templates in sandbox processes (memory and time limits). Without one they
+    /// render in-process, bounded by fuel and an output limit only: a template can still
+    /// exhaust the process's memory, so servers set this.
+    pub template_sandbox: Option<TemplateSandbox>,
 }
 
 impl WorkerConfig {
@@ -38,6 +44,7 @@ impl WorkerConfig {
             queue_capacity: 256,
             batch_tokens: 8_192,
             cache_dir: home.join("cache").join("v2"),
+            template_sandbox: None,
         }
     }
 }
@@ -71,6 +78,9 @@ pub struct LocalWorker {
     /// Ready replicas with the spec they were launched from (reported when joining a
     /// supervisor, so a restarted supervisor serves them again).
     ready: DashMap<String, RunningReplica>,
+    /// Each ready LLM replica's chat template (`None`: the model has none).
+    templates: DashMap<String, Option<ChatTemplate>>,
+    renderer: Renderer,
     probe: SystemProbe,
 }
 
@@ -92,10 +102,13 @@ impl LocalWorker {
                 .collect();
             tracing::info!(count = gpus.len(), gpus = %listed.join("; "), "CUDA build: GPUs");
         }
+        let renderer = Renderer::new(config.template_sandbox.clone());
         Self {
             config,
             replicas: Arc::new(DashMap::new()),
             ready: DashMap::new(),
+            templates: DashMap::new(),
+            renderer,
             probe: SystemProbe::default(),
         }
     }
@@ -214,6 +227,7 @@ impl Worker for LocalWorker {
             }
             let (ready_tx, ready_rx) = oneshot::channel();
             let launched = spec.clone();
+            let llm = spec.model_type == ModelType::Llm;
             let replica = Arc::new(Replica::spawn(spec, options, ready_tx)?);
             self.replicas.insert(uid.clone(), replica);
             let result = ready_rx.await.unwrap_or_else(|_| {
@@ -221,6 +235,13 @@ impl Worker for LocalWorker {
                     WorkerErrorKind::Internal,
                     "the model thread ended unexpectedly",
                 ))
+            });
+            let result = result.map(|ready| {
+                // Chats are rendered here, off the model thread, with the model's template.
+                if llm {
+                    self.templates.insert(uid.clone(), ready.template);
+                }
+                ready.info
             });
             match &result {
                 // Still ours (not terminated while loading): remember how it was launched.
@@ -235,9 +256,10 @@ impl Worker for LocalWorker {
                     // Terminated in between: forget it again.
                     if !self.replicas.contains_key(&uid) {
                         self.ready.remove(&uid);
+                        self.templates.remove(&uid);
                     }
                 }
-                Ok(_) => {}
+                Ok(_) => drop(self.templates.remove(&uid)),
                 Err(_) => {
                     if let Some((_, replica)) = self.replicas.remove(&uid) {
                         stop_when_unshared(replica).await;
@@ -251,6 +273,7 @@ impl Worker for LocalWorker {
     fn terminate(&self, replica_uid: String) -> BoxFuture<'_, Result<(), WorkerError>> {
         Box::pin(async move {
             self.ready.remove(&replica_uid);
+            self.templates.remove(&replica_uid);
             let (_, replica) = self.replicas.remove(&replica_uid).ok_or_else(|| {
                 WorkerError::new(
                     WorkerErrorKind::NotFound,
@@ -300,6 +323,9 @@ impl Worker for LocalWorker {
         request: GenerateRequest,
     ) -> BoxFuture<'_, Result<EventStream, WorkerError>> {
         Box::pin(async move {
+            // The render holds no handle on the replica, so a terminate meanwhile goes ahead.
+            self.replica(&replica_uid)?;
+            let request = self.rendered(&replica_uid, request).await?;
             let replica = self.replica(&replica_uid)?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             replica.submit(Job::Generate(request, tx))?;
@@ -308,6 +334,54 @@ impl Worker for LocalWorker {
                 rx.recv().await.map(|event| (event, rx))
             });
             Ok(Box::pin(events) as EventStream)
+        })
+    }
+}
+
+impl LocalWorker {
+    /// `request` with its chat rendered by the replica's template (in the sandbox when there is
+    /// one), so the model thread only tokenizes and generates.
+    async fn rendered(
+        &self,
+        uid: &str,
+        request: GenerateRequest,
+    ) -> Result<GenerateRequest, WorkerError> {
+        let GenerateRequest { prompt, sampling } = request;
+        let turns = match prompt {
+            Prompt::Chat(turns) => turns,
+            text => {
+                return Ok(GenerateRequest {
+                    prompt: text,
+                    sampling,
+                })
+            }
+        };
+        let template = match self.templates.get(uid).map(|t| t.value().clone()) {
+            Some(Some(template)) => template,
+            Some(None) => {
+                return Err(WorkerError::new(
+                    WorkerErrorKind::InvalidInput,
+                    "this model has no chat template; use completions",
+                ))
+            }
+            None => {
+                return Err(WorkerError::new(
+                    WorkerErrorKind::InvalidInput,
+                    format!("model {uid} does not chat (not a ready LLM)"),
+                ))
+            }
+        };
+        let messages = turns
+            .into_iter()
+            .map(|t| ChatMessage {
+                role: t.role,
+                content: t.content,
+            })
+            .collect();
+        let prompt = self.renderer.render(template, messages).await?;
+        Ok(GenerateRequest {
+            prompt: Prompt::Text(prompt),
+            sampling,
         })
     }
 }

@@ -14,7 +14,7 @@ use xi_api::worker::{
 };
 use xi_engine::candle_quantized::GgmlDType;
 use xi_engine::embedding::EmbedInput as EngineInput;
-use xi_engine::llm::{LlmModel, LoadOptions};
+use xi_engine::llm::{ChatTemplate, LlmModel, LoadOptions};
 use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Encoded, EngineError, Placement, Rerank};
 
 use crate::gpu::DeviceChoice;
@@ -66,6 +66,14 @@ pub struct Replica {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a replica reports once its model is loaded.
+pub struct Ready {
+    pub info: ReplicaInfo,
+    /// An LLM's chat template: the worker renders chats with it in the request path (in the
+    /// sandbox), so templates never run on the model thread.
+    pub template: Option<ChatTemplate>,
+}
+
 /// Options a replica takes from the launch request.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicaOptions {
@@ -95,7 +103,7 @@ impl Replica {
     pub fn spawn(
         spec: ReplicaSpec,
         options: ReplicaOptions,
-        ready: oneshot::Sender<Result<ReplicaInfo, WorkerError>>,
+        ready: oneshot::Sender<Result<Ready, WorkerError>>,
     ) -> Result<Replica, WorkerError> {
         let shared = Arc::new(ReplicaShared {
             progress: AtomicU32::new(0f32.to_bits()),
@@ -250,10 +258,17 @@ fn run(
     options: ReplicaOptions,
     shared: Arc<ReplicaShared>,
     receiver: Receiver<Job>,
-    ready: oneshot::Sender<Result<ReplicaInfo, WorkerError>>,
+    ready: oneshot::Sender<Result<Ready, WorkerError>>,
 ) {
     let started = std::time::Instant::now();
-    let result = load(&spec, options.device, &shared);
+    // A panic while loading (a loader bug, a file the checks missed) fails this launch only.
+    let result = contained(|| load(&spec, options.device, &shared)).unwrap_or_else(|why| {
+        tracing::error!(replica = %spec.replica_uid, panic = %why, "the model loader panicked");
+        Err(WorkerError::new(
+            WorkerErrorKind::InvalidModel,
+            format!("the model files could not be loaded: the loader stopped on an internal error ({why})"),
+        ))
+    });
     if shared.stop.load(Ordering::SeqCst) {
         let _ = ready.send(Err(WorkerError::new(
             WorkerErrorKind::Cancelled,
@@ -264,7 +279,11 @@ fn run(
     let mut model = match result {
         Ok((model, info)) => {
             tracing::info!(replica = %spec.replica_uid, secs = started.elapsed().as_secs_f32(), "replica ready");
-            let _ = ready.send(Ok(info));
+            let template = match &model {
+                Loaded::Llm(m) => m.chat_template().cloned(),
+                _ => None,
+            };
+            let _ = ready.send(Ok(Ready { info, template }));
             model
         }
         Err(e) => {
@@ -273,11 +292,33 @@ fn run(
             return;
         }
     };
-    match &mut model {
-        Loaded::Llm(m) => crate::batcher::serve(m, options, &shared, &receiver),
-        _ => serve(&mut model, options, &shared, &receiver),
+    // A panic while serving fails the requests in flight (their reply channels close), never
+    // the process: the loop serves the queue again with the same (immutable) weights. It ends
+    // when the queue closes.
+    loop {
+        let served = contained(|| match &mut model {
+            Loaded::Llm(m) => crate::batcher::serve(m, options, &shared, &receiver),
+            _ => serve(&mut model, options, &shared, &receiver),
+        });
+        match served {
+            Ok(()) => break,
+            Err(why) => {
+                tracing::error!(replica = %spec.replica_uid, panic = %why, "a request round panicked; serving on");
+            }
+        }
     }
     tracing::info!(replica = %spec.replica_uid, "replica stopped");
+}
+
+/// Runs `f`, turning a panic into its message (the panic hook has logged where it happened).
+fn contained<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into())
+    })
 }
 
 fn serve(
@@ -461,5 +502,21 @@ fn round<Out, Resp>(
                 let _ = reply.send(Err(err.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contained;
+
+    #[test]
+    fn a_panic_is_contained_with_its_message() {
+        assert_eq!(contained(|| 7), Ok(7));
+        let owned = contained(|| -> u8 { panic!("index {} out of range", 3) });
+        assert_eq!(owned, Err("index 3 out of range".to_string()));
+        assert_eq!(
+            contained(|| -> u8 { panic!("plain") }),
+            Err("plain".to_string())
+        );
     }
 }

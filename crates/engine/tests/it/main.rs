@@ -3,8 +3,10 @@
 
 mod embedding;
 mod files;
+mod hostile;
 mod llm;
 mod portable;
 mod rerank;
 mod support;
 mod synthetic;
+mod template_limits;

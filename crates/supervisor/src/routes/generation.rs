@@ -39,6 +39,10 @@ struct SamplingBody {
     stop_token_ids: Option<Vec<u32>>,
     #[serde(default)]
     ignore_eos: Option<bool>,
+    /// Choices per request: only 1 (refused otherwise, never silently ignored).
+    n: Option<i64>,
+    /// Completions' server-side best-of sampling: only 1.
+    best_of: Option<i64>,
 }
 
 impl SamplingBody {
@@ -72,6 +76,13 @@ impl SamplingBody {
         if let Some(p) = self.top_p {
             if !(p > 0.0 && p <= 1.0) {
                 return Err(bad(format!("top_p must be in (0, 1], got {p}")));
+            }
+        }
+        for (name, value) in [("n", self.n), ("best_of", self.best_of)] {
+            if let Some(v) = value.filter(|v| *v != 1) {
+                return Err(bad(format!(
+                    "{name} = {v} is not supported: this server returns one choice per request ({name} = 1); send {name} requests in parallel instead"
+                )));
             }
         }
         let max_tokens = self.max_completion_tokens.or(self.max_tokens);
