@@ -381,3 +381,72 @@ async fn pytorch_format_folders_launch_and_chat_with_the_catalogue_template() {
         "{body}"
     );
 }
+
+/// Sets the UINT32 metadata value `key` of a GGUF file's bytes.
+fn patch_gguf_u32(bytes: &mut [u8], key: &str, value: u32) {
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .unwrap()
+        + key.len();
+    let value_type = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    assert_eq!(value_type, 4, "{key} is a UINT32");
+    bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+/// The attack that aborted the whole server (`llama.block_count = 0xFFFFFFFF`: a 2 TB
+/// allocation), and its neighbours, through the real binary: each launch is a 400 naming the
+/// field, quickly, and the server then serves the real model.
+#[tokio::test]
+async fn gguf_files_whose_header_lies_are_a_400_and_the_server_serves_on() {
+    let dir = TempDir::new().unwrap();
+    let local = Local::start(&dir.path().join("home"), &[]);
+    let client = Client::new();
+    let original = std::fs::read(xi_testkit::smollm2_gguf()).unwrap();
+    for (key, value) in [
+        ("llama.block_count", u32::MAX),
+        ("llama.embedding_length", u32::MAX),
+        ("llama.attention.head_count", 0),
+        ("llama.attention.head_count_kv", 0),
+    ] {
+        let mut bytes = original.clone();
+        patch_gguf_u32(&mut bytes, key, value);
+        let path = dir.path().join("hostile.gguf");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut launch = launch_body();
+        launch["model_path"] = json!(path);
+        launch["model_uid"] = json!("hostile");
+        let started = std::time::Instant::now();
+        let res = client
+            .post(local.url("/v1/models"))
+            .json(&launch)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, 400, "{key}: {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(key), "{key}: {detail}");
+        assert!(!detail.contains("backtrace"), "{detail}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{key} took {:?}",
+            started.elapsed()
+        );
+    }
+    let res = client
+        .post(local.url("/v1/models"))
+        .json(&launch_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let res = client
+        .post(local.url("/v1/chat/completions"))
+        .json(&question(json!({ "max_tokens": 4 })))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

@@ -29,6 +29,16 @@ fn embedding(name: &str, uri: &str) -> Value {
     })
 }
 
+/// Each `(type, definition, part of the detail)` is refused with a 400 saying so.
+async fn assert_refused(client: &Client, server: &TestServer, cases: Vec<(&str, Value, &str)>) {
+    for (model_type, model, needle) in cases {
+        let (status, body) = register(client, server, model_type, &model, false).await;
+        assert_eq!(status, 400, "{model} -> {body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
+    }
+}
+
 #[tokio::test]
 async fn registrations_are_validated() {
     let server = TestServer::open();
@@ -95,12 +105,7 @@ async fn registrations_are_validated() {
             "model_format \"awq\" is not supported",
         ),
     ];
-    for (model_type, model, needle) in cases {
-        let (status, body) = register(&client, &server, model_type, &model, false).await;
-        assert_eq!(status, 400, "{model} -> {body}");
-        let detail = body["detail"].as_str().unwrap();
-        assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
-    }
+    assert_refused(&client, &server, cases).await;
     let res = client
         .post(server.url("/v1/model_registrations/embedding"))
         .json(&json!({ "model": "{not json", "persist": false }))
@@ -187,12 +192,7 @@ async fn names_that_become_paths_are_validated() {
             "Invalid model name",
         ),
     ];
-    for (model_type, model, needle) in cases {
-        let (status, body) = register(&client, &server, model_type, &model, false).await;
-        assert_eq!(status, 400, "{model} -> {body}");
-        let detail = body["detail"].as_str().unwrap();
-        assert!(detail.contains(needle), "{detail:?} lacks {needle:?}");
-    }
+    assert_refused(&client, &server, cases).await;
     assert!(!pwned.exists());
     let listed = client
         .get(server.url("/v1/model_registrations/LLM"))
