@@ -1,8 +1,9 @@
 //! What the launcher binaries share: flags common to the servers, logging, signals and the
 //! home folder. Each binary stays a page: parse flags, call the library.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Args;
 use tracing_subscriber::EnvFilter;
@@ -316,4 +317,34 @@ pub fn serve_api(
         println!("{name} listening on http://{address}");
         running.wait().await.map_err(|e| e.to_string())
     })
+}
+
+/// `hash-password` of `xinference-local` and of the `xinference` CLI: prints an argon2id hash
+/// of `given`, or of standard input's first line when no password was given.
+pub fn hash_password(program: &str, given: Option<String>) -> ExitCode {
+    let password = match given {
+        Some(p) => p,
+        None => {
+            let mut input = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+                eprintln!("{program}: error: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+            input.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    if password.is_empty() {
+        eprintln!("{program}: error: the password is empty");
+        return ExitCode::FAILURE;
+    }
+    match xi_auth::password::hash_for_config(&password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{program}: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -31,6 +31,8 @@ async fn gpu_requests_without_gpus_are_400_and_auto_or_null_run_on_the_cpu() {
     };
     for (extra, want) in [
         (json!({"n_gpu": 1}), one_gpu),
+        // A numeric string is the same integer (placement and the worker read one parsed value).
+        (json!({"n_gpu": "1"}), one_gpu),
         (json!({"n_gpu": 2}), "n_gpu=2 "),
         (json!({"gpu_idx": 0}), "gpu_idx"),
         (

@@ -5,7 +5,6 @@
 //! leaves nothing listening) -> bind -> an in-process [`LocalWorker`] (rendering chat templates
 //! in sandbox children of this executable) -> [`Supervisor::run`] until SIGINT/SIGTERM.
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,7 +71,9 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::HashPassword { password }) => return hash_password(password),
+        Some(Command::HashPassword { password }) => {
+            return xi_launch::hash_password("xinference-local", password)
+        }
         Some(Command::ConvertGguf { gguf, out }) => return convert_gguf(&gguf, &out),
         None => {}
     }
@@ -97,34 +98,6 @@ fn serve(cli: Cli) -> Result<(), String> {
     worker_config.template_sandbox = Some(xi_launch::template_sandbox()?);
     let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(worker_config));
     serve_api("xinference-local", supervisor, listener, vec![worker])
-}
-
-fn hash_password(password: Option<String>) -> ExitCode {
-    let password = match password {
-        Some(p) => p,
-        None => {
-            let mut input = String::new();
-            if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-                eprintln!("xinference-local: error: cannot read the password: {e}");
-                return ExitCode::FAILURE;
-            }
-            input.trim_end_matches(['\r', '\n']).to_string()
-        }
-    };
-    if password.is_empty() {
-        eprintln!("xinference-local: error: the password is empty");
-        return ExitCode::FAILURE;
-    }
-    match xi_auth::password::hash_for_config(&password) {
-        Ok(hash) => {
-            println!("{hash}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("xinference-local: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn convert_gguf(gguf: &std::path::Path, out: &std::path::Path) -> ExitCode {

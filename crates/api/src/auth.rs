@@ -23,8 +23,10 @@ impl std::fmt::Debug for LoginRequest {
 pub struct TokenResponse {
     pub access_token: String,
     /// Always `"bearer"`.
+    #[serde(default)]
     pub token_type: String,
-    /// Seconds until the token expires.
+    /// Seconds until the token expires (upstream Xinference does not send it: 0 then).
+    #[serde(default)]
     pub expires_in: u64,
 }
 

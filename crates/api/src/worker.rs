@@ -8,6 +8,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::launch::LaunchOptions;
 use crate::models::ModelType;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -15,18 +16,19 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a worker needs to load one replica.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplicaSpec {
-    /// `<model_uid>-<i>`.
+    /// `<model_uid>-<i>`: a name only; read `model_uid` and `replica_index`, never parse it.
     pub replica_uid: String,
     /// The model this replica serves.
-    #[serde(default)]
     pub model_uid: String,
+    /// `i`: which replica of the launch this is (its `gpu_idx` share).
+    pub replica_index: usize,
     pub model_type: ModelType,
     pub model_name: String,
     /// A local model folder (or file, for GGUF).
     pub model_path: PathBuf,
-    /// Engine options from the launch request (unknown launch keys).
+    /// The launch options, parsed and checked by the supervisor.
     #[serde(default)]
-    pub options: Map<String, Value>,
+    pub options: LaunchOptions,
     /// Files to fetch from a model hub first (a launch that named no local files); the worker
     /// downloads them into its cache and loads from there.
     #[serde(default)]
@@ -76,6 +78,35 @@ pub enum WorkerErrorKind {
     Cancelled,
     /// Our fault (500).
     Internal,
+}
+
+impl WorkerErrorKind {
+    /// The HTTP status of this kind on the worker's internal API: the one table, used by the
+    /// worker to answer and (in reverse, [`WorkerErrorKind::from_status`]) by the supervisor
+    /// when an answer carries no [`WorkerError`] body. The supervisor's public statuses come
+    /// from its own table (its `From<WorkerError>`), which agrees with this one.
+    pub fn status(self) -> u16 {
+        match self {
+            WorkerErrorKind::InvalidModel | WorkerErrorKind::InvalidInput => 400,
+            WorkerErrorKind::NotFound => 404,
+            WorkerErrorKind::Busy | WorkerErrorKind::Unavailable | WorkerErrorKind::Unreachable => {
+                503
+            }
+            WorkerErrorKind::Cancelled => 499,
+            WorkerErrorKind::Internal => 500,
+        }
+    }
+
+    /// The kind of a failed answer whose body is not a [`WorkerError`] (the worker's
+    /// cluster-secret check, an unknown route, a proxy in between). Only a refused cluster
+    /// secret means something: the worker cannot be used, so the call may go to another
+    /// replica. Anything else is a fault between us and the worker.
+    pub fn from_status(status: u16) -> WorkerErrorKind {
+        match status {
+            401 => WorkerErrorKind::Unreachable,
+            _ => WorkerErrorKind::Internal,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,23 +211,7 @@ pub enum Prompt {
     Text(String),
 }
 
-/// Sampling and stopping; `None` means the engine's default.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Sampling {
-    pub max_tokens: Option<usize>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub top_k: Option<usize>,
-    pub repetition_penalty: Option<f32>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-    pub seed: Option<u64>,
-    pub stop: Vec<String>,
-    pub stop_token_ids: Vec<u32>,
-    /// Keep generating past the model's end tokens (vLLM's `ignore_eos`).
-    #[serde(default)]
-    pub ignore_eos: bool,
-}
+pub use crate::generation::Sampling;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerateRequest {

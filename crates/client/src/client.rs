@@ -1,8 +1,15 @@
-//! [`Client`]: the REST API of an xinference-rs (or Xinference) server, async.
+//! [`Client`]: the REST API of an xinference-rs (or Xinference) server, async. Requests and
+//! answers that `xi-api` has a type for (login, auth status, launch answer, registration,
+//! error bodies) go through those types; the OpenAI-shaped answers stay JSON values.
 
 use futures_util::{Stream, StreamExt};
 use reqwest::{Method, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
+use xi_api::auth::{AuthStatus, LoginRequest, TokenResponse};
+use xi_api::models::{ModelUidResponse, RegisterModelRequest};
+use xi_api::ErrorBody;
 
 use crate::error::ClientError;
 
@@ -48,21 +55,26 @@ impl Client {
         }
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        let detail = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| match &v["detail"] {
-                Value::String(s) => Some(s.clone()),
-                Value::Null => None,
-                other => Some(other.to_string()),
-            })
-            .unwrap_or_else(|| {
-                if text.is_empty() {
-                    "no detail".into()
-                } else {
-                    text
-                }
-            });
-        Err(ClientError::Server { status, detail })
+        Err(ClientError::Server {
+            status,
+            detail: error_detail(text),
+        })
+    }
+
+    /// The answer as `T` (a wire type of `xi-api`).
+    async fn typed<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(builder).await?;
+        let text = response.text().await.map_err(|e| ClientError::Connect {
+            endpoint: self.endpoint.clone(),
+            reason: root_cause(&e),
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            ClientError::Invalid(format!("the server's answer is not what was expected: {e}"))
+        })
+    }
+
+    fn post_json(&self, path: &str, body: &impl Serialize) -> RequestBuilder {
+        self.request(Method::POST, path).json(body)
     }
 
     async fn json(&self, builder: RequestBuilder) -> Result<Value, ClientError> {
@@ -92,23 +104,20 @@ impl Client {
 
     /// Whether the server has auth on (`GET /v1/cluster/auth`, public).
     pub async fn auth_enabled(&self) -> Result<bool, ClientError> {
-        Ok(self.get("/v1/cluster/auth").await?["auth"]
-            .as_bool()
-            .unwrap_or(false))
+        let status: AuthStatus = self
+            .typed(self.request(Method::GET, "/v1/cluster/auth"))
+            .await?;
+        Ok(status.auth)
     }
 
     /// `POST /token`; returns the access token.
     pub async fn login(&self, username: &str, password: &str) -> Result<String, ClientError> {
-        let reply = self
-            .post(
-                "/token",
-                &json!({ "username": username, "password": password }),
-            )
-            .await?;
-        reply["access_token"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| ClientError::Invalid("the /token answer has no access_token".into()))
+        let body = LoginRequest {
+            username: username.to_string(),
+            password: password.to_string(),
+        };
+        let reply: TokenResponse = self.typed(self.post_json("/token", &body)).await?;
+        Ok(reply.access_token)
     }
 
     /// Running models (`GET /v1/models`): the `data` list.
@@ -117,13 +126,11 @@ impl Client {
         Ok(reply["data"].as_array().cloned().unwrap_or_default())
     }
 
-    /// `POST /v1/models`; returns the model uid.
+    /// `POST /v1/models`; returns the model uid. The body stays JSON: engine options are
+    /// free-form and the server validates them (it names the field at fault).
     pub async fn launch(&self, body: &Value) -> Result<String, ClientError> {
-        let reply = self.post("/v1/models", body).await?;
-        reply["model_uid"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| ClientError::Invalid("the launch answer has no model_uid".into()))
+        let reply: ModelUidResponse = self.typed(self.post_json("/v1/models", body)).await?;
+        Ok(reply.model_uid)
     }
 
     pub async fn terminate(&self, uid: &str) -> Result<(), ClientError> {
@@ -138,12 +145,13 @@ impl Client {
         model: &str,
         persist: bool,
     ) -> Result<(), ClientError> {
-        let body = json!({ "model": model, "persist": persist });
-        self.post(
-            &format!("/v1/model_registrations/{}", encode(model_type)),
-            &body,
-        )
-        .await?;
+        let body = RegisterModelRequest {
+            model: model.to_string(),
+            worker_ip: None,
+            persist,
+        };
+        let path = format!("/v1/model_registrations/{}", encode(model_type));
+        self.json(self.post_json(&path, &body)).await?;
         Ok(())
     }
 
@@ -232,6 +240,19 @@ impl Client {
     }
 }
 
+/// The `detail` of an error body (`{"detail": "..."}`); upstream's validation errors carry a
+/// list there, shown as JSON; a body that is not JSON is shown as it is.
+fn error_detail(text: String) -> String {
+    if let Ok(body) = serde_json::from_str::<ErrorBody>(&text) {
+        return body.detail;
+    }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) if !v["detail"].is_null() => v["detail"].to_string(),
+        _ if text.is_empty() => "no detail".into(),
+        _ => text,
+    }
+}
+
 fn error_text(error: &Value) -> String {
     match error {
         Value::String(s) => s.clone(),
@@ -264,4 +285,29 @@ fn encode(segment: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_detail;
+
+    #[test]
+    fn error_details_are_read_from_any_body() {
+        let cases = [
+            (
+                r#"{"detail": "Not enough permissions"}"#,
+                "Not enough permissions",
+            ),
+            (
+                r#"{"detail": [{"loc": ["body"], "msg": "field required"}]}"#,
+                r#"[{"loc":["body"],"msg":"field required"}]"#,
+            ),
+            (r#"{"error": "x"}"#, r#"{"error": "x"}"#),
+            ("Bad Gateway", "Bad Gateway"),
+            ("", "no detail"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(error_detail(body.to_string()), want, "{body}");
+        }
+    }
 }

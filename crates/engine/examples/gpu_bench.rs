@@ -189,7 +189,7 @@ fn params(max_tokens: usize) -> GenerationParams {
     GenerationParams {
         max_tokens,
         ignore_eos: true,
-        ..Default::default()
+        ..GenerationParams::GREEDY
     }
 }
 
@@ -269,7 +269,7 @@ fn llm(flags: &Flags) -> Result<()> {
         let greedy = GenerationParams {
             max_tokens: check,
             ignore_eos: true,
-            ..Default::default()
+            ..GenerationParams::GREEDY
         };
         let cpu = load(Placement::cpu(), None)?;
         let want = cpu.generate(short, &greedy, &mut |_| true)?.token_ids;
@@ -348,7 +348,7 @@ fn tiny(flags: &Flags) -> Result<()> {
         let got = model.next_token_logits(&prompt)?;
         let greedy = GenerationParams {
             max_tokens: ids.len(),
-            ..Default::default()
+            ..GenerationParams::GREEDY
         };
         let out = model.generate(&prompt, &greedy, &mut |_| true)?;
         println!(

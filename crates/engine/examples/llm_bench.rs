@@ -60,7 +60,7 @@ fn params(gen: usize) -> GenerationParams {
     GenerationParams {
         max_tokens: gen,
         ignore_eos: true,
-        ..Default::default()
+        ..GenerationParams::GREEDY
     }
 }
 

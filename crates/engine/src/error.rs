@@ -3,10 +3,20 @@
 //! Messages go back to API clients, so they never carry a backtrace (candle attaches one to
 //! its errors when `RUST_BACKTRACE` is set) and never echo the content of a model file (a
 //! file that is not a model could be anything): they name the file, the field or the tensor.
+//!
+//! [`EngineError`] becomes a [`WorkerError`] in one place (`From` below): the worker crate
+//! never decides what an engine failure means. Each variant has one worker kind:
+//!
+//! | variant | worker kind | why |
+//! |---|---|---|
+//! | `MissingFile`, `BadFile`, `Unsupported` | `InvalidModel` | the model or its launch options are wrong |
+//! | `InvalidInput` | `InvalidInput` | the request cannot be served as sent |
+//! | `Compute`, `Internal` | `Internal` | our fault: the client gets a generic 500 |
 
 use std::path::PathBuf;
 
 use thiserror::Error;
+use xi_api::worker::{WorkerError, WorkerErrorKind};
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -29,6 +39,10 @@ pub enum EngineError {
     /// A tensor operation failed (the candle error's message, without its backtrace).
     #[error("model computation failed: {0}")]
     Compute(String),
+    /// An invariant of ours does not hold (a split that must give three parts, a logits row
+    /// that must be there): a bug, never the caller's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<candle_core::Error> for EngineError {
@@ -46,9 +60,30 @@ impl EngineError {
         }
     }
 
+    pub(crate) fn internal(what: impl Into<String>) -> Self {
+        EngineError::Internal(what.into())
+    }
+
     /// Whether the caller (the request or the launch options) is at fault, as opposed to us.
     pub fn is_client_error(&self) -> bool {
-        !matches!(self, EngineError::Compute(_))
+        !matches!(self, EngineError::Compute(_) | EngineError::Internal(_))
+    }
+
+    /// The worker's kind for this error (the one table from engine to worker).
+    pub fn worker_kind(&self) -> WorkerErrorKind {
+        match self {
+            EngineError::MissingFile { .. }
+            | EngineError::BadFile { .. }
+            | EngineError::Unsupported(_) => WorkerErrorKind::InvalidModel,
+            EngineError::InvalidInput(_) => WorkerErrorKind::InvalidInput,
+            EngineError::Compute(_) | EngineError::Internal(_) => WorkerErrorKind::Internal,
+        }
+    }
+}
+
+impl From<EngineError> for WorkerError {
+    fn from(e: EngineError) -> Self {
+        WorkerError::new(e.worker_kind(), e.to_string())
     }
 }
 
@@ -97,6 +132,56 @@ fn strip_backtrace(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_variant_has_one_worker_kind_and_client_errors_are_the_callers() {
+        let cases = [
+            (
+                EngineError::MissingFile {
+                    folder: "m".into(),
+                    file: "config.json".into(),
+                    what: "the model config",
+                },
+                WorkerErrorKind::InvalidModel,
+            ),
+            (
+                EngineError::bad_file("m/x.gguf", "not a GGUF file"),
+                WorkerErrorKind::InvalidModel,
+            ),
+            (
+                EngineError::Unsupported("architecture Foo".into()),
+                WorkerErrorKind::InvalidModel,
+            ),
+            (
+                EngineError::InvalidInput("too long".into()),
+                WorkerErrorKind::InvalidInput,
+            ),
+            (
+                EngineError::Compute("shape mismatch".into()),
+                WorkerErrorKind::Internal,
+            ),
+            (
+                EngineError::internal("q/k/v split"),
+                WorkerErrorKind::Internal,
+            ),
+        ];
+        for (e, kind) in cases {
+            let client = e.is_client_error();
+            assert_eq!(client, kind != WorkerErrorKind::Internal, "{e:?}");
+            let message = e.to_string();
+            let w = WorkerError::from(e);
+            assert_eq!(w.kind, kind, "{message}");
+            assert_eq!(w.message, message);
+        }
+    }
+
+    #[test]
+    fn invariant_failures_are_internal_not_invalid_input() {
+        let e = EngineError::internal("missing logits row");
+        assert!(!e.is_client_error());
+        assert_eq!(e.to_string(), "internal error: missing logits row");
+        assert_eq!(WorkerError::from(e).kind, WorkerErrorKind::Internal);
+    }
 
     #[test]
     fn candle_errors_lose_their_backtraces_at_any_depth() {

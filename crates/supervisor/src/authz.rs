@@ -132,6 +132,33 @@ impl<P: RequiredPermission> FromRequest for Require<P> {
     }
 }
 
+/// Extractor for a `PublicOrRequires(P)` row of the route table: passes when the middleware
+/// let the request through as public (the row is public in this server's config); otherwise
+/// the caller must hold `P`, exactly as [`Require`]. It never opens a route the middleware
+/// authenticated.
+pub struct RequireUnlessPublic<P: RequiredPermission> {
+    _permission: PhantomData<P>,
+}
+
+impl<P: RequiredPermission> FromRequest for RequireUnlessPublic<P> {
+    type Error = SupervisorError;
+    type Future = Ready<Result<Self, SupervisorError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if req.extensions().get::<Caller>().is_none() {
+            return ready(Ok(RequireUnlessPublic {
+                _permission: PhantomData,
+            }));
+        }
+        let result = Require::<P>::from_request(req, payload)
+            .into_inner()
+            .map(|_| RequireUnlessPublic {
+                _permission: PhantomData,
+            });
+        ready(result)
+    }
+}
+
 /// Extractor: the request carries the cluster secret (internal routes of workers). User
 /// credentials never count, whatever their permissions.
 pub struct ClusterCall;

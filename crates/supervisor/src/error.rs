@@ -1,5 +1,11 @@
 //! [`SupervisorError`], the crate's one error type, and the one place that turns errors into
 //! HTTP responses (status, `{"detail": ...}`, `WWW-Authenticate`, `Retry-After`).
+//!
+//! Errors arrive here by one `From` per boundary: [`AuthError`] and [`WorkerError`] (itself made
+//! from the engine's errors by the engine crate). [`ResponseError::status_code`] below is the
+//! crate's one status table; `docs/errors.md` lists it. Internal failures (ours, not the
+//! client's) answer 500 with a generic detail and a short reference; the cause is logged at
+//! error level with the same reference, never sent.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::ServiceResponse;
@@ -9,8 +15,20 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use thiserror::Error;
+use xi_api::worker::{WorkerError, WorkerErrorKind};
 use xi_api::{ErrorBody, Permission};
 use xi_auth::AuthError;
+
+/// Which kind of route looked a model uid up. Upstream Xinference answers an unknown uid with
+/// 400 on the management routes (describe, terminate, cancel, ...) and 404 on the inference
+/// routes (since v2.7); clients depend on both, so the status follows the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelLookup {
+    /// `/v1/models/{uid}` and its sub-routes: 400.
+    Management,
+    /// `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/rerank`: 404.
+    Inference,
+}
 
 #[derive(Debug, Error)]
 pub enum SupervisorError {
@@ -22,6 +40,9 @@ pub enum SupervisorError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// No model with this uid (or none ready, for the routes that describe a running model).
+    #[error("Model not found in the model list, uid: {uid}")]
+    ModelNotFound { uid: String, lookup: ModelLookup },
     #[error("Method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -56,6 +77,71 @@ impl SupervisorError {
     pub fn internal(err: impl std::fmt::Display) -> Self {
         SupervisorError::Internal(err.to_string())
     }
+
+    /// An unknown model uid, answered as upstream does on that kind of route.
+    pub fn model_not_found(uid: impl Into<String>, lookup: ModelLookup) -> Self {
+        SupervisorError::ModelNotFound {
+            uid: uid.into(),
+            lookup,
+        }
+    }
+
+    /// The cause of an internal failure (logged, never sent); `None` for the client's errors.
+    fn internal_cause(&self) -> Option<String> {
+        match self {
+            SupervisorError::Auth(
+                e @ (AuthError::Config { .. }
+                | AuthError::ClusterSecret(_)
+                | AuthError::Internal(_)),
+            ) => Some(e.to_string()),
+            SupervisorError::Startup(cause) | SupervisorError::Internal(cause) => {
+                Some(cause.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// What the client is told: the message, or for an internal failure a generic detail with
+    /// a reference under which the cause is logged. Also for errors sent as an event once a
+    /// stream has started.
+    pub fn client_detail(&self) -> String {
+        match self.internal_cause() {
+            Some(cause) => {
+                let reference = format!("{:08x}", rand::random::<u32>());
+                tracing::error!(%reference, %cause, "internal error while serving a request");
+                format!("{INTERNAL_DETAIL}; see the server log (ref {reference})")
+            }
+            None => self.to_string(),
+        }
+    }
+}
+
+/// The start of every internal failure's detail.
+pub const INTERNAL_DETAIL: &str = "Internal server error";
+
+/// The one table from worker kinds to the client's errors (statuses follow from
+/// [`ResponseError::status_code`]).
+impl From<WorkerError> for SupervisorError {
+    fn from(e: WorkerError) -> Self {
+        match e.kind {
+            WorkerErrorKind::InvalidModel | WorkerErrorKind::InvalidInput => {
+                SupervisorError::BadRequest(e.message)
+            }
+            WorkerErrorKind::NotFound => SupervisorError::NotFound(e.message),
+            WorkerErrorKind::Unavailable | WorkerErrorKind::Unreachable => {
+                SupervisorError::Unavailable {
+                    detail: e.message,
+                    retry_after: None,
+                }
+            }
+            WorkerErrorKind::Busy => SupervisorError::Unavailable {
+                detail: e.message,
+                retry_after: Some(1),
+            },
+            WorkerErrorKind::Cancelled => SupervisorError::Cancelled(e.message),
+            WorkerErrorKind::Internal => SupervisorError::Internal(e.message),
+        }
+    }
 }
 
 impl ResponseError for SupervisorError {
@@ -75,6 +161,10 @@ impl ResponseError for SupervisorError {
             SupervisorError::ClusterSecret => StatusCode::UNAUTHORIZED,
             SupervisorError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SupervisorError::NotFound(_) => StatusCode::NOT_FOUND,
+            SupervisorError::ModelNotFound { lookup, .. } => match lookup {
+                ModelLookup::Management => StatusCode::BAD_REQUEST,
+                ModelLookup::Inference => StatusCode::NOT_FOUND,
+            },
             SupervisorError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SupervisorError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             SupervisorError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -92,17 +182,7 @@ impl ResponseError for SupervisorError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let detail = match self {
-            SupervisorError::Auth(
-                AuthError::Config { .. } | AuthError::ClusterSecret(_) | AuthError::Internal(_),
-            )
-            | SupervisorError::Startup(_)
-            | SupervisorError::Internal(_) => {
-                tracing::error!(error = %self, "internal error while serving a request");
-                "Internal server error".to_string()
-            }
-            other => other.to_string(),
-        };
+        let detail = self.client_detail();
         let mut response = HttpResponse::build(status);
         match self {
             SupervisorError::Auth(
@@ -186,4 +266,114 @@ pub fn ensure_json_body<B: MessageBody + 'static>(
     let response = response.set_body(BoxBody::new(body));
     let res = ServiceResponse::new(req, response).map_into_right_body::<B>();
     Ok(ErrorHandlerResponse::Response(res))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [WorkerErrorKind; 8] = [
+        WorkerErrorKind::InvalidModel,
+        WorkerErrorKind::InvalidInput,
+        WorkerErrorKind::NotFound,
+        WorkerErrorKind::Busy,
+        WorkerErrorKind::Unavailable,
+        WorkerErrorKind::Unreachable,
+        WorkerErrorKind::Cancelled,
+        WorkerErrorKind::Internal,
+    ];
+
+    async fn answer(
+        e: SupervisorError,
+    ) -> (u16, actix_web::http::header::HeaderMap, serde_json::Value) {
+        let response = e.error_response();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or_default();
+        (status, headers, body)
+    }
+
+    #[test]
+    fn worker_kinds_get_the_status_the_worker_answered_with() {
+        for kind in KINDS {
+            let e = SupervisorError::from(WorkerError::new(kind, "why"));
+            assert_eq!(e.status_code().as_u16(), kind.status(), "{kind:?}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_worker_error_keeps_its_message_unless_it_is_internal() {
+        for kind in KINDS {
+            let (status, headers, body) =
+                answer(WorkerError::new(kind, "the replica said why").into()).await;
+            let detail = body["detail"].as_str().unwrap_or_default().to_string();
+            if kind == WorkerErrorKind::Internal {
+                assert_eq!(status, 500);
+                assert!(
+                    detail.starts_with("Internal server error; see the server log (ref "),
+                    "{detail}"
+                );
+                assert!(!detail.contains("why"), "{detail}");
+            } else {
+                assert_eq!(detail, "the replica said why", "{kind:?}");
+            }
+            let retry = headers.get(header::RETRY_AFTER);
+            assert_eq!(
+                retry.and_then(|v| v.to_str().ok()),
+                (kind == WorkerErrorKind::Busy).then_some("1"),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[actix_web::test]
+    async fn internal_failures_are_a_generic_500_with_a_fresh_reference() {
+        let cause = "a KV cache of another kind at /home/secret/model";
+        let failures = [
+            SupervisorError::internal(cause),
+            SupervisorError::Startup(cause.into()),
+            SupervisorError::Auth(AuthError::Internal(cause.into())),
+        ];
+        let mut references = Vec::new();
+        for e in failures {
+            let (status, _, body) = answer(e).await;
+            assert_eq!(status, 500);
+            let detail = body["detail"].as_str().unwrap_or_default().to_string();
+            assert!(detail.starts_with(INTERNAL_DETAIL), "{detail}");
+            assert!(
+                !detail.contains("secret") && !detail.contains("KV"),
+                "{detail}"
+            );
+            references.push(detail);
+        }
+        references.dedup();
+        assert_eq!(references.len(), 3, "{references:?}");
+        // What a stream sends once it has started is the same generic detail.
+        let streamed = SupervisorError::from(WorkerError::new(WorkerErrorKind::Internal, cause));
+        assert!(streamed.client_detail().starts_with(INTERNAL_DETAIL));
+        // The text kept for `/v1/models/instances` never carries the cause either.
+        assert_eq!(
+            SupervisorError::internal(cause).to_string(),
+            INTERNAL_DETAIL
+        );
+    }
+
+    #[test]
+    fn an_unknown_uid_is_400_on_management_routes_and_404_on_inference_routes() {
+        let cases = [
+            (ModelLookup::Management, 400),
+            (ModelLookup::Inference, 404),
+        ];
+        for (lookup, status) in cases {
+            let e = SupervisorError::model_not_found("ghost", lookup);
+            assert_eq!(e.status_code().as_u16(), status, "{lookup:?}");
+            assert_eq!(
+                e.client_detail(),
+                "Model not found in the model list, uid: ghost"
+            );
+        }
+    }
 }

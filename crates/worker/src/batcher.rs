@@ -15,12 +15,8 @@ use xi_api::worker::{
     GenerateEvent, GenerateRequest, GenerateSummary, Prompt, WorkerError, WorkerErrorKind,
 };
 use xi_engine::llm::{GenerationParams, LlmModel, Sequence};
-use xi_engine::EngineError;
 
-use crate::replica::{engine_error, refuse, terminated, Job, ReplicaOptions, ReplicaShared};
-
-/// Default `max_tokens` when the request gives none (capped by the context).
-const DEFAULT_MAX_TOKENS: usize = 1024;
+use crate::replica::{refuse, terminated, Job, ReplicaOptions, ReplicaShared};
 
 struct Running {
     seq: Sequence,
@@ -77,7 +73,7 @@ pub(crate) fn serve(
             }
             Err(e) => {
                 tracing::error!(error = %e, sequences = running.len(), "LLM step failed");
-                let err = engine_error(e);
+                let err = WorkerError::from(e);
                 for r in running.drain(..) {
                     let _ = r.events.send(GenerateEvent::Error(err.clone()));
                 }
@@ -110,25 +106,23 @@ fn start(model: &LlmModel, request: GenerateRequest) -> Result<Sequence, WorkerE
             ))
         }
     };
-    let ids = model.encode(prompt).map_err(engine_error)?;
+    let ids = model.encode(prompt)?;
     let s = request.sampling;
-    // OpenAI's defaults: temperature 1, no nucleus cut.
+    // The API's defaults for what the request left out (one place: `xi_api::generation`).
     let params = GenerationParams {
-        max_tokens: s.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
-        temperature: s.temperature.unwrap_or(1.0),
-        top_p: s.top_p.filter(|p| *p < 1.0),
-        top_k: s.top_k.filter(|k| *k > 0),
-        repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
-        presence_penalty: s.presence_penalty.unwrap_or(0.0),
-        frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
+        max_tokens: s.max_tokens(),
+        temperature: s.temperature(),
+        top_p: s.top_p(),
+        top_k: s.top_k(),
+        repetition_penalty: s.repetition_penalty(),
+        presence_penalty: s.presence_penalty(),
+        frequency_penalty: s.frequency_penalty(),
         seed: s.seed.unwrap_or_else(rand_seed),
         stop: s.stop,
         stop_token_ids: s.stop_token_ids,
         ignore_eos: s.ignore_eos,
     };
-    model
-        .start(ids, params)
-        .map_err(|e: EngineError| engine_error(e))
+    model.start(ids, params).map_err(WorkerError::from)
 }
 
 /// A seed for requests that give none, from the clock (sampling needs no cryptographic seed).

@@ -11,11 +11,10 @@
 //! (launch more replicas instead).
 
 use candle_core::DType;
-use serde_json::{Map, Value};
+use xi_api::launch::{Dtype, GpuRequest, GpuShare};
 use xi_api::models::ModelType;
 pub use xi_api::worker::GpuInfo;
-use xi_api::worker::{WorkerError, WorkerErrorKind};
-use xi_engine::placement::parse_dtype;
+use xi_api::worker::{ReplicaSpec, WorkerError, WorkerErrorKind};
 
 /// Every GPU this worker can use, in CUDA ordinal order; empty without the `cuda` feature.
 pub fn gpus() -> Vec<GpuInfo> {
@@ -65,69 +64,6 @@ fn invalid(message: String) -> WorkerError {
     WorkerError::new(WorkerErrorKind::InvalidModel, message)
 }
 
-/// `n_gpu`: absent is `"auto"` (upstream's default), null the CPU, else a positive integer.
-fn n_gpu(options: &Map<String, Value>) -> Result<Request, WorkerError> {
-    let bad = |v: &Value| {
-        invalid(format!(
-            "n_gpu must be a positive integer, \"auto\" or null, got {v}"
-        ))
-    };
-    match options.get("n_gpu") {
-        None => Ok(Request::Auto),
-        Some(Value::Null) => Ok(Request::Cpu),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("auto") => Ok(Request::Auto),
-        Some(v @ Value::String(s)) => match s.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(Request::Count(n)),
-            _ => Err(bad(v)),
-        },
-        Some(v) => match v.as_u64() {
-            Some(n) if n > 0 => Ok(Request::Count(n as usize)),
-            _ => Err(bad(v)),
-        },
-    }
-}
-
-/// `gpu_idx` for replica `replica_uid`: an index, a list of indices, or one list per replica
-/// (the supervisor's split of a launch's list; replica `<uid>-<i>` takes the i-th).
-fn gpu_idx(
-    replica_uid: &str,
-    options: &Map<String, Value>,
-) -> Result<Option<Vec<usize>>, WorkerError> {
-    let value = match options.get("gpu_idx") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v) => v,
-    };
-    let bad = || {
-        invalid(format!(
-            "gpu_idx must be a GPU index or a list of them, got {value}"
-        ))
-    };
-    let indices = |v: &Value| -> Result<Vec<usize>, WorkerError> {
-        match v {
-            Value::Number(n) => n.as_u64().map(|i| vec![i as usize]).ok_or_else(bad),
-            Value::Array(list) => list
-                .iter()
-                .map(|i| i.as_u64().map(|i| i as usize).ok_or_else(bad))
-                .collect(),
-            _ => Err(bad()),
-        }
-    };
-    match value {
-        Value::Array(list) if list.iter().any(Value::is_array) => {
-            let number = replica_uid
-                .rsplit_once('-')
-                .and_then(|(_, n)| n.parse::<usize>().ok());
-            let share = number.and_then(|n| list.get(n)).ok_or_else(|| {
-                invalid(format!(
-                    "gpu_idx {value} has no share for replica {replica_uid}"
-                ))
-            })?;
-            indices(share).map(Some)
-        }
-        v => indices(v).map(Some),
-    }
-}
-
 /// `0: NVIDIA H200, 1: NVIDIA H200`.
 fn listing(gpus: &[Gpu]) -> String {
     let named: Vec<String> = gpus
@@ -155,19 +91,32 @@ fn most_free(gpus: &[Gpu]) -> Option<&Gpu> {
     })
 }
 
-/// Resolves the launch options `n_gpu`, `gpu_idx` and `dtype` of replica `replica_uid` against
-/// `gpus`; `cuda_build` says whether this build can use them at all. The default dtype is f32
-/// on the CPU; on a GPU f16 for embedding and rerank models, bf16 for LLMs (f16 before Ampere).
+/// Resolves the launch options `n_gpu`, `gpu_idx` and `dtype` of replica `spec` against
+/// `gpus`; `cuda_build` says whether this build can use them at all. The options arrive parsed
+/// (the supervisor refused bad values); what is left is what this worker has. The default dtype
+/// is f32 on the CPU; on a GPU f16 for embedding and rerank models, bf16 for LLMs (f16 before
+/// Ampere).
 pub(crate) fn choose(
-    model_type: ModelType,
-    replica_uid: &str,
-    options: &Map<String, Value>,
+    spec: &ReplicaSpec,
     gpus: &[Gpu],
     cuda_build: bool,
 ) -> Result<DeviceChoice, WorkerError> {
-    let request = match gpu_idx(replica_uid, options)? {
-        Some(indices) => Request::Indices(indices),
-        None => n_gpu(options)?,
+    let model_type = spec.model_type;
+    let replica_uid = spec.replica_uid.as_str();
+    let options = &spec.options;
+    let request = match options.gpu_share(spec.replica_index) {
+        GpuShare::Indices(indices) => Request::Indices(indices.to_vec()),
+        GpuShare::Missing => {
+            return Err(invalid(format!(
+                "gpu_idx {:?} has no share for replica {replica_uid}",
+                options.gpu_idx.as_deref().unwrap_or_default()
+            )))
+        }
+        GpuShare::Unset => match options.n_gpu {
+            GpuRequest::Auto => Request::Auto,
+            GpuRequest::Cpu => Request::Cpu,
+            GpuRequest::Count(n) => Request::Count(n),
+        },
     };
     let gpu = match &request {
         Request::Cpu => None,
@@ -211,15 +160,11 @@ pub(crate) fn choose(
             found
         }
     };
-    let dtype = match options.get("dtype") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("auto") => None,
-        Some(v) => Some(v.as_str().and_then(parse_dtype).ok_or_else(|| {
-            invalid(format!(
-                "dtype must be \"auto\", \"float32\", \"bfloat16\" or \"float16\", got {v}"
-            ))
-        })?),
-    };
+    let dtype = options.dtype.map(|d| match d {
+        Dtype::Float32 => DType::F32,
+        Dtype::Bfloat16 => DType::BF16,
+        Dtype::Float16 => DType::F16,
+    });
     let dtype = dtype.unwrap_or(match gpu {
         None => DType::F32,
         // Encoders: f16 products on f32 activations are 8x closer to f32 than bf16 ones, and
@@ -407,7 +352,8 @@ mod cuda {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
+    use xi_api::launch::{LaunchOptions, RawLaunchOptions};
 
     use super::*;
 
@@ -423,15 +369,46 @@ mod tests {
         }
     }
 
-    fn options(value: Value) -> Map<String, Value> {
-        value.as_object().cloned().unwrap()
+    /// Replica `index` of a launch of `replicas` with the launch fields `value`, parsed as the
+    /// supervisor parses them (a bad value is the parse's message).
+    fn spec(
+        model_type: ModelType,
+        value: Value,
+        index: usize,
+        replicas: usize,
+    ) -> Result<ReplicaSpec, String> {
+        let mut extra = value.as_object().cloned().unwrap();
+        let n_gpu = extra.remove("n_gpu");
+        let gpu_idx = extra.remove("gpu_idx");
+        let options = LaunchOptions::parse(RawLaunchOptions {
+            n_gpu: n_gpu.as_ref(),
+            gpu_idx: gpu_idx.as_ref(),
+            extra: &extra,
+            replica: replicas,
+        })
+        .map_err(|e| e.message)?;
+        Ok(ReplicaSpec {
+            replica_uid: format!("m-{index}"),
+            model_uid: "m".into(),
+            replica_index: index,
+            model_type,
+            model_name: "m".into(),
+            model_path: Default::default(),
+            options,
+            download: None,
+            description: Default::default(),
+        })
     }
 
-    fn pick(value: Value, gpus: &[Gpu], cuda: bool) -> Result<DeviceChoice, String> {
-        choose(ModelType::Llm, "m-0", &options(value), gpus, cuda).map_err(|e| {
+    fn choose_for(spec: ReplicaSpec, gpus: &[Gpu], cuda: bool) -> Result<DeviceChoice, String> {
+        choose(&spec, gpus, cuda).map_err(|e| {
             assert_eq!(e.kind, WorkerErrorKind::InvalidModel);
             e.message
         })
+    }
+
+    fn pick(value: Value, gpus: &[Gpu], cuda: bool) -> Result<DeviceChoice, String> {
+        choose_for(spec(ModelType::Llm, value, 0, 1)?, gpus, cuda)
     }
 
     #[test]
@@ -475,10 +452,8 @@ mod tests {
             DType::F16,
             "no bf16 before Ampere"
         );
-        let embedding = choose(
-            ModelType::Embedding,
-            "e-0",
-            &options(json!({})),
+        let embedding = choose_for(
+            spec(ModelType::Embedding, json!({}), 0, 1).unwrap(),
             &gpus,
             true,
         );
@@ -531,6 +506,23 @@ mod tests {
         }
     }
 
+    /// `"n_gpu": "1"` is the integer 1 on the worker too (placement reads the same parsed value).
+    #[test]
+    fn a_numeric_n_gpu_string_is_that_integer() {
+        let gpus = [gpu(0, 100), gpu(1, 10)];
+        for (text, number) in [(json!("1"), json!(1)), (json!("2"), json!(2))] {
+            let as_text = pick(json!({ "n_gpu": text }), &gpus, true);
+            let as_number = pick(json!({ "n_gpu": number }), &gpus, true);
+            assert_eq!(as_text, as_number, "{text}");
+        }
+        assert_eq!(
+            pick(json!({"n_gpu": "1"}), &gpus, true).unwrap().gpu,
+            Some(1)
+        );
+        let err = pick(json!({"n_gpu": "1"}), &[], false).unwrap_err();
+        assert!(err.starts_with("n_gpu=1 asks for GPUs"), "{err}");
+    }
+
     #[test]
     fn gpu_idx_names_the_gpu_and_per_replica_lists_split_it() {
         let gpus = [gpu(0, 0), gpu(1, 50)];
@@ -544,11 +536,14 @@ mod tests {
                 .gpu,
             Some(1)
         );
-        let split = options(json!({"gpu_idx": [[1], [0]]}));
-        let replica = |uid| choose(ModelType::Llm, uid, &split, &gpus, true);
-        assert_eq!(replica("m-0").unwrap().gpu, Some(1));
-        assert_eq!(replica("m-1").unwrap().gpu, Some(0));
-        let err = replica("m-2").unwrap_err().message;
+        // `gpu_idx: [1, 0]` over two replicas: replica 0 takes [1], replica 1 takes [0].
+        let replica = |index| {
+            let spec = spec(ModelType::Llm, json!({"gpu_idx": [1, 0]}), index, 2).unwrap();
+            choose_for(spec, &gpus, true)
+        };
+        assert_eq!(replica(0).unwrap().gpu, Some(1));
+        assert_eq!(replica(1).unwrap().gpu, Some(0));
+        let err = replica(2).unwrap_err();
         assert!(err.contains("no share for replica m-2"), "{err}");
     }
 

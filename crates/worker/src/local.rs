@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use serde_json::Value;
 use tokio::sync::oneshot;
 use xi_api::models::ModelType;
 use xi_api::worker::{
@@ -27,7 +26,9 @@ pub struct WorkerConfig {
     pub address: String,
     /// Requests waiting per replica before new ones get 503.
     pub queue_capacity: usize,
-    /// Tokens merged from the queue into one round.
+    /// Embedding and rerank replicas: tokens merged from the queue into one round (the engine
+    /// then runs the round in forward passes of `xi_engine::DEFAULT_BATCH_TOKENS` padded
+    /// tokens). LLM replicas take theirs from the launch option `max_num_batched_tokens`.
     pub batch_tokens: usize,
     /// Where hub downloads go: `<XINFERENCE_HOME>/cache/v2`.
     pub cache_dir: PathBuf,
@@ -46,29 +47,6 @@ impl WorkerConfig {
             cache_dir: home.join("cache").join("v2"),
             template_sandbox: None,
         }
-    }
-}
-
-/// LLM sequences generating at once per replica (vLLM's `max_num_seqs`).
-const DEFAULT_MAX_SEQS: usize = 16;
-/// LLM tokens per forward pass: decode steps plus prompt chunks (vLLM's
-/// `max_num_batched_tokens`). Bounds how long a new long prompt pauses running streams.
-const DEFAULT_LLM_BATCH_TOKENS: usize = 512;
-
-/// A positive integer launch option, or its default.
-fn count_option(spec: &ReplicaSpec, name: &str, default: usize) -> Result<usize, WorkerError> {
-    match spec.options.get(name) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=1_000_000).contains(n))
-            .map(|n| n as usize)
-            .ok_or_else(|| {
-                WorkerError::new(
-                    WorkerErrorKind::InvalidModel,
-                    format!("{name} must be a positive integer, got {v}"),
-                )
-            }),
     }
 }
 
@@ -141,34 +119,21 @@ impl LocalWorker {
     }
 
     fn options(&self, spec: &ReplicaSpec) -> Result<ReplicaOptions, WorkerError> {
-        let batching = match spec.options.get("dynamic_batching") {
-            None | Some(Value::Null) => true,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(WorkerError::new(
-                    WorkerErrorKind::InvalidModel,
-                    format!("dynamic_batching must be true or false, got {other}"),
-                ))
-            }
-        };
+        // Parsed and checked by the supervisor: this only resolves them against the worker.
+        let launch = &spec.options;
+        let batching = launch.dynamic_batching;
         let llm = spec.model_type == ModelType::Llm;
         let max_seqs = if batching {
-            count_option(spec, "max_num_seqs", DEFAULT_MAX_SEQS)?
+            launch.max_num_seqs.max(1)
         } else {
             1
         };
         let batch_tokens = if llm {
-            count_option(spec, "max_num_batched_tokens", DEFAULT_LLM_BATCH_TOKENS)?
+            launch.max_num_batched_tokens.max(1)
         } else {
             self.config.batch_tokens
         };
-        let device = gpu::choose(
-            spec.model_type,
-            &spec.replica_uid,
-            &spec.options,
-            &gpu::inventory(),
-            gpu::CUDA_BUILD,
-        )?;
+        let device = gpu::choose(spec, &gpu::inventory(), gpu::CUDA_BUILD)?;
         Ok(ReplicaOptions {
             queue_capacity: self.config.queue_capacity,
             batching,

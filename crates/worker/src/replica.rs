@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
+use xi_api::launch::Requantize;
 use xi_api::models::ModelType;
 use xi_api::worker::{
     EmbedInput, EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, ReplicaInfo,
@@ -87,15 +88,6 @@ pub struct ReplicaOptions {
     pub max_seqs: usize,
     /// The device and dtype (from `n_gpu`, `gpu_idx` and `dtype`).
     pub device: DeviceChoice,
-}
-
-pub(crate) fn engine_error(e: EngineError) -> WorkerError {
-    let kind = if e.is_client_error() {
-        WorkerErrorKind::InvalidInput
-    } else {
-        WorkerErrorKind::Internal
-    };
-    WorkerError::new(kind, e.to_string())
 }
 
 impl Replica {
@@ -189,17 +181,9 @@ fn load(
     shared.set_progress(shared.progress().max(0.1));
     let placement = placement(device)?;
     tracing::info!(replica = %spec.replica_uid, on = %placement.describe(), "loading");
-    let invalid = |e: EngineError| {
-        let kind = if e.is_client_error() {
-            WorkerErrorKind::InvalidModel
-        } else {
-            WorkerErrorKind::Internal
-        };
-        WorkerError::new(kind, e.to_string())
-    };
     let loaded = match spec.model_type {
         ModelType::Embedding => {
-            let model = EmbeddingModel::load_on(&spec.model_path, &placement).map_err(invalid)?;
+            let model = EmbeddingModel::load_on(&spec.model_path, &placement)?;
             let info = ReplicaInfo {
                 dimensions: Some(model.dimensions()),
                 max_tokens: Some(model.max_tokens()),
@@ -207,7 +191,7 @@ fn load(
             (Loaded::Embedding(Box::new(model)), info)
         }
         ModelType::Rerank => {
-            let model = CrossEncoder::load_on(&spec.model_path, &placement).map_err(invalid)?;
+            let model = CrossEncoder::load_on(&spec.model_path, &placement)?;
             let info = ReplicaInfo {
                 dimensions: None,
                 max_tokens: Some(model.max_tokens()),
@@ -216,19 +200,14 @@ fn load(
         }
         ModelType::Llm => {
             let options = LoadOptions {
-                requantize: requantize_option(spec)?,
-                fallback_template: spec
-                    .options
-                    .get("chat_template")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string),
+                requantize: requantize_option(spec),
+                fallback_template: spec.options.chat_template.clone(),
                 placement,
             };
             let base = shared.progress();
             let model = LlmModel::load(&spec.model_path, &options, &mut |p| {
                 shared.set_progress(base + (1.0 - base) * p)
-            })
-            .map_err(invalid)?;
+            })?;
             let info = ReplicaInfo {
                 dimensions: None,
                 max_tokens: Some(model.context_length()),
@@ -241,16 +220,11 @@ fn load(
 }
 
 /// The `requantize` launch option: `Q8_0` (faster on CPU) or `F32` (exact), default none.
-fn requantize_option(spec: &ReplicaSpec) -> Result<Option<GgmlDType>, WorkerError> {
-    match spec.options.get("requantize").and_then(|v| v.as_str()) {
-        None | Some("none") => Ok(None),
-        Some(v) if v.eq_ignore_ascii_case("q8_0") => Ok(Some(GgmlDType::Q8_0)),
-        Some(v) if v.eq_ignore_ascii_case("f32") => Ok(Some(GgmlDType::F32)),
-        Some(other) => Err(WorkerError::new(
-            WorkerErrorKind::InvalidModel,
-            format!("requantize must be \"Q8_0\", \"F32\" or \"none\", got {other:?}"),
-        )),
-    }
+fn requantize_option(spec: &ReplicaSpec) -> Option<GgmlDType> {
+    spec.options.requantize.map(|r| match r {
+        Requantize::Q8_0 => GgmlDType::Q8_0,
+        Requantize::F32 => GgmlDType::F32,
+    })
 }
 
 fn run(
@@ -473,7 +447,7 @@ fn round<Out, Resp>(
     for (encoded, reply) in requests {
         match encoded {
             Ok(encoded) => accepted.push((encoded, reply)),
-            Err(e) => drop(reply.send(Err(engine_error(e)))),
+            Err(e) => drop(reply.send(Err(e.into()))),
         }
     }
     if accepted.is_empty() {
@@ -497,7 +471,7 @@ fn round<Out, Resp>(
         }
         Err(e) => {
             tracing::error!(kind, error = %e, "round failed");
-            let err = engine_error(e);
+            let err = WorkerError::from(e);
             for (_, reply) in accepted {
                 let _ = reply.send(Err(err.clone()));
             }

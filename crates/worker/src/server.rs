@@ -38,19 +38,17 @@ pub struct NodeState {
     pub shutdown: Arc<Notify>,
 }
 
+/// The status of a kind, from the one table ([`WorkerErrorKind::status`]).
 fn status_of(kind: WorkerErrorKind) -> StatusCode {
-    match kind {
-        WorkerErrorKind::InvalidModel | WorkerErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-        WorkerErrorKind::NotFound => StatusCode::NOT_FOUND,
-        WorkerErrorKind::Busy | WorkerErrorKind::Unavailable | WorkerErrorKind::Unreachable => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        WorkerErrorKind::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::CONFLICT),
-        WorkerErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// The supervisor reads the body back into the same [`WorkerError`]; internal messages go to
+/// it whole (it logs them and answers its client a generic 500).
 fn failure(e: WorkerError) -> HttpResponse {
+    if e.kind == WorkerErrorKind::Internal {
+        tracing::error!(error = %e.message, "internal error answered to the supervisor");
+    }
     HttpResponse::build(status_of(e.kind)).json(e)
 }
 
@@ -233,4 +231,54 @@ pub fn serve(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [WorkerErrorKind; 8] = [
+        WorkerErrorKind::InvalidModel,
+        WorkerErrorKind::InvalidInput,
+        WorkerErrorKind::NotFound,
+        WorkerErrorKind::Busy,
+        WorkerErrorKind::Unavailable,
+        WorkerErrorKind::Unreachable,
+        WorkerErrorKind::Cancelled,
+        WorkerErrorKind::Internal,
+    ];
+
+    #[test]
+    fn every_kind_has_a_real_status_from_the_table() {
+        for kind in KINDS {
+            let status = status_of(kind);
+            assert_eq!(status.as_u16(), kind.status(), "{kind:?}");
+            assert_eq!(
+                status.is_server_error(),
+                !matches!(
+                    kind,
+                    WorkerErrorKind::InvalidModel
+                        | WorkerErrorKind::InvalidInput
+                        | WorkerErrorKind::NotFound
+                        | WorkerErrorKind::Cancelled
+                ),
+                "{kind:?}"
+            );
+        }
+        assert_eq!(status_of(WorkerErrorKind::Cancelled).as_u16(), 499);
+    }
+
+    #[test]
+    fn an_answer_without_a_worker_error_body_is_internal_unless_the_secret_was_refused() {
+        assert_eq!(
+            WorkerErrorKind::from_status(401),
+            WorkerErrorKind::Unreachable
+        );
+        for status in [400, 404, 408, 413, 500, 502] {
+            assert_eq!(
+                WorkerErrorKind::from_status(status),
+                WorkerErrorKind::Internal
+            );
+        }
+    }
 }

@@ -108,7 +108,7 @@ impl Renderer {
                 let rendered =
                     tokio::task::spawn_blocking(move || template.render(&messages, true)).await;
                 match rendered {
-                    Ok(result) => result.map_err(crate::replica::engine_error),
+                    Ok(result) => result.map_err(WorkerError::from),
                     Err(e) => Err(internal(format!("the chat template render failed: {e}"))),
                 }
             }

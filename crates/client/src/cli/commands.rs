@@ -1,6 +1,6 @@
 //! What each command does.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 
 use clap::Args;
 use futures_util::StreamExt;
@@ -81,26 +81,6 @@ pub async fn login(endpoint: &str, username: &str, password: &str) -> Result<(),
         "logged in to {endpoint} as {username} (token stored in {})",
         path.display()
     );
-    Ok(())
-}
-
-pub fn hash_password(password: Option<String>) -> Result<(), ClientError> {
-    let password = match password {
-        Some(p) => p,
-        None => {
-            let mut input = String::new();
-            std::io::stdin()
-                .read_to_string(&mut input)
-                .map_err(|e| ClientError::Invalid(format!("cannot read the password: {e}")))?;
-            input.trim_end_matches(['\r', '\n']).to_string()
-        }
-    };
-    if password.is_empty() {
-        return Err(ClientError::Invalid("the password is empty".into()));
-    }
-    let hash = xi_auth::password::hash_for_config(&password)
-        .map_err(|e| ClientError::Invalid(e.to_string()))?;
-    println!("{hash}");
     Ok(())
 }
 
@@ -287,6 +267,7 @@ pub async fn dispatch(client: &Client, command: Command) -> Result<(), ClientErr
             println!("the cluster at {} is stopping", client.endpoint());
             Ok(())
         }
+        // Served before a client exists (`cli::main`, `cli::run`).
         Command::Login { .. } | Command::HashPassword { .. } => Ok(()),
     }
 }

@@ -143,9 +143,14 @@ fn upstream_aliases(args: impl Iterator<Item = String>) -> Vec<String> {
     rest
 }
 
-/// Runs the CLI with the process arguments.
-pub fn main() -> ExitCode {
+/// Runs the CLI with the process arguments. `hash_password` serves `hash-password` (the
+/// binary passes the one implementation, which lives with the launchers on top of `xi-auth`:
+/// this library does not depend on it).
+pub fn main(hash_password: impl FnOnce(Option<String>) -> ExitCode) -> ExitCode {
     let cli = Cli::parse_from(upstream_aliases(std::env::args()));
+    if let Command::HashPassword { password } = cli.command {
+        return hash_password(password);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -176,9 +181,6 @@ fn credentials(cli: &Cli) -> Result<(Option<String>, bool), ClientError> {
 }
 
 async fn run(cli: Cli) -> Result<(), ClientError> {
-    if let Command::HashPassword { password } = &cli.command {
-        return commands::hash_password(password.clone());
-    }
     if let Command::Login { username, password } = &cli.command {
         return commands::login(&cli.endpoint, username, password).await;
     }

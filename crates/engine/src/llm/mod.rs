@@ -28,6 +28,7 @@ use std::path::Path;
 use candle_core::quantized::GgmlDType;
 use serde_json::Value;
 use tokenizers::Tokenizer;
+use xi_api::launch::DEFAULT_MAX_NUM_BATCHED_TOKENS;
 
 use crate::checks::tokenizer_problem;
 use crate::error::EngineError;
@@ -63,22 +64,24 @@ pub struct GenerationParams {
     pub ignore_eos: bool,
 }
 
-impl Default for GenerationParams {
-    fn default() -> Self {
-        Self {
-            max_tokens: 256,
-            temperature: 0.0,
-            top_p: None,
-            top_k: None,
-            repetition_penalty: 1.0,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            seed: 0,
-            stop: Vec::new(),
-            stop_token_ids: Vec::new(),
-            ignore_eos: false,
-        }
-    }
+impl GenerationParams {
+    /// Greedy decoding of at most 256 tokens with no penalties and no stop strings: a preset for
+    /// tests and benchmarks (`..GenerationParams::GREEDY`). It is not the API's defaults: a
+    /// request's defaults live in `xi_api::generation` (temperature 1, max_tokens 1024), which
+    /// the worker applies before it starts a sequence.
+    pub const GREEDY: GenerationParams = GenerationParams {
+        max_tokens: 256,
+        temperature: 0.0,
+        top_p: None,
+        top_k: None,
+        repetition_penalty: 1.0,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
+        seed: 0,
+        stop: Vec::new(),
+        stop_token_ids: Vec::new(),
+        ignore_eos: false,
+    };
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +161,7 @@ impl Body {
         caches: Vec<&mut Cache>,
         wanted: &[u32],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let mismatch = || EngineError::InvalidInput("internal: a KV cache of another kind".into());
+        let mismatch = || EngineError::internal("a KV cache of another kind");
         match self {
             Body::Cpu(t) => {
                 let mut own = Vec::with_capacity(caches.len());
@@ -490,9 +493,9 @@ impl LlmModel {
         let mut logits = logits.into_iter();
         for &i in &members {
             if seqs[i].pending() == 0 {
-                let row = logits.next().ok_or_else(|| {
-                    EngineError::InvalidInput("internal: missing logits row".into())
-                })?;
+                let row = logits
+                    .next()
+                    .ok_or_else(|| EngineError::internal("missing logits row"))?;
                 updates[i] = seqs[i].advance(row, &self.end_ids, &self.tokenizer)?;
             }
         }
@@ -501,18 +504,18 @@ impl LlmModel {
 
     /// The logits of the token that would follow `prompt` (one forward pass, no sampling).
     pub fn next_token_logits(&self, prompt: &[u32]) -> Result<Vec<f32>, EngineError> {
-        let seq = self.start(prompt.to_vec(), GenerationParams::default())?;
+        let seq = self.start(prompt.to_vec(), GenerationParams::GREEDY)?;
         let mut cache = seq.cache;
         let last = prompt.len() as u32 - 1;
         let mut rows = self
             .body
             .forward(prompt, &[prompt.len()], vec![&mut cache], &[last])?;
-        rows.pop()
-            .ok_or_else(|| EngineError::InvalidInput("internal: no logits".into()))
+        rows.pop().ok_or_else(|| EngineError::internal("no logits"))
     }
 
     /// Generates one sequence from `prompt`. `on_text` receives the text as it becomes final
     /// (never a piece of a stop string) and returns false to stop early (the client went away).
+    /// Steps take a replica's default token budget (`max_num_batched_tokens`).
     pub fn generate(
         &self,
         prompt: &[u32],
@@ -522,7 +525,7 @@ impl LlmModel {
         let mut seq = self.start(prompt.to_vec(), params.clone())?;
         while seq.finished().is_none() {
             let update = self
-                .step(&mut [&mut seq], crate::DEFAULT_BATCH_TOKENS)?
+                .step(&mut [&mut seq], DEFAULT_MAX_NUM_BATCHED_TOKENS)?
                 .pop()
                 .unwrap_or_default();
             if !update.text.is_empty() && !on_text(&update.text) {

@@ -265,7 +265,7 @@ impl PortableTransformer {
                 .gate_up
                 .forward(&h)?
                 .try_into()
-                .map_err(|_| EngineError::InvalidInput("internal: gate/up split".into()))?;
+                .map_err(|_| EngineError::internal("gate/up split"))?;
             let gated = (candle_nn::ops::silu(&gate)? * up)?;
             x = (x + layer.down.forward(&gated)?)?;
         }

@@ -44,7 +44,7 @@ pub(super) fn finish_qkv(
 ) -> Result<(Tensor, Tensor, Tensor), EngineError> {
     let [q, k, v]: [Tensor; 3] = parts
         .try_into()
-        .map_err(|_| EngineError::InvalidInput("internal: q/k/v split".into()))?;
+        .map_err(|_| EngineError::internal("q/k/v split"))?;
     let [qb, kb, vb] = bias;
     let (mut q, mut k, v) = (add_bias(q, qb)?, add_bias(k, kb)?, add_bias(v, vb)?);
     if let (Some(qn), Some(kn)) = (q_norm, k_norm) {
@@ -205,7 +205,7 @@ impl Transformer {
                 .gate_up
                 .forward(&h)?
                 .try_into()
-                .map_err(|_| EngineError::InvalidInput("internal: gate/up split".into()))?;
+                .map_err(|_| EngineError::internal("gate/up split"))?;
             let gated = (candle_nn::ops::silu(&gate)? * up)?;
             x = (x + layer.down.forward(&gated)?)?;
         }

@@ -54,7 +54,7 @@ fn greedy_chat_answers_and_stops_at_the_end_token() {
     let ids = chat_ids(&model, "What is the capital of France?");
     let params = GenerationParams {
         max_tokens: 48,
-        ..Default::default()
+        ..GenerationParams::GREEDY
     };
     let mut streamed = String::new();
     let first = model
@@ -92,7 +92,7 @@ fn stop_strings_max_tokens_and_seeded_sampling() {
             &ids,
             &GenerationParams {
                 max_tokens: 5,
-                ..Default::default()
+                ..GenerationParams::GREEDY
             },
             &mut |_| true,
         )
@@ -107,7 +107,7 @@ fn stop_strings_max_tokens_and_seeded_sampling() {
             &ids,
             &GenerationParams {
                 max_tokens: 40,
-                ..Default::default()
+                ..GenerationParams::GREEDY
             },
             &mut |_| true,
         )
@@ -117,7 +117,7 @@ fn stop_strings_max_tokens_and_seeded_sampling() {
         let params = GenerationParams {
             max_tokens: 40,
             stop: vec![stop.into()],
-            ..Default::default()
+            ..GenerationParams::GREEDY
         };
         let mut streamed = String::new();
         let cut = model
@@ -141,7 +141,7 @@ fn stop_strings_max_tokens_and_seeded_sampling() {
             temperature: 0.9,
             top_p: Some(0.95),
             seed,
-            ..Default::default()
+            ..GenerationParams::GREEDY
         };
         model.generate(&ids, &params, &mut |_| true).unwrap().text
     };
@@ -155,7 +155,7 @@ fn prompts_beyond_the_context_are_refused_with_the_numbers() {
     let model = LlmModel::load_gguf(&smollm2_gguf(), None, None).unwrap();
     let ids = vec![42u32; model.context_length() + 1];
     let err = model
-        .generate(&ids, &GenerationParams::default(), &mut |_| true)
+        .generate(&ids, &GenerationParams::GREEDY, &mut |_| true)
         .unwrap_err();
     assert!(
         err.to_string()
@@ -173,7 +173,7 @@ fn presence_and_frequency_penalties_discourage_repeats() {
             max_tokens: 30,
             presence_penalty: presence,
             frequency_penalty: frequency,
-            ..Default::default()
+            ..GenerationParams::GREEDY
         };
         let text = model.generate(&ids, &params, &mut |_| true).unwrap().text;
         let tokens = model.encode(&text).unwrap();
@@ -215,7 +215,7 @@ fn f32_greedy_tokens_equal_transformers_for_40_tokens() {
         let want: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
         let params = GenerationParams {
             max_tokens: want.len(),
-            ..Default::default()
+            ..GenerationParams::GREEDY
         };
         let got = model.generate(&ids, &params, &mut |_| true).unwrap();
         assert_eq!(got.token_ids, want, "greedy tokens");
@@ -269,7 +269,7 @@ fn converted_safetensors_folder_generates_the_transformers_tokens() {
         let want: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
         let params = GenerationParams {
             max_tokens: want.len(),
-            ..Default::default()
+            ..GenerationParams::GREEDY
         };
         let got = model.generate(&ids, &params, &mut |_| true).unwrap();
         assert_eq!(got.token_ids, want, "greedy tokens");
@@ -294,7 +294,7 @@ fn sequences_batched_together_generate_what_each_generates_alone() {
         max_tokens: 24,
         temperature: if seed == 0 { 0.0 } else { 0.8 },
         seed,
-        ..Default::default()
+        ..GenerationParams::GREEDY
     };
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| chat_ids(&model, p)).collect();
     assert!(ids[3].len() > 100, "one long prompt, read in chunks");
@@ -361,7 +361,7 @@ fn llama3_qwen2_and_qwen3_safetensors_compute_what_transformers_computes() {
             let want: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
             let params = GenerationParams {
                 max_tokens: want.len(),
-                ..Default::default()
+                ..GenerationParams::GREEDY
             };
             let got = model.generate(&prompt, &params, &mut |_| true).unwrap();
             assert_eq!(got.token_ids, want, "{name}: greedy tokens");
@@ -401,7 +401,7 @@ fn top_k_top_p_and_repetition_penalty_shape_the_choice() {
     };
     let base = GenerationParams {
         max_tokens: 24,
-        ..Default::default()
+        ..GenerationParams::GREEDY
     };
     let greedy = run(base.clone());
     // With one candidate left, sampling at temperature 1 is the greedy choice, whatever the seed.

@@ -32,7 +32,7 @@ fn chat_ids(model: &LlmModel, text: &str) -> Vec<u32> {
 fn greedy(max_tokens: usize) -> GenerationParams {
     GenerationParams {
         max_tokens,
-        ..Default::default()
+        ..GenerationParams::GREEDY
     }
 }
 

@@ -67,14 +67,7 @@ pub fn join(state: &AppState, request: JoinRequest) -> JoinResponse {
 /// Serves a replica a worker reported; `false` when its uid belongs to another model.
 fn adopt(state: &AppState, worker: &Arc<dyn Worker>, replica: RunningReplica) -> bool {
     let spec = replica.spec;
-    let model_uid = if spec.model_uid.is_empty() {
-        spec.replica_uid
-            .rsplit_once('-')
-            .map_or(spec.replica_uid.as_str(), |(uid, _)| uid)
-            .to_string()
-    } else {
-        spec.model_uid.clone()
-    };
+    let model_uid = spec.model_uid.clone();
     match state.models.get(&model_uid) {
         Some(entry) if entry.model_name == spec.model_name => {
             let status = entry.status();

@@ -72,22 +72,6 @@ fn spec_bytes(spec: &Map<String, Value>) -> u64 {
     (billions * 1e9 * per_param) as u64
 }
 
-/// GPUs one replica asks for: `n_gpu` as a number (absent, `null` and `"auto"` ask for none:
-/// the worker uses a GPU if it has one), or the size of its `gpu_idx` share.
-pub fn gpus_wanted(options: &Map<String, Value>) -> usize {
-    let from_idx = options
-        .get("gpu_idx")
-        .and_then(Value::as_array)
-        .and_then(|shares| shares.first())
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    let from_n = options
-        .get("n_gpu")
-        .and_then(Value::as_u64)
-        .map_or(0, |n| n as usize);
-    from_idx.max(from_n)
-}
-
 /// One worker per replica. `pin` is `worker_ip` (an IP, or `host:port`); `load` counts the
 /// replicas each worker address already runs. With `gpus > 0` only workers with that many
 /// GPUs qualify, and the memory that counts is their freest GPU's.
@@ -192,6 +176,7 @@ pub fn place(
 mod tests {
     use super::*;
     use xi_api::cluster::WorkerResources;
+    use xi_api::launch::{LaunchOptions, RawLaunchOptions};
     use xi_api::worker::{
         BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, GpuInfo, ReplicaInfo,
         ReplicaSpec, RerankRequest, RerankResponse, WorkerError,
@@ -259,6 +244,19 @@ mod tests {
         ]
     }
 
+    /// GPUs per replica of a one-replica launch with these `n_gpu` / `gpu_idx` fields.
+    fn gpus_wanted(fields: Value) -> usize {
+        let fields = fields.as_object().cloned().unwrap_or_default();
+        let options = LaunchOptions::parse(RawLaunchOptions {
+            n_gpu: fields.get("n_gpu"),
+            gpu_idx: fields.get("gpu_idx"),
+            extra: &Map::new(),
+            replica: 1,
+        })
+        .unwrap();
+        options.gpus_per_replica()
+    }
+
     fn refusal(result: Result<Vec<Arc<dyn Worker>>, SupervisorError>) -> String {
         match result {
             Ok(_) => panic!("placed, expected a refusal"),
@@ -316,13 +314,15 @@ mod tests {
 
     #[test]
     fn gpu_launches_go_by_free_gpu_memory() {
-        let options: Map<String, Value> =
-            serde_json::from_value(serde_json::json!({ "n_gpu": 1 })).unwrap();
-        assert_eq!(gpus_wanted(&options), 1);
-        let options: Map<String, Value> =
-            serde_json::from_value(serde_json::json!({ "n_gpu": "auto", "gpu_idx": [[0, 1]] }))
-                .unwrap();
-        assert_eq!(gpus_wanted(&options), 2);
+        assert_eq!(gpus_wanted(serde_json::json!({ "n_gpu": 1 })), 1);
+        // A numeric string is the same integer, as the worker reads it.
+        assert_eq!(gpus_wanted(serde_json::json!({ "n_gpu": "1" })), 1);
+        assert_eq!(
+            gpus_wanted(serde_json::json!({ "n_gpu": "auto", "gpu_idx": [0, 1] })),
+            2
+        );
+        assert_eq!(gpus_wanted(serde_json::json!({ "n_gpu": null })), 0);
+        assert_eq!(gpus_wanted(serde_json::json!({})), 0);
         // 10.0.0.2 has 40 GiB free on its GPU, 10.0.0.4 140 GiB on each; 10.0.0.3 has none.
         let chosen = place(nodes(), &BTreeMap::new(), None, 60 * GIB, 2, "m", 1).unwrap();
         assert_eq!(addresses(&chosen), ["10.0.0.4:4000", "10.0.0.4:4000"]);

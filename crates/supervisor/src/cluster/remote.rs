@@ -122,18 +122,10 @@ impl RemoteWorker {
             return Ok(response);
         }
         let body = response.bytes().await.unwrap_or_default();
-        Err(serde_json::from_slice::<WorkerError>(&body).unwrap_or_else(|_| {
-            let kind = if status == reqwest::StatusCode::UNAUTHORIZED {
-                tracing::error!(worker = %self.address, "the worker refused our cluster secret");
-                WorkerErrorKind::Unreachable
-            } else {
-                WorkerErrorKind::Internal
-            };
-            WorkerError::new(
-                kind,
-                format!("worker {} answered HTTP {status}", self.address),
-            )
-        }))
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            tracing::error!(worker = %self.address, "the worker refused our cluster secret");
+        }
+        Err(decode_failure(&self.address, status, &body))
     }
 
     fn post<B: Serialize>(&self, path: &str, body: &B) -> reqwest::RequestBuilder {
@@ -149,6 +141,17 @@ impl RemoteWorker {
         .await
         .map(|_| ())
     }
+}
+
+/// A worker's failed answer as the [`WorkerError`] it carries, or, for a body that is not one,
+/// the kind of its status ([`WorkerErrorKind::from_status`], the reverse of the worker's table).
+fn decode_failure(address: &str, status: reqwest::StatusCode, body: &[u8]) -> WorkerError {
+    serde_json::from_slice::<WorkerError>(body).unwrap_or_else(|_| {
+        WorkerError::new(
+            WorkerErrorKind::from_status(status.as_u16()),
+            format!("worker {address} answered HTTP {status}"),
+        )
+    })
 }
 
 /// The events up to and including the first `Done` or `Error`.
@@ -315,5 +318,50 @@ impl Worker for RemoteWorker {
             let merged = futures_util::stream::select(events, cut);
             Ok(Box::pin(until_final(merged)) as EventStream)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_error_body_is_read_back_whatever_the_status() {
+        for kind in [
+            WorkerErrorKind::InvalidInput,
+            WorkerErrorKind::Busy,
+            WorkerErrorKind::Cancelled,
+            WorkerErrorKind::Internal,
+        ] {
+            let sent = WorkerError::new(kind, "the replica said why");
+            let body = serde_json::to_vec(&sent).unwrap_or_default();
+            let status = reqwest::StatusCode::from_u16(kind.status()).unwrap_or_default();
+            let got = decode_failure("w:1", status, &body);
+            assert_eq!(
+                (got.kind, got.message.as_str()),
+                (kind, "the replica said why")
+            );
+        }
+    }
+
+    #[test]
+    fn other_bodies_take_the_kind_of_their_status() {
+        let cases = [
+            (401, WorkerErrorKind::Unreachable),
+            (404, WorkerErrorKind::Internal),
+            (500, WorkerErrorKind::Internal),
+            (502, WorkerErrorKind::Internal),
+        ];
+        for (code, kind) in cases {
+            let status = reqwest::StatusCode::from_u16(code).unwrap_or_default();
+            let got = decode_failure("w:1", status, br#"{"detail":"Not Found"}"#);
+            assert_eq!(got.kind, kind, "{status}");
+            assert_eq!(got.message, format!("worker w:1 answered HTTP {status}"));
+        }
+        let not_found = reqwest::StatusCode::NOT_FOUND;
+        assert_eq!(
+            decode_failure("w:1", not_found, b"").message,
+            "worker w:1 answered HTTP 404 Not Found"
+        );
     }
 }

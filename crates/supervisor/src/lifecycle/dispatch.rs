@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use xi_api::worker::{Worker, WorkerError, WorkerErrorKind};
 
-use super::launch::worker_error;
 use super::table::ModelEntry;
 use crate::error::SupervisorError;
 
@@ -31,11 +30,11 @@ where
                 tracing::warn!(replica = %replica, worker = %worker.address(), error = %e, "replica unreachable; trying another");
                 last = Some(e);
             }
-            other => return other.map(|t| (replica, t)).map_err(worker_error),
+            other => return other.map(|t| (replica, t)).map_err(SupervisorError::from),
         }
     }
     Err(match last {
-        Some(e) => worker_error(e),
+        Some(e) => SupervisorError::from(e),
         None => SupervisorError::Unavailable {
             detail: format!(
                 "Model {} has no live replica: its workers are gone",

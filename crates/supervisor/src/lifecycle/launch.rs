@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use xi_api::models::{LaunchStatus, ModelType};
-use xi_api::worker::{HubDownload, ReplicaInfo, ReplicaSpec, Worker, WorkerError, WorkerErrorKind};
+use xi_api::worker::{HubDownload, ReplicaInfo, ReplicaSpec, Worker, WorkerErrorKind};
 
 use super::plan::LaunchPlan;
 use super::table::{ModelEntry, ModelTable};
@@ -54,10 +54,8 @@ fn model_files(
 fn hub_download(plan: &LaunchPlan) -> Result<HubDownload, SupervisorError> {
     let bad = |m: String| SupervisorError::BadRequest(m);
     let hub = plan
-        .options
-        .get("download_hub")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+        .download_hub
+        .clone()
         .or_else(|| std::env::var("XINFERENCE_MODEL_SRC").ok())
         .unwrap_or_else(|| "huggingface".into());
     if hub != "huggingface" {
@@ -101,28 +99,6 @@ fn hub_download(plan: &LaunchPlan) -> Result<HubDownload, SupervisorError> {
         file,
         cache_name,
     })
-}
-
-/// Maps a worker failure to the client's error.
-pub fn worker_error(e: WorkerError) -> SupervisorError {
-    match e.kind {
-        WorkerErrorKind::InvalidModel | WorkerErrorKind::InvalidInput => {
-            SupervisorError::BadRequest(e.message)
-        }
-        WorkerErrorKind::NotFound => SupervisorError::NotFound(e.message),
-        WorkerErrorKind::Unavailable | WorkerErrorKind::Unreachable => {
-            SupervisorError::Unavailable {
-                detail: e.message,
-                retry_after: None,
-            }
-        }
-        WorkerErrorKind::Busy => SupervisorError::Unavailable {
-            detail: e.message,
-            retry_after: Some(1),
-        },
-        WorkerErrorKind::Cancelled => SupervisorError::Cancelled(e.message),
-        WorkerErrorKind::Internal => SupervisorError::Internal(e.message),
-    }
 }
 
 /// Completes a plan's description with the worker's address and what loading found.
@@ -233,7 +209,7 @@ pub async fn start(
         if local_only {
             0
         } else {
-            placement::gpus_wanted(&plan.options)
+            plan.options.gpus_per_replica()
         },
     )?;
     let uid = plan.uid.clone();
@@ -272,13 +248,14 @@ async fn run_launch(
     let mut info = ReplicaInfo::default();
     let mut started: Vec<(String, Arc<dyn Worker>)> = Vec::new();
     let base = description(plan);
-    for (replica_uid, worker) in entry.replicas() {
+    for (replica_index, (replica_uid, worker)) in entry.replicas().into_iter().enumerate() {
         if entry.is_cancelled() {
             break;
         }
         let spec = ReplicaSpec {
             replica_uid: replica_uid.clone(),
             model_uid: entry.uid.clone(),
+            replica_index,
             model_type: plan.model_type,
             model_name: plan.family.name.clone(),
             model_path: path.clone(),
@@ -299,7 +276,7 @@ async fn run_launch(
                         entry.uid
                     ))
                 } else {
-                    worker_error(e)
+                    SupervisorError::from(e)
                 };
                 fail(&state.models, entry, &err, wait_ready);
                 return Err(err);
@@ -330,7 +307,7 @@ async fn run_launch(
 /// A failed launch: gone when the client waited for it (it got the error), otherwise kept as
 /// ERROR so `/v1/models/instances` and progress can show why.
 fn fail(models: &ModelTable, entry: &Arc<ModelEntry>, err: &SupervisorError, wait_ready: bool) {
-    tracing::warn!(uid = %entry.uid, error = %err, "launch failed");
+    tracing::warn!(uid = %entry.uid, error = ?err, "launch failed");
     if wait_ready || entry.is_cancelled() {
         models.remove_entry(entry);
     } else {

@@ -1,8 +1,10 @@
 //! Launch validation: [`plan_launch`] turns a `POST /v1/models` body into a checked
-//! [`LaunchPlan`] (uid rules, model type, engine, replica count, family and spec).
+//! [`LaunchPlan`] (uid rules, model type, engine, replica count, family and spec, and the
+//! launch options, parsed once into `xi_api::launch::LaunchOptions`).
 
 use rand::seq::SliceRandom;
 use serde_json::{Map, Value};
+use xi_api::launch::{LaunchOptions, RawLaunchOptions};
 use xi_api::models::{LaunchModelRequest, ModelType};
 
 use super::table::ModelTable;
@@ -23,8 +25,10 @@ pub struct LaunchPlan {
     pub model_path: Option<String>,
     /// Pins the launch to the worker at this IP (or `host:port`).
     pub worker_ip: Option<String>,
-    /// Unknown launch keys, passed to the engine.
-    pub options: Map<String, Value>,
+    /// The launch options, parsed once here; placement and the workers read them typed.
+    pub options: LaunchOptions,
+    /// `download_hub`: where a launch without local files downloads them from.
+    pub download_hub: Option<String>,
 }
 
 fn bad(message: impl Into<String>) -> SupervisorError {
@@ -82,21 +86,23 @@ pub fn plan_launch(
         .get(model_type, &name)
         .ok_or_else(|| bad(format!("Model not found, name: {name}, type: {model_type}")))?;
     let spec = match_spec(&family, &request)?;
-    let gpu_idx = gpu_shares(request.gpu_idx.as_ref(), replica)?;
-    let mut options = request.extra;
-    // The worker resolves the devices: `n_gpu` absent means "auto", null the CPU.
-    if let Some(n_gpu) = request.n_gpu {
-        options.insert("n_gpu".into(), n_gpu);
-    }
-    if let Some(shares) = gpu_idx {
-        options.insert("gpu_idx".into(), shares);
-    }
+    // The worker resolves the devices (`n_gpu` absent means "auto", null the CPU); a bad value
+    // of any option is refused here, naming it.
+    let mut options = LaunchOptions::parse(RawLaunchOptions {
+        n_gpu: request.n_gpu.as_ref(),
+        gpu_idx: request.gpu_idx.as_ref(),
+        extra: &request.extra,
+        replica: replica as usize,
+    })
+    .map_err(|e| bad(e.message))?;
     // The family's chat template serves model files that carry none (a GGUF without
     // `tokenizer.chat_template`, a folder without `tokenizer_config.json`).
-    if let Some(template) = family.body.get("chat_template").filter(|t| t.is_string()) {
-        options
-            .entry("chat_template")
-            .or_insert_with(|| template.clone());
+    if options.chat_template.is_none() {
+        options.chat_template = family
+            .body
+            .get("chat_template")
+            .and_then(Value::as_str)
+            .map(str::to_string);
     }
     Ok(LaunchPlan {
         uid,
@@ -110,33 +116,8 @@ pub fn plan_launch(
             .map(|ip| ip.trim().to_string())
             .filter(|ip| !ip.is_empty()),
         options,
+        download_hub: request.download_hub,
     })
-}
-
-/// `gpu_idx` (an index or a list) split evenly over the replicas, as upstream: one list per
-/// replica (replica `<uid>-<i>` takes the i-th). Its length must be a multiple of `replica`.
-fn gpu_shares(gpu_idx: Option<&Value>, replica: u32) -> Result<Option<Value>, SupervisorError> {
-    let indices: Vec<Value> = match gpu_idx {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Array(list)) => list.clone(),
-        Some(one) => vec![one.clone()],
-    };
-    if indices.is_empty() || indices.iter().any(|i| i.as_u64().is_none()) {
-        return Err(bad(format!(
-            "gpu_idx must be a GPU index or a list of them, got {}",
-            gpu_idx.cloned().unwrap_or_default()
-        )));
-    }
-    let replica = replica as usize;
-    if !indices.len().is_multiple_of(replica) {
-        return Err(bad(format!(
-            "The length of gpu_idx ({}) must be a multiple of replica ({replica})",
-            indices.len()
-        )));
-    }
-    let each = indices.len() / replica;
-    let shares = indices.chunks(each).map(|c| Value::Array(c.to_vec()));
-    Ok(Some(Value::Array(shares.collect())))
 }
 
 /// Upstream's CPU engine names, which scripts written for Xinference pass; they run on candle.
@@ -234,29 +215,4 @@ fn match_spec(
         request.quantization.as_deref().unwrap_or("any"),
         available.join(", ")
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::gpu_shares;
-
-    #[test]
-    fn gpu_idx_is_split_evenly_over_the_replicas() {
-        assert_eq!(gpu_shares(None, 2).unwrap(), None);
-        assert_eq!(gpu_shares(Some(&json!(null)), 1).unwrap(), None);
-        assert_eq!(gpu_shares(Some(&json!(1)), 1).unwrap(), Some(json!([[1]])));
-        assert_eq!(
-            gpu_shares(Some(&json!([0, 1, 2, 3])), 2).unwrap(),
-            Some(json!([[0, 1], [2, 3]]))
-        );
-        let err = gpu_shares(Some(&json!([0, 1, 2])), 2)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("must be a multiple of replica (2)"), "{err}");
-        for bad in [json!([]), json!("0"), json!([0, -1])] {
-            assert!(gpu_shares(Some(&bad), 1).is_err(), "{bad}");
-        }
-    }
 }

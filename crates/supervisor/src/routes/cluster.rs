@@ -5,15 +5,12 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use xi_api::Permission;
-use xi_auth::AuthError;
 
-use crate::authz::{Admin, Caller, ModelsList, Require};
+use crate::authz::{Admin, ModelsList, Require, RequireUnlessPublic};
 use crate::cluster::MemberView;
-use crate::error::SupervisorError;
 use crate::state::AppState;
 
 /// Upstream's `cpu` block (and `gpu-<i>` blocks) of a worker's status.
@@ -173,28 +170,14 @@ pub async fn stop_cluster(require: Require<Admin>, state: web::Data<AppState>) -
     HttpResponse::Ok().json(json!({ "result": true }))
 }
 
-pub async fn metrics(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, SupervisorError> {
-    if state.config.metrics_require_auth {
-        let caller = req.extensions().get::<Caller>().cloned();
-        match caller {
-            Some(Caller::AuthOff) => {}
-            Some(Caller::User(p)) if p.permissions.allows(Permission::Admin) => {}
-            Some(Caller::User(_)) => {
-                return Err(SupervisorError::Forbidden {
-                    required: Permission::Admin,
-                })
-            }
-            None => return Err(AuthError::NotAuthenticated.into()),
-        }
-    }
+/// Prometheus text. Public, or `admin` with `--metrics-require-auth` (the route table's
+/// `PublicOrRequires` row; the middleware and the extractor enforce it).
+pub async fn metrics(_: RequireUnlessPublic<Admin>, state: web::Data<AppState>) -> HttpResponse {
     state
         .metrics
         .running_models
         .set(state.models.all().len() as i64);
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render()))
+        .body(state.metrics.render())
 }

@@ -5,6 +5,7 @@ use actix_web::{web, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use xi_api::generation::SamplingFields;
 use xi_api::models::ModelType;
 use xi_api::worker::{ChatTurn, GenerateEvent, GenerateRequest, Prompt, Sampling};
 
@@ -12,97 +13,16 @@ use super::inference::resolve;
 use crate::authz::{ModelsRead, Require};
 use crate::error::SupervisorError;
 use crate::lifecycle::dispatch::on_replica;
-use crate::lifecycle::launch::worker_error;
 use crate::state::{unix_now, AppState};
 
 fn bad(message: impl Into<String>) -> SupervisorError {
     SupervisorError::BadRequest(message.into())
 }
 
-/// The sampling fields both routes share.
-#[derive(Deserialize)]
-struct SamplingBody {
-    #[serde(default)]
-    stream: bool,
-    max_tokens: Option<i64>,
-    max_completion_tokens: Option<i64>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    top_k: Option<i64>,
-    repetition_penalty: Option<f32>,
-    presence_penalty: Option<f32>,
-    frequency_penalty: Option<f32>,
-    seed: Option<u64>,
-    #[serde(default)]
-    stop: Option<Value>,
-    #[serde(default)]
-    stop_token_ids: Option<Vec<u32>>,
-    #[serde(default)]
-    ignore_eos: Option<bool>,
-    /// Choices per request: only 1 (refused otherwise, never silently ignored).
-    n: Option<i64>,
-    /// Completions' server-side best-of sampling: only 1.
-    best_of: Option<i64>,
-}
-
-impl SamplingBody {
-    fn sampling(&self) -> Result<Sampling, SupervisorError> {
-        let stop = match &self.stop {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(String::from)
-                        .ok_or_else(|| bad("stop must be a string or a list of strings"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(bad("stop must be a string or a list of strings")),
-        };
-        if let Some(t) = self.temperature {
-            if !(0.0..=2.0).contains(&t) {
-                return Err(bad(format!("temperature must be between 0 and 2, got {t}")));
-            }
-        }
-        for (name, value) in [
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ] {
-            if value.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
-                return Err(bad(format!("{name} must be between -2 and 2")));
-            }
-        }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(bad(format!("top_p must be in (0, 1], got {p}")));
-            }
-        }
-        for (name, value) in [("n", self.n), ("best_of", self.best_of)] {
-            if let Some(v) = value.filter(|v| *v != 1) {
-                return Err(bad(format!(
-                    "{name} = {v} is not supported: this server returns one choice per request ({name} = 1); send {name} requests in parallel instead"
-                )));
-            }
-        }
-        let max_tokens = self.max_completion_tokens.or(self.max_tokens);
-        if let Some(n) = max_tokens.filter(|n| *n < 1) {
-            return Err(bad(format!("max_tokens must be at least 1, got {n}")));
-        }
-        Ok(Sampling {
-            max_tokens: max_tokens.map(|n| n as usize),
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k.filter(|k| *k > 0).map(|k| k as usize),
-            repetition_penalty: self.repetition_penalty,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            seed: self.seed,
-            stop,
-            stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),
-            ignore_eos: self.ignore_eos.unwrap_or(false),
-        })
-    }
+/// The checked sampling of a request (the fields both routes share, parsed in `xi-api`): a 400
+/// naming the bad field.
+fn sampling_of(body: &SamplingFields) -> Result<Sampling, SupervisorError> {
+    body.sampling().map_err(SupervisorError::BadRequest)
 }
 
 #[derive(Deserialize)]
@@ -143,7 +63,7 @@ pub async fn chat(
 ) -> Result<HttpResponse, SupervisorError> {
     let entry = resolve(&state, &body, ModelType::Llm, "chat")?;
     let body = body.into_inner();
-    let sampling: SamplingBody = serde_json::from_value(body.clone())
+    let sampling: SamplingFields = serde_json::from_value(body.clone())
         .map_err(|e| SupervisorError::Unprocessable(format!("Invalid chat request: {e}")))?;
     let messages: Vec<Message> = body
         .get("messages")
@@ -169,7 +89,7 @@ pub async fn chat(
         .collect::<Result<Vec<_>, SupervisorError>>()?;
     let request = GenerateRequest {
         prompt: Prompt::Chat(turns),
-        sampling: sampling.sampling()?,
+        sampling: sampling_of(&sampling)?,
     };
     run(&entry, request, sampling.stream, Kind::Chat).await
 }
@@ -186,7 +106,7 @@ pub async fn completions(
             "logit_bias is not supported".into(),
         ));
     }
-    let sampling: SamplingBody = serde_json::from_value(body.clone())
+    let sampling: SamplingFields = serde_json::from_value(body.clone())
         .map_err(|e| SupervisorError::Unprocessable(format!("Invalid completion request: {e}")))?;
     let prompt = match body.get("prompt") {
         Some(Value::String(p)) if !p.is_empty() => p.clone(),
@@ -194,7 +114,7 @@ pub async fn completions(
     };
     let request = GenerateRequest {
         prompt: Prompt::Text(prompt),
-        sampling: sampling.sampling()?,
+        sampling: sampling_of(&sampling)?,
     };
     run(&entry, request, sampling.stream, Kind::Completion).await
 }
@@ -253,7 +173,7 @@ async fn run(
                         "usage": usage(done.prompt_tokens, done.completion_tokens),
                     })));
                 }
-                Some(GenerateEvent::Error(e)) => return Err(worker_error(e)),
+                Some(GenerateEvent::Error(e)) => return Err(e.into()),
                 None => {
                     return Err(SupervisorError::internal(
                         "the generation ended without a result",
@@ -297,7 +217,8 @@ async fn run(
             }
             // The status line is sent already: errors travel as an event, as upstream does.
             GenerateEvent::Error(e) => {
-                Bytes::from(format!("data: {}\n\n", json!({ "error": e.message })))
+                let detail = SupervisorError::from(e).client_detail();
+                Bytes::from(format!("data: {}\n\n", json!({ "error": detail })))
             }
         }))
         .map(Ok::<_, actix_web::Error>);

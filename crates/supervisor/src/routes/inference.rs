@@ -11,7 +11,7 @@ use xi_api::models::{LaunchStatus, ModelType};
 use xi_api::worker::{EmbedInput, EmbedRequest, RerankRequest};
 
 use crate::authz::{ModelsRead, Require};
-use crate::error::SupervisorError;
+use crate::error::{ModelLookup, SupervisorError};
 use crate::lifecycle::dispatch::on_replica;
 use crate::lifecycle::ModelEntry;
 use crate::state::AppState;
@@ -35,9 +35,10 @@ pub(super) fn resolve(
     let uid = body.get("model").and_then(Value::as_str).ok_or_else(|| {
         SupervisorError::Unprocessable("Field required: model (the model uid)".into())
     })?;
-    let entry = state.models.get(uid).ok_or_else(|| {
-        SupervisorError::NotFound(format!("Model not found in the model list, uid: {uid}"))
-    })?;
+    let entry = state
+        .models
+        .get(uid)
+        .ok_or_else(|| SupervisorError::model_not_found(uid, ModelLookup::Inference))?;
     if entry.status() == LaunchStatus::Error {
         let why = entry.snapshot().error.unwrap_or_default();
         return Err(SupervisorError::Unavailable {

@@ -1,8 +1,10 @@
 //! The route table: every route's method, path, access rule and handler, in one place.
 //!
 //! The server registers exactly these routes; the middleware's public list is derived from the
-//! `Access::Public` rows; the permission-matrix test walks this table. A handler enforces its
-//! row's permission through `Require<P>` in its signature, and the test proves the two agree.
+//! `Access::Public` rows (and the `PublicOrRequires` rows unless `--metrics-require-auth`); the
+//! permission-matrix test walks this table, and `docs/auth.md`'s permission table is generated
+//! from it (`tests/it/docs.rs`). A handler enforces its row's permission through `Require<P>`
+//! (or `RequireUnlessPublic<P>`) in its signature, and the test proves the two agree.
 
 mod auth;
 mod catalogue;
@@ -54,6 +56,9 @@ pub enum Access {
     Public,
     /// A caller holding this permission (or `admin`).
     Requires(Permission),
+    /// Public by default; this permission when the server is started with
+    /// `--metrics-require-auth` (the one such switch; it protects every row of this kind).
+    PublicOrRequires(Permission),
     /// Workers of this cluster only: the cluster secret, never a user's credentials.
     Cluster,
 }
@@ -88,7 +93,7 @@ const fn row(
     }
 }
 
-use Access::{Cluster, Public, Requires};
+use Access::{Cluster, Public, PublicOrRequires, Requires};
 use Permission::*;
 use Verb::{Delete, Get, Post};
 
@@ -113,8 +118,9 @@ pub fn route_table() -> Vec<RouteDef> {
         row(Get, "/ui", Public, |r| r.to(ui::to_ui)),
         row(Get, "/ui/", Public, |r| r.to(ui::index)),
         row(Get, "/ui/{file}", Public, |r| r.to(ui::asset)),
-        // Public unless `--metrics-require-auth`, which the handler enforces (admin).
-        row(Get, "/metrics", Public, |r| r.to(cluster::metrics)),
+        row(Get, "/metrics", PublicOrRequires(Admin), |r| {
+            r.to(cluster::metrics)
+        }),
         // Cluster administration.
         row(Get, "/v1/cluster/info", Requires(Admin), |r| {
             r.to(cluster::info)
@@ -230,13 +236,16 @@ pub fn route_table() -> Vec<RouteDef> {
 pub struct PublicRoutes(Vec<(Method, ResourceDef)>);
 
 impl PublicRoutes {
-    /// The public and cluster rows of the table; `/metrics` drops out when it must be
-    /// authenticated.
+    /// The public and cluster rows of the table, and the `PublicOrRequires` rows unless
+    /// `metrics_require_auth` protects them.
     pub fn from_table(table: &[RouteDef], metrics_require_auth: bool) -> Self {
         let routes = table
             .iter()
-            .filter(|r| matches!(r.access, Access::Public | Access::Cluster))
-            .filter(|r| !(metrics_require_auth && r.path == "/metrics"))
+            .filter(|r| match r.access {
+                Access::Public | Access::Cluster => true,
+                Access::PublicOrRequires(_) => !metrics_require_auth,
+                Access::Requires(_) => false,
+            })
             .map(|r| (r.verb.method(), ResourceDef::new(r.path)))
             .collect();
         PublicRoutes(routes)

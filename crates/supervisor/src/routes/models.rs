@@ -6,12 +6,12 @@ use serde_json::{json, Value};
 use xi_api::models::{LaunchModelRequest, LaunchStatus, ModelUidResponse};
 
 use crate::authz::{ModelsList, ModelsRead, ModelsStart, ModelsStop, Require};
-use crate::error::SupervisorError;
+use crate::error::{ModelLookup, SupervisorError};
 use crate::lifecycle::{launch, plan_launch, ModelEntry};
 use crate::state::AppState;
 
 fn not_found(uid: &str) -> SupervisorError {
-    SupervisorError::BadRequest(format!("Model not found in the model list, uid: {uid}"))
+    SupervisorError::model_not_found(uid, ModelLookup::Management)
 }
 
 /// A model that is ready, for the routes that describe running models.

@@ -1,9 +1,13 @@
 //! Error shapes: always JSON `{"detail": ...}`, the right status, no secrets; login details.
 
+use std::sync::Arc;
+
 use reqwest::Client;
 use serde_json::{json, Value};
+use xi_api::worker::{GenerateEvent, Worker, WorkerError, WorkerErrorKind};
 use xi_auth::ThrottlePolicy;
 use xi_supervisor::SupervisorConfig;
+use xi_testkit::FakeWorker;
 
 use crate::support::{auth_config, json_of, login, TestServer, SECRET};
 
@@ -258,4 +262,62 @@ async fn bad_logins_are_401_with_the_same_body_and_then_throttled() {
         metrics.contains("xinference_login_attempts_total{result=\"failure\"} 4"),
         "{metrics}"
     );
+}
+
+/// An internal failure's detail: generic, with a reference, never the cause.
+fn assert_generic_internal(detail: &str, cause: &str) {
+    let reference = detail
+        .strip_prefix("Internal server error; see the server log (ref ")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not the generic detail: {detail}"));
+    assert!(
+        reference.len() == 8 && reference.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{detail}"
+    );
+    assert!(!detail.contains(cause), "the cause leaked: {detail}");
+}
+
+#[tokio::test]
+async fn internal_failures_are_a_generic_500_or_event_and_never_the_cause() {
+    let worker = FakeWorker::new("10.0.0.9:7001");
+    let server = TestServer::with_workers(vec![worker.clone() as Arc<dyn Worker>]);
+    let client = Client::new();
+    let files = tempfile::TempDir::new().unwrap();
+    let res = client
+        .post(server.url("/v1/models"))
+        .json(&json!({
+            "model_uid": "chat", "model_name": "smollm2-instruct", "model_type": "LLM",
+            "model_path": files.path().to_str().unwrap(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(res).await, (200, json!({ "model_uid": "chat" })));
+
+    let cause = "internal error: a KV cache of another kind";
+    worker.script_generation(vec![
+        GenerateEvent::Text("Hel".into()),
+        GenerateEvent::Error(WorkerError::new(WorkerErrorKind::Internal, cause)),
+    ]);
+    let chat = |stream: bool| {
+        client
+            .post(server.url("/v1/chat/completions"))
+            .json(&json!({
+                "model": "chat", "stream": stream,
+                "messages": [{ "role": "user", "content": "Hi" }],
+            }))
+    };
+    let text = chat(true).send().await.unwrap().text().await.unwrap();
+    let last = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .last()
+        .and_then(|e| e.strip_prefix("data: "))
+        .unwrap_or_default();
+    let event: Value = serde_json::from_str(last).unwrap();
+    assert_generic_internal(event["error"].as_str().unwrap(), cause);
+
+    let (status, body) = json_of(chat(false).send().await.unwrap()).await;
+    assert_eq!(status, 500, "{body}");
+    assert_generic_internal(body["detail"].as_str().unwrap(), cause);
 }

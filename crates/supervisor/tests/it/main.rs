@@ -1,6 +1,9 @@
 //! Integration tests of the supervisor library over real HTTP on 127.0.0.1:0.
 
+mod docs;
 mod errors;
+mod fake_workers;
+mod launch_options;
 mod lifecycle;
 mod permissions;
 mod registrations;

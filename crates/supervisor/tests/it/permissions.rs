@@ -142,7 +142,8 @@ async fn every_route_answers_each_caller_exactly_as_the_table_says() {
             }
             let (status, body) = call(&client, &server.url, def, header).await;
             match def.access {
-                Access::Public => assert!(
+                // Without `--metrics-require-auth` these rows are public.
+                Access::Public | Access::PublicOrRequires(_) => assert!(
                     status != 401 && status != 403,
                     "{def:?} is public but {label} got {status} {body}"
                 ),
@@ -159,7 +160,7 @@ async fn every_route_answers_each_caller_exactly_as_the_table_says() {
         }
         for (label, header, perms) in &callers {
             let allowed = match def.access {
-                Access::Public => true,
+                Access::Public | Access::PublicOrRequires(_) => true,
                 Access::Requires(p) => perms.allows(p),
                 // Worker routes: no user credential opens them, not even admin's.
                 Access::Cluster => false,
@@ -276,15 +277,20 @@ async fn with_auth_off_every_route_is_open_and_authorization_is_ignored() {
     );
 }
 
-#[tokio::test]
-async fn metrics_can_be_put_behind_admin() {
+/// Auth on with the users of [`config`], and `--metrics-require-auth`.
+fn metrics_protected_server() -> TestServer {
     let dir = tempfile::TempDir::new().unwrap();
     let auth = dir.path().join("auth.json");
     std::fs::write(&auth, config().to_string()).unwrap();
     let mut cfg = xi_supervisor::SupervisorConfig::new(dir.path().join("home"));
     cfg.auth_config = Some(auth);
     cfg.metrics_require_auth = true;
-    let server = TestServer::start(cfg, Some(dir));
+    TestServer::start(cfg, Some(dir))
+}
+
+#[tokio::test]
+async fn metrics_can_be_put_behind_admin() {
+    let server = metrics_protected_server();
     let client = Client::new();
     let status = |r: reqwest::Response| r.status().as_u16();
     assert_eq!(
@@ -311,4 +317,36 @@ async fn metrics_can_be_put_behind_admin() {
         text.contains("status=\"401\""),
         "the refused request was counted: {text}"
     );
+}
+
+/// With `--metrics-require-auth` every `PublicOrRequires` row is a `Requires` row, for every
+/// kind of caller; the other rows do not change.
+#[tokio::test]
+async fn protected_rows_need_their_permission_with_metrics_require_auth() {
+    let server = metrics_protected_server();
+    let client = Client::new();
+    let rows: Vec<(RouteDef, Permission)> = route_table()
+        .into_iter()
+        .filter_map(|d| match d.access {
+            Access::PublicOrRequires(p) => Some((d, p)),
+            _ => None,
+        })
+        .collect();
+    assert!(!rows.is_empty(), "/metrics is such a row");
+    for (def, required) in &rows {
+        let (status, body) = call(&client, &server.url, def, None).await;
+        assert_eq!(status, 401, "{def:?} without credentials: {body}");
+        for (name, perm) in USERS {
+            let token = login(&client, &server, name, "pw").await;
+            let (status, body) =
+                call(&client, &server.url, def, Some(&format!("Bearer {token}"))).await;
+            let allowed = PermissionSet::parse_name(perm).unwrap().allows(*required);
+            if allowed {
+                assert_eq!(status, 200, "{def:?} must allow {name}: {body}");
+            } else {
+                assert_eq!(status, 403, "{def:?} must refuse {name}: {body}");
+                assert_eq!(body["detail"], "Not enough permissions");
+            }
+        }
+    }
 }

@@ -1,13 +1,16 @@
-//! `TestServer`: a real supervisor on 127.0.0.1:0 with a temp `XINFERENCE_HOME` and no worker
-//! (model-serving paths are tested end to end with the real binary in `tests/e2e`).
+//! `TestServer`: a real supervisor on 127.0.0.1:0 with a temp `XINFERENCE_HOME`, with no worker
+//! or with in-process fake workers (`xi_testkit::FakeWorker`); real weights are for the
+//! end-to-end tests in `tests/e2e`.
 
 use std::net::TcpListener;
 use std::path::Path;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
+use xi_api::worker::Worker;
 use xi_supervisor::{Supervisor, SupervisorConfig};
 
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -42,7 +45,22 @@ impl TestServer {
         TestServer::start(SupervisorConfig::new(home.to_path_buf()), None)
     }
 
+    /// Auth off, fresh home, serving with `workers` (local mode: they see this host's files).
+    pub fn with_workers(workers: Vec<Arc<dyn Worker>>) -> TestServer {
+        let dir = TempDir::new().unwrap();
+        let config = SupervisorConfig::new(dir.path().join("home"));
+        TestServer::start_with(config, Some(dir), workers)
+    }
+
     pub fn start(config: SupervisorConfig, dir: Option<TempDir>) -> TestServer {
+        TestServer::start_with(config, dir, Vec::new())
+    }
+
+    pub fn start_with(
+        config: SupervisorConfig,
+        dir: Option<TempDir>,
+        workers: Vec<Arc<dyn Worker>>,
+    ) -> TestServer {
         let supervisor = Supervisor::new(config).expect("supervisor starts");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -57,7 +75,7 @@ impl TestServer {
                 let _ = stopped.await;
             };
             runtime
-                .block_on(supervisor.run(listener, Vec::new(), shutdown))
+                .block_on(supervisor.run(listener, workers, shutdown))
                 .unwrap();
         });
         TestServer {
