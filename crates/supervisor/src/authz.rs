@@ -174,7 +174,9 @@ impl FromRequest for ClusterCall {
             .and_then(|v| v.to_str().ok());
         let result = match (req.app_data::<web::Data<AppState>>(), presented) {
             (None, _) => Err(SupervisorError::internal("application state missing")),
-            (Some(state), Some(secret)) if state.cluster_secret.matches(secret) => Ok(ClusterCall),
+            (Some(state), Some(secret)) if state.cluster.secret().matches(secret) => {
+                Ok(ClusterCall)
+            }
             (Some(_), presented) => {
                 let peer = req
                     .peer_addr()

@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use xi_auth::{ClusterSecret, ThrottlePolicy};
 
-use crate::limits::body::{BodyLimits, DEFAULT_KEEP_ALIVE_SECS, DEFAULT_MAX_CONNECTIONS};
-use crate::limits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
+use xi_http::{BodyLimits, DEFAULT_KEEP_ALIVE_SECS, DEFAULT_MAX_CONNECTIONS};
+
+/// Default `--max-connections-per-address`: connections one client address may hold open
+/// before its unauthenticated requests get 429. A browser opens 6 per host; 32 leaves room
+/// for a few users behind one NAT while 300 slow connections from one host are refused.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
 
 /// Everything the supervisor needs to start. No field is read from the environment below this.
 #[derive(Debug, Clone)]

@@ -10,8 +10,6 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-use crate::state::AppState;
-
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -104,21 +102,19 @@ pub async fn observe(
     let method = req.method().to_string();
     let path = req.path().to_string();
     let res = next.call(req).await?;
-    let state = res.request().app_data::<web::Data<AppState>>();
+    let metrics = res.request().app_data::<web::Data<Metrics>>();
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
     let status = res.status().as_u16();
     let elapsed = start.elapsed();
-    if let Some(state) = state {
-        state
-            .metrics
+    if let Some(metrics) = metrics {
+        metrics
             .requests
             .with_label_values(&[method.as_str(), route.as_str(), &status.to_string()])
             .inc();
-        state
-            .metrics
+        metrics
             .latency
             .with_label_values(&[method.as_str(), route.as_str()])
             .observe(elapsed.as_secs_f64());

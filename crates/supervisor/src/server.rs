@@ -13,15 +13,14 @@ use xi_api::worker::Worker;
 use xi_auth::{AuthService, ClusterSecret, SecretSource, SystemClock};
 
 use crate::authz;
-use crate::cluster::{membership, WorkerSet};
 use crate::config::SupervisorConfig;
+use crate::domain::Cluster;
 use crate::error::{self, SupervisorError};
-use crate::lifecycle::ModelTable;
 use crate::limits::{self, ConnectionBook};
 use crate::login_pool::LoginPool;
 use crate::metrics::{self, Metrics};
 use crate::registry::Registry;
-use crate::routes::{self, PublicRoutes};
+use crate::routes;
 use crate::state::AppState;
 
 /// A supervisor whose config, auth and registry have been loaded, ready to serve.
@@ -105,16 +104,21 @@ impl Supervisor {
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| SupervisorError::Startup(format!("cannot build the HTTP client: {e}")))?;
-        let state = web::Data::new(AppState {
-            public: PublicRoutes::from_table(&table, self.config.metrics_require_auth),
-            login_pool: LoginPool::new(self.config.login_concurrency)?,
-            metrics: Metrics::new().map_err(SupervisorError::internal)?,
-            models: ModelTable::default(),
-            workers: WorkerSet::new(workers, self.config.heartbeat_interval),
-            cluster_secret: self.cluster_secret,
+        let metrics = web::Data::new(Metrics::new().map_err(SupervisorError::internal)?);
+        let cluster = Arc::new(Cluster::new(
+            self.registry,
+            workers,
+            self.config.heartbeat_interval,
             http,
+            self.cluster_secret,
+            metrics.cluster_events.clone(),
+        ));
+        let state = web::Data::new(AppState {
+            public: routes::public_routes(&table, self.config.metrics_require_auth),
+            login_pool: LoginPool::new(self.config.login_concurrency)?,
+            metrics: metrics.clone(),
+            cluster: cluster.clone(),
             stop_workers: std::sync::atomic::AtomicBool::new(false),
-            registry: self.registry,
             auth: self.auth,
             address: address.clone(),
             started: Instant::now(),
@@ -124,7 +128,7 @@ impl Supervisor {
 
         #[cfg(unix)]
         spawn_reload_on_sighup(state.clone());
-        membership::spawn_monitor(state.clone());
+        cluster.spawn_monitor();
 
         let max_body = state.config.max_body_bytes;
         let body_limits = state.config.body_limits;
@@ -134,6 +138,7 @@ impl Supervisor {
             let table = routes::route_table();
             App::new()
                 .app_data(app_state.clone())
+                .app_data(metrics.clone())
                 .app_data(
                     // Like FastAPI, parse JSON whatever the content type says (curl -d sends
                     // form-urlencoded by default).
@@ -215,30 +220,11 @@ impl Running {
         self.server
             .await
             .map_err(|e| SupervisorError::internal(format!("server error: {e}")))?;
-        let state = &self.state;
-        let whole_cluster = state.stop_workers.load(std::sync::atomic::Ordering::SeqCst);
-        let remote: Vec<String> = state
-            .workers
-            .remotes()
-            .iter()
-            .map(|w| w.address())
-            .collect();
-        for entry in state.models.all() {
-            let on_remote = entry
-                .replicas()
-                .iter()
-                .any(|(_, w)| remote.contains(&w.address()));
-            if whole_cluster || !on_remote {
-                crate::lifecycle::launch::stop(&state.models, &entry).await;
-            }
-        }
-        if whole_cluster {
-            for worker in state.workers.remotes() {
-                if let Err(e) = worker.shutdown().await {
-                    tracing::warn!(worker = %worker.address(), error = %e, "cannot stop worker");
-                }
-            }
-        }
+        let whole_cluster = self
+            .state
+            .stop_workers
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.state.cluster.shutdown(whole_cluster).await;
         tracing::info!("supervisor stopped");
         Ok(())
     }

@@ -1,33 +1,29 @@
-//! Shared state of a running supervisor, handed to handlers as `web::Data<AppState>`.
+//! Shared state of the HTTP layer, handed to handlers as `web::Data<AppState>`: the
+//! [`Cluster`] handle the routes call, and what only HTTP needs (auth, the public routes,
+//! metrics, the login pool, the server's address and stop signal).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
+use actix_web::dev::ResourceDef;
+use actix_web::http::Method;
+use actix_web::web;
 use tokio::sync::Notify;
-use xi_auth::{AuthService, ClusterSecret};
+use xi_auth::AuthService;
 
-use crate::cluster::WorkerSet;
 use crate::config::SupervisorConfig;
-use crate::lifecycle::ModelTable;
+use crate::domain::Cluster;
 use crate::login_pool::LoginPool;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::routes::PublicRoutes;
 
 pub struct AppState {
     pub config: SupervisorConfig,
+    /// The models, the workers and the registry: every route about them calls this.
+    pub cluster: Arc<Cluster>,
     /// `None` when auth is off.
     pub auth: Option<Arc<AuthService>>,
-    pub registry: Registry,
-    pub models: ModelTable,
-    /// Workers that run models: the in-process worker (local mode) and the workers that
-    /// joined.
-    pub workers: WorkerSet,
-    /// Shared with the workers; every internal call carries it.
-    pub cluster_secret: ClusterSecret,
-    /// Pooled connections to the workers.
-    pub http: reqwest::Client,
-    pub metrics: Metrics,
+    /// Also registered on its own, for the request-log middleware.
+    pub metrics: web::Data<Metrics>,
     pub public: PublicRoutes,
     /// Password checks run here, off the request threads and at low priority.
     pub login_pool: LoginPool,
@@ -46,9 +42,20 @@ impl AppState {
     }
 }
 
-/// Seconds since the Unix epoch, as a float (upstream's `update_time`).
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+/// The `(method, path pattern)` pairs the middleware lets through without user credentials
+/// (built from the route table by `routes::public_routes`).
+pub struct PublicRoutes(Vec<(Method, ResourceDef)>);
+
+impl PublicRoutes {
+    pub fn new(routes: Vec<(Method, ResourceDef)>) -> Self {
+        PublicRoutes(routes)
+    }
+
+    /// Whether a request is public, matching patterns as the router does (`/ui/{file}` matches
+    /// `/ui/app.js` but not `/ui/a/b`), so the two cannot disagree.
+    pub fn contains(&self, method: &Method, path: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(m, def)| m == method && def.is_match(path))
+    }
 }

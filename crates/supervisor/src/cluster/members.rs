@@ -50,7 +50,7 @@ impl WorkerSet {
                     worker: worker.clone(),
                     remote: None,
                     last_seen: now,
-                    last_seen_unix: crate::state::unix_now(),
+                    last_seen_unix: crate::clock::unix_now(),
                     alive: true,
                 };
                 (worker.address(), member)
@@ -99,7 +99,7 @@ impl WorkerSet {
                     address: address.clone(),
                     alive: m.alive,
                     last_seen_unix: if local {
-                        crate::state::unix_now()
+                        crate::clock::unix_now()
                     } else {
                         m.last_seen_unix
                     },
@@ -136,7 +136,7 @@ impl WorkerSet {
                 worker: remote.clone(),
                 remote: Some(remote.clone()),
                 last_seen: Instant::now(),
-                last_seen_unix: crate::state::unix_now(),
+                last_seen_unix: crate::clock::unix_now(),
                 alive: true,
             },
         );
@@ -150,7 +150,7 @@ impl WorkerSet {
         match members.get_mut(address) {
             Some(m) if m.alive => {
                 m.last_seen = Instant::now();
-                m.last_seen_unix = crate::state::unix_now();
+                m.last_seen_unix = crate::clock::unix_now();
                 if let Some(remote) = &m.remote {
                     remote.set_resources(resources);
                 }

@@ -1,10 +1,10 @@
-//! The cluster side of the supervisor: its workers ([`members`]), remote workers over HTTP
-//! ([`remote`]), where launches go ([`placement`]) and workers joining, leaving
-//! and dying ([`membership`]).
+//! The cluster's parts: its workers ([`members`]), remote workers over HTTP ([`remote`]) and
+//! where launches go ([`placement`]). Workers joining, leaving and dying, and what that does
+//! to the models, is the job of `domain::Cluster`; nothing here knows the models table.
 
 pub mod members;
-pub mod membership;
 pub mod placement;
 pub mod remote;
 
 pub use members::{MemberView, WorkerSet, MISSED_HEARTBEATS};
+pub use remote::RemoteWorker;

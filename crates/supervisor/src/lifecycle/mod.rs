@@ -1,11 +1,12 @@
-//! The model lifecycle: validating launches ([`plan`]), the table of models ([`table`]) and
-//! running launches and terminations on workers ([`launch`]), and sending requests to a
-//! model's replicas ([`dispatch`]).
+//! The model lifecycle's parts: validating launches ([`plan`]), the table of models
+//! ([`table`]), what a launch sends to workers ([`spec`]) and sending a request to one of a
+//! model's replicas ([`dispatch`]). Running launches and terminations is the
+//! `domain::Cluster`'s job; nothing here sees HTTP or knows the cluster's members.
 
 pub mod dispatch;
-pub mod launch;
 pub mod plan;
+pub mod spec;
 pub mod table;
 
-pub use plan::plan_launch;
+pub use plan::{plan_launch, LaunchPlan};
 pub use table::{ModelEntry, ModelTable};

@@ -46,7 +46,7 @@ impl ModelEntry {
             model_name,
             model_type,
             replicas: RwLock::new(replicas),
-            created_ts: crate::state::unix_now() as u64,
+            created_ts: crate::clock::unix_now() as u64,
             state: RwLock::new(EntryState {
                 status: LaunchStatus::Creating,
                 description,

@@ -26,10 +26,7 @@ use actix_web::{web, HttpMessage, HttpResponse};
 use crate::authz::Caller;
 use crate::state::AppState;
 
-/// Default `--max-connections-per-address`: connections one client address may hold open
-/// before its unauthenticated requests get 429. A browser opens 6 per host; 32 leaves room
-/// for a few users behind one NAT while 300 slow connections from one host are refused.
-pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
+pub use crate::config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
 
 /// File descriptors kept back from `--max-connections` for everything else the process opens
 /// (model files, sockets to workers and hubs, logs).
@@ -148,7 +145,7 @@ fn authenticated(req: &ServiceRequest) -> bool {
         .get(xi_api::cluster::CLUSTER_SECRET_HEADER)
         .and_then(|v| v.to_str().ok());
     match (req.app_data::<web::Data<AppState>>(), presented) {
-        (Some(state), Some(secret)) => state.cluster_secret.matches(secret),
+        (Some(state), Some(secret)) => state.cluster.secret().matches(secret),
         _ => false,
     }
 }

@@ -30,7 +30,8 @@ pub async fn families(state: web::Data<AppState>) -> HttpResponse {
     let mut by_ability: BTreeMap<&str, Vec<String>> =
         keys.iter().map(|k| (*k, Vec::new())).collect();
     for family in state
-        .registry
+        .cluster
+        .registry()
         .builtin()
         .iter()
         .filter(|f| f.model_type == ModelType::Llm)
@@ -48,7 +49,8 @@ pub async fn families(state: web::Data<AppState>) -> HttpResponse {
 pub async fn prompts(state: web::Data<AppState>) -> HttpResponse {
     let mut prompts = Map::new();
     for family in state
-        .registry
+        .cluster
+        .registry()
         .builtin()
         .iter()
         .filter(|f| f.model_type == ModelType::Llm)
@@ -74,7 +76,8 @@ pub async fn engines(
 ) -> Result<HttpResponse, SupervisorError> {
     let name = path.into_inner();
     let family = state
-        .registry
+        .cluster
+        .registry()
         .find_any(&name)
         .ok_or_else(|| SupervisorError::BadRequest(format!("Model {name} not found")))?;
     Ok(HttpResponse::Ok().json(engine_matrix(&family)))
@@ -88,7 +91,8 @@ pub async fn engines_by_type(
     let (raw_type, name) = path.into_inner();
     let model_type = parse_type(&raw_type)?;
     let family = state
-        .registry
+        .cluster
+        .registry()
         .get(model_type, &name)
         .ok_or_else(|| SupervisorError::BadRequest(format!("Model {name} not found")))?;
     Ok(HttpResponse::Ok().json(engine_matrix(&family)))

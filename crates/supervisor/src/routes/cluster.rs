@@ -47,7 +47,7 @@ fn status_blocks(view: &MemberView) -> Value {
 /// listed (`alive: false`) until they join again.
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     let mut workers = serde_json::Map::new();
-    let views = state.workers.views();
+    let views = state.cluster.workers().views();
     state
         .metrics
         .live_workers
@@ -86,7 +86,7 @@ pub async fn info(
 ) -> HttpResponse {
     let mut nodes =
         vec![json!({ "node_type": "Supervisor", "ip_address": host_of(&state.address) })];
-    for view in state.workers.views() {
+    for view in state.cluster.workers().views() {
         let r = &view.resources;
         let mut worker = json!({
             "node_type": "Worker",
@@ -125,7 +125,8 @@ pub async fn version(_: Require<Admin>) -> HttpResponse {
 /// Number of GPUs over the live workers.
 pub async fn devices(_: Require<ModelsList>, state: web::Data<AppState>) -> HttpResponse {
     let count: usize = state
-        .workers
+        .cluster
+        .workers()
         .views()
         .iter()
         .filter(|v| v.alive)
@@ -137,7 +138,8 @@ pub async fn devices(_: Require<ModelsList>, state: web::Data<AppState>) -> Http
 /// Each worker with the replicas it serves. Beyond upstream: `alive` and `last_heartbeat`.
 pub async fn workers(_: Require<Admin>, state: web::Data<AppState>) -> HttpResponse {
     let list: Vec<Value> = state
-        .workers
+        .cluster
+        .workers()
         .views()
         .into_iter()
         .map(|view| {
@@ -145,7 +147,7 @@ pub async fn workers(_: Require<Admin>, state: web::Data<AppState>) -> HttpRespo
                 "work-ip": view.address,
                 "alive": view.alive,
                 "last_heartbeat": view.last_seen_unix,
-                "models": state.models.replica_descriptions(&view.address),
+                "models": state.cluster.models().replica_descriptions(&view.address),
             })
         })
         .collect();
@@ -176,7 +178,7 @@ pub async fn metrics(_: RequireUnlessPublic<Admin>, state: web::Data<AppState>) 
     state
         .metrics
         .running_models
-        .set(state.models.all().len() as i64);
+        .set(state.cluster.models().all().len() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -11,9 +11,11 @@ use xi_api::worker::{ChatTurn, GenerateEvent, GenerateRequest, Prompt, Sampling}
 
 use super::inference::resolve;
 use crate::authz::{ModelsRead, Require};
+use crate::clock::unix_now;
+use crate::domain::Cluster;
 use crate::error::SupervisorError;
-use crate::lifecycle::dispatch::on_replica;
-use crate::state::{unix_now, AppState};
+use crate::lifecycle::ModelEntry;
+use crate::state::AppState;
 
 fn bad(message: impl Into<String>) -> SupervisorError {
     SupervisorError::BadRequest(message.into())
@@ -91,7 +93,7 @@ pub async fn chat(
         prompt: Prompt::Chat(turns),
         sampling: sampling_of(&sampling)?,
     };
-    run(&entry, request, sampling.stream, Kind::Chat).await
+    run(&state.cluster, &entry, request, sampling.stream, Kind::Chat).await
 }
 
 pub async fn completions(
@@ -116,7 +118,14 @@ pub async fn completions(
         prompt: Prompt::Text(prompt),
         sampling: sampling_of(&sampling)?,
     };
-    run(&entry, request, sampling.stream, Kind::Completion).await
+    run(
+        &state.cluster,
+        &entry,
+        request,
+        sampling.stream,
+        Kind::Completion,
+    )
+    .await
 }
 
 #[derive(Clone, Copy)]
@@ -140,16 +149,18 @@ impl Kind {
 }
 
 async fn run(
-    entry: &crate::lifecycle::ModelEntry,
+    cluster: &Cluster,
+    entry: &ModelEntry,
     request: GenerateRequest,
     stream: bool,
     kind: Kind,
 ) -> Result<HttpResponse, SupervisorError> {
-    let (_, mut events) = on_replica(entry, |replica, worker| {
-        let request = request.clone();
-        async move { worker.generate(replica, request).await }
-    })
-    .await?;
+    let (_, mut events) = cluster
+        .dispatch(entry, |replica, worker| {
+            let request = request.clone();
+            async move { worker.generate(replica, request).await }
+        })
+        .await?;
     let (id, object, chunk_object) = kind.ids();
     let created = unix_now() as u64;
     let model = entry.uid.clone();

@@ -7,12 +7,11 @@ use actix_web::{web, HttpResponse};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use xi_api::models::{LaunchStatus, ModelType};
+use xi_api::models::ModelType;
 use xi_api::worker::{EmbedInput, EmbedRequest, RerankRequest};
 
 use crate::authz::{ModelsRead, Require};
-use crate::error::{ModelLookup, SupervisorError};
-use crate::lifecycle::dispatch::on_replica;
+use crate::error::SupervisorError;
 use crate::lifecycle::ModelEntry;
 use crate::state::AppState;
 
@@ -35,30 +34,7 @@ pub(super) fn resolve(
     let uid = body.get("model").and_then(Value::as_str).ok_or_else(|| {
         SupervisorError::Unprocessable("Field required: model (the model uid)".into())
     })?;
-    let entry = state
-        .models
-        .get(uid)
-        .ok_or_else(|| SupervisorError::model_not_found(uid, ModelLookup::Inference))?;
-    if entry.status() == LaunchStatus::Error {
-        let why = entry.snapshot().error.unwrap_or_default();
-        return Err(SupervisorError::Unavailable {
-            detail: format!("Model {uid} is not available: {why}"),
-            retry_after: None,
-        });
-    }
-    if entry.status() != LaunchStatus::Ready {
-        return Err(SupervisorError::Unavailable {
-            detail: format!("Model is loading, please retry later: {uid}"),
-            retry_after: Some(5),
-        });
-    }
-    if entry.model_type != wanted {
-        return Err(bad(format!(
-            "Model {uid} is a {} model; it does not support {ability}",
-            entry.model_type
-        )));
-    }
-    Ok(entry)
+    state.cluster.serving(uid, wanted, ability)
 }
 
 #[derive(Deserialize)]
@@ -150,11 +126,13 @@ pub async fn embeddings(
         inputs,
         truncate: request.truncate.unwrap_or(true),
     };
-    let (replica, result) = on_replica(&entry, |replica, worker| {
-        let embed = embed.clone();
-        async move { worker.embed(replica, embed).await }
-    })
-    .await?;
+    let (replica, result) = state
+        .cluster
+        .dispatch(&entry, |replica, worker| {
+            let embed = embed.clone();
+            async move { worker.embed(replica, embed).await }
+        })
+        .await?;
     let data: Vec<Value> = result
         .embeddings
         .iter()
@@ -214,11 +192,13 @@ pub async fn rerank(
         documents: request.documents.clone(),
         truncate: request.truncate.unwrap_or(true),
     };
-    let (_, result) = on_replica(&entry, |replica, worker| {
-        let rerank = rerank.clone();
-        async move { worker.rerank(replica, rerank).await }
-    })
-    .await?;
+    let (_, result) = state
+        .cluster
+        .dispatch(&entry, |replica, worker| {
+            let rerank = rerank.clone();
+            async move { worker.rerank(replica, rerank).await }
+        })
+        .await?;
     let mut order: Vec<usize> = (0..result.scores.len()).collect();
     order.sort_by(|a, b| result.scores[*b].total_cmp(&result.scores[*a]));
     let top_n = request.top_n.unwrap_or(order.len()).min(order.len());

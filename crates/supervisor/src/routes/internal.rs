@@ -6,7 +6,6 @@ use serde_json::json;
 use xi_api::cluster::{Heartbeat, JoinRequest, LeaveRequest};
 
 use crate::authz::ClusterCall;
-use crate::cluster::membership;
 use crate::error::SupervisorError;
 use crate::state::AppState;
 
@@ -15,14 +14,8 @@ pub async fn join(
     state: web::Data<AppState>,
     body: web::Json<JoinRequest>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let request = body.into_inner();
-    if request.address.trim().is_empty() || !request.address.contains(':') {
-        return Err(SupervisorError::BadRequest(format!(
-            "worker address must be host:port, got {:?}",
-            request.address
-        )));
-    }
-    Ok(HttpResponse::Ok().json(membership::join(&state, request)))
+    let answer = state.cluster.join(body.into_inner())?;
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 pub async fn heartbeat(
@@ -31,15 +24,9 @@ pub async fn heartbeat(
     body: web::Json<Heartbeat>,
 ) -> Result<HttpResponse, SupervisorError> {
     let beat = body.into_inner();
-    if state.workers.heartbeat(&beat.address, beat.resources) {
-        Ok(HttpResponse::Ok().json(json!({})))
-    } else {
-        // Unknown (the supervisor restarted) or declared dead: the worker joins again.
-        Err(SupervisorError::NotFound(format!(
-            "Worker {} is not in the cluster; join again",
-            beat.address
-        )))
-    }
+    // Unknown (the supervisor restarted) or declared dead: 404, and the worker joins again.
+    state.cluster.heartbeat(&beat.address, beat.resources)?;
+    Ok(HttpResponse::Ok().json(json!({})))
 }
 
 pub async fn leave(
@@ -47,6 +34,6 @@ pub async fn leave(
     state: web::Data<AppState>,
     body: web::Json<LeaveRequest>,
 ) -> HttpResponse {
-    membership::leave(&state, &body.address);
+    state.cluster.leave(&body.address);
     HttpResponse::Ok().json(json!({}))
 }

@@ -22,6 +22,7 @@ use actix_web::{web, HttpResponse, Route};
 use xi_api::Permission;
 
 use crate::error::SupervisorError;
+use crate::state::PublicRoutes;
 
 /// HTTP methods used by the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,33 +232,20 @@ pub fn route_table() -> Vec<RouteDef> {
     ]
 }
 
-/// The `(method, path pattern)` pairs the middleware lets through without user credentials
-/// (public routes, and cluster routes, whose handlers check the cluster secret).
-pub struct PublicRoutes(Vec<(Method, ResourceDef)>);
-
-impl PublicRoutes {
-    /// The public and cluster rows of the table, and the `PublicOrRequires` rows unless
-    /// `metrics_require_auth` protects them.
-    pub fn from_table(table: &[RouteDef], metrics_require_auth: bool) -> Self {
-        let routes = table
-            .iter()
-            .filter(|r| match r.access {
-                Access::Public | Access::Cluster => true,
-                Access::PublicOrRequires(_) => !metrics_require_auth,
-                Access::Requires(_) => false,
-            })
-            .map(|r| (r.verb.method(), ResourceDef::new(r.path)))
-            .collect();
-        PublicRoutes(routes)
-    }
-
-    /// Whether a request is public, matching patterns as the router does (`/ui/{file}` matches
-    /// `/ui/app.js` but not `/ui/a/b`), so the two cannot disagree.
-    pub fn contains(&self, method: &Method, path: &str) -> bool {
-        self.0
-            .iter()
-            .any(|(m, def)| m == method && def.is_match(path))
-    }
+/// The public and cluster rows of the table, and the `PublicOrRequires` rows unless
+/// `metrics_require_auth` protects them: what the middleware lets through without user
+/// credentials (cluster handlers check the cluster secret themselves).
+pub fn public_routes(table: &[RouteDef], metrics_require_auth: bool) -> PublicRoutes {
+    let routes = table
+        .iter()
+        .filter(|r| match r.access {
+            Access::Public | Access::Cluster => true,
+            Access::PublicOrRequires(_) => !metrics_require_auth,
+            Access::Requires(_) => false,
+        })
+        .map(|r| (r.verb.method(), ResourceDef::new(r.path)))
+        .collect();
+    PublicRoutes::new(routes)
 }
 
 /// Registers the table: one actix resource per path, holding that path's methods, answering a

@@ -7,7 +7,7 @@ use xi_api::models::{LaunchModelRequest, LaunchStatus, ModelUidResponse};
 
 use crate::authz::{ModelsList, ModelsRead, ModelsStart, ModelsStop, Require};
 use crate::error::{ModelLookup, SupervisorError};
-use crate::lifecycle::{launch, plan_launch, ModelEntry};
+use crate::lifecycle::ModelEntry;
 use crate::state::AppState;
 
 fn not_found(uid: &str) -> SupervisorError {
@@ -17,8 +17,8 @@ fn not_found(uid: &str) -> SupervisorError {
 /// A model that is ready, for the routes that describe running models.
 fn ready(state: &AppState, uid: &str) -> Result<std::sync::Arc<ModelEntry>, SupervisorError> {
     state
-        .models
-        .get(uid)
+        .cluster
+        .model(uid)
         .filter(|e| e.status() == LaunchStatus::Ready)
         .ok_or_else(|| not_found(uid))
 }
@@ -31,7 +31,8 @@ fn description(entry: &ModelEntry) -> Value {
 
 pub async fn list(_: Require<ModelsList>, state: web::Data<AppState>) -> HttpResponse {
     let data: Vec<Value> = state
-        .models
+        .cluster
+        .models()
         .ready()
         .iter()
         .map(|m| {
@@ -61,7 +62,7 @@ pub async fn launch(
     query: web::Query<LaunchQuery>,
     body: web::Json<LaunchModelRequest>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let plan = plan_launch(body.into_inner(), &state.registry, &state.models)?;
+    let plan = state.cluster.plan(body.into_inner())?;
     tracing::info!(
         user = ?require.caller.username(),
         uid = %plan.uid,
@@ -71,7 +72,7 @@ pub async fn launch(
         replica = plan.replica,
         "launch requested"
     );
-    let uid = launch::start(&state.clone().into_inner(), plan, query.wait_ready).await?;
+    let uid = state.cluster.launch(plan, query.wait_ready).await?;
     Ok(HttpResponse::Ok().json(ModelUidResponse { model_uid: uid }))
 }
 
@@ -89,9 +90,9 @@ pub async fn terminate(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
+    let entry = state.cluster.model(&uid).ok_or_else(|| not_found(&uid))?;
     tracing::info!(user = ?require.caller.username(), uid = %entry.uid, "terminate requested");
-    launch::stop(&state.models, &entry).await;
+    state.cluster.terminate(&entry).await;
     Ok(HttpResponse::Ok().json(Value::Null))
 }
 
@@ -100,8 +101,8 @@ pub async fn progress(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
-    Ok(HttpResponse::Ok().json(json!({ "progress": launch::progress(&entry).await })))
+    let entry = state.cluster.model(&uid).ok_or_else(|| not_found(&uid))?;
+    Ok(HttpResponse::Ok().json(json!({ "progress": state.cluster.progress(&entry).await })))
 }
 
 pub async fn cancel(
@@ -109,17 +110,9 @@ pub async fn cancel(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = state.models.get(&uid).ok_or_else(|| not_found(&uid))?;
-    if !matches!(
-        entry.status(),
-        LaunchStatus::Creating | LaunchStatus::Loading
-    ) {
-        return Err(SupervisorError::BadRequest(format!(
-            "Model {uid} is not being launched"
-        )));
-    }
+    let entry = state.cluster.model(&uid).ok_or_else(|| not_found(&uid))?;
+    state.cluster.cancel(&entry).await?;
     tracing::info!(user = ?require.caller.username(), uid = %entry.uid, "launch cancelled");
-    launch::stop(&state.models, &entry).await;
     Ok(HttpResponse::Ok().json(Value::Null))
 }
 
@@ -135,7 +128,8 @@ pub async fn instances(
     query: web::Query<InstancesQuery>,
 ) -> HttpResponse {
     let list: Vec<Value> = state
-        .models
+        .cluster
+        .models()
         .all()
         .into_iter()
         .filter(|m| query.model_name.as_deref().is_none_or(|n| n == m.model_name))

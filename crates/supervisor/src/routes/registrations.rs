@@ -26,7 +26,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, SupervisorError> {
     let model_type = parse_type(&path)?;
-    let families = state.registry.list(model_type);
+    let families = state.cluster.registry().list(model_type);
     let body: Vec<Value> = families
         .into_iter()
         .map(|f| match query.detailed {
@@ -45,7 +45,8 @@ pub async fn get(
     let (raw_type, name) = path.into_inner();
     let model_type = parse_type(&raw_type)?;
     let family = state
-        .registry
+        .cluster
+        .registry()
         .get(model_type, &name)
         .ok_or_else(|| SupervisorError::BadRequest(format!("Model {name} not found")))?;
     Ok(HttpResponse::Ok().json(family.body))
@@ -66,7 +67,8 @@ pub async fn register(
     let registry_state = state.clone();
     let name = web::block(move || {
         registry_state
-            .registry
+            .cluster
+            .registry()
             .register(model_type, &request.model, request.persist)
     })
     .await
@@ -84,9 +86,14 @@ pub async fn unregister(
     let model_type = parse_type(&raw_type)?;
     let registry_state = state.clone();
     let target = name.clone();
-    web::block(move || registry_state.registry.unregister(model_type, &target))
-        .await
-        .map_err(SupervisorError::internal)??;
+    web::block(move || {
+        registry_state
+            .cluster
+            .registry()
+            .unregister(model_type, &target)
+    })
+    .await
+    .map_err(SupervisorError::internal)??;
     tracing::info!(user = ?require.caller.username(), %model_type, model = %name, "model unregistered");
     Ok(HttpResponse::Ok().json(Value::Null))
 }
