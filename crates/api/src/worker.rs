@@ -81,6 +81,18 @@ pub enum WorkerErrorKind {
 }
 
 impl WorkerErrorKind {
+    /// Every kind, for tables and their tests.
+    pub const ALL: [WorkerErrorKind; 8] = [
+        WorkerErrorKind::InvalidModel,
+        WorkerErrorKind::InvalidInput,
+        WorkerErrorKind::NotFound,
+        WorkerErrorKind::Busy,
+        WorkerErrorKind::Unavailable,
+        WorkerErrorKind::Unreachable,
+        WorkerErrorKind::Cancelled,
+        WorkerErrorKind::Internal,
+    ];
+
     /// The HTTP status of this kind on the worker's internal API: the one table, used by the
     /// worker to answer and (in reverse, [`WorkerErrorKind::from_status`]) by the supervisor
     /// when an answer carries no [`WorkerError`] body. The supervisor's public statuses come

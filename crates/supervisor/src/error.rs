@@ -272,17 +272,6 @@ pub fn ensure_json_body<B: MessageBody + 'static>(
 mod tests {
     use super::*;
 
-    const KINDS: [WorkerErrorKind; 8] = [
-        WorkerErrorKind::InvalidModel,
-        WorkerErrorKind::InvalidInput,
-        WorkerErrorKind::NotFound,
-        WorkerErrorKind::Busy,
-        WorkerErrorKind::Unavailable,
-        WorkerErrorKind::Unreachable,
-        WorkerErrorKind::Cancelled,
-        WorkerErrorKind::Internal,
-    ];
-
     async fn answer(
         e: SupervisorError,
     ) -> (u16, actix_web::http::header::HeaderMap, serde_json::Value) {
@@ -298,7 +287,7 @@ mod tests {
 
     #[test]
     fn worker_kinds_get_the_status_the_worker_answered_with() {
-        for kind in KINDS {
+        for kind in WorkerErrorKind::ALL {
             let e = SupervisorError::from(WorkerError::new(kind, "why"));
             assert_eq!(e.status_code().as_u16(), kind.status(), "{kind:?}");
         }
@@ -306,7 +295,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_worker_error_keeps_its_message_unless_it_is_internal() {
-        for kind in KINDS {
+        for kind in WorkerErrorKind::ALL {
             let (status, headers, body) =
                 answer(WorkerError::new(kind, "the replica said why").into()).await;
             let detail = body["detail"].as_str().unwrap_or_default().to_string();

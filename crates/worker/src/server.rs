@@ -237,20 +237,9 @@ pub fn serve(
 mod tests {
     use super::*;
 
-    const KINDS: [WorkerErrorKind; 8] = [
-        WorkerErrorKind::InvalidModel,
-        WorkerErrorKind::InvalidInput,
-        WorkerErrorKind::NotFound,
-        WorkerErrorKind::Busy,
-        WorkerErrorKind::Unavailable,
-        WorkerErrorKind::Unreachable,
-        WorkerErrorKind::Cancelled,
-        WorkerErrorKind::Internal,
-    ];
-
     #[test]
     fn every_kind_has_a_real_status_from_the_table() {
-        for kind in KINDS {
+        for kind in WorkerErrorKind::ALL {
             let status = status_of(kind);
             assert_eq!(status.as_u16(), kind.status(), "{kind:?}");
             assert_eq!(
