@@ -15,7 +15,7 @@
 //! - [`placement`]: [`Placement`] — the device (CPU or a CUDA GPU), dtype, and whether the CPU
 //!   kernels or the portable tensor-op path computes a model.
 //! - [`llm`]: text generation (llama family, Qwen2, Qwen3) from GGUF files or Hugging Face
-//!   safetensors folders: our forward passes (CPU kernels and a tensor-op path for GPUs), the
+//!   safetensors folders: one decoder over two backends (CPU kernels, tensor ops for GPUs), the
 //!   tokenizer from the GGUF metadata or `tokenizer.json`, bounded Jinja chat templates,
 //!   sampling, stop conditions and continuous batching's sequences.
 //! - `checks` (and `llm::validate`): every config field and tensor shape checked against the

@@ -1,12 +1,13 @@
 //! Where a model runs: the candle device, the precision of its dense weights and activations,
 //! and which forward pass computes it.
 //!
-//! Two forward passes exist for each model kind. The CPU kernels (our packed BERT with the
-//! custom ops of `ops`, the LLM's integer matmuls and `Vec<f32>` KV caches) are the fastest
-//! on a CPU and the default there. The portable path is built only from candle tensor ops
-//! (KV caches as device tensors, candle-nn norms, RoPE and softmax), so it runs on any candle
-//! device: it is what CUDA GPUs run, and the CPU can run it too, which is how the tests keep
-//! the GPU path honest on machines without a GPU.
+//! Two backends exist for each model kind. The CPU kernels (our packed BERT with the custom
+//! ops of `ops`, the LLM's integer matmuls and `Vec<f32>` KV caches) are the fastest on a CPU
+//! and the default there. The portable path is built only from candle tensor ops (KV caches as
+//! device tensors, candle-nn norms, RoPE and softmax), so it runs on any candle device: it is
+//! what CUDA GPUs run, and the CPU can run it too, which is how the tests keep the GPU path
+//! honest on machines without a GPU. For LLMs both are one decoder (`llm::decoder`) over two
+//! backends (`llm::cpu`, `llm::portable`).
 
 use candle_core::{DType, Device, DeviceLocation};
 

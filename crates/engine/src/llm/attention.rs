@@ -34,6 +34,11 @@ impl KvCache {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+
+    /// Marks `n` more tokens as cached (after every layer has appended them).
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
 }
 
 /// RoPE frequencies of a model. The cos/sin rows are computed per forward pass for the tokens
@@ -130,42 +135,37 @@ pub struct Heads {
     pub head_dim: usize,
 }
 
-/// The attention geometry of a model and its RoPE tables.
+/// The attention geometry of a model, its RoPE frequencies and its layer count.
 pub struct Attention {
     pub shape: Heads,
     pub rope: Rope,
-}
-
-/// How a forward pass's tokens are packed: `spans[i]` of them belong to the i-th cache, in
-/// order, with their RoPE rows.
-pub struct Packed<'a> {
-    pub spans: &'a [usize],
-    pub rope: RopeRows,
+    pub layers: usize,
 }
 
 impl Attention {
-    /// Packs `spans` tokens per cache, at each sequence's next positions.
-    pub fn pack<'a>(&self, spans: &'a [usize], caches: &[&mut KvCache]) -> Packed<'a> {
+    /// The RoPE rows of a pass of `spans[i]` tokens for the i-th cache, in packed order, at
+    /// each sequence's next positions.
+    pub fn pack(&self, spans: &[usize], caches: &[&mut KvCache]) -> RopeRows {
         let positions = caches
             .iter()
             .zip(spans)
             .flat_map(|(cache, &n)| cache.len..cache.len + n);
-        Packed {
-            spans,
-            rope: self.rope.rows(positions),
-        }
+        self.rope.rows(positions)
     }
 
     /// One layer of attention for a packed batch. `q` is `[tokens, heads * head_dim]`, `k` and `v`
     /// `[tokens, kv_heads * head_dim]`. Applies RoPE (at each sequence's own positions), appends
-    /// keys and values to the caches, and returns `[tokens, heads * head_dim]`.
+    /// keys and values to the caches, and returns `[tokens, heads * head_dim]`. `rope` holds
+    /// the rows of [`Attention::pack`].
+    #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &self,
         layer: usize,
         q: &mut [f32],
         k: &mut [f32],
         v: &[f32],
-        packed: &Packed,
+        spans: &[usize],
+        rope: &RopeRows,
         caches: &mut [&mut KvCache],
     ) -> Vec<f32> {
         let Heads {
@@ -173,7 +173,6 @@ impl Attention {
             kv_heads,
             head_dim,
         } = self.shape;
-        let (spans, rope) = (packed.spans, &packed.rope);
         let q_row = heads * head_dim;
         let kv_row = kv_heads * head_dim;
         let mut start = 0;
@@ -306,13 +305,6 @@ fn head_body(job: &HeadJob) -> Vec<f32> {
         }
     }
     out
-}
-
-/// Marks the tokens of the last forward pass as cached (after every layer has appended them).
-pub fn advance(caches: &mut [&mut KvCache], spans: &[usize]) {
-    for (cache, n) in caches.iter_mut().zip(spans) {
-        cache.len += n;
-    }
 }
 
 /// A dot product with eight independent accumulators, which the compiler vectorises.

@@ -2,158 +2,71 @@
 //! (quantized) or Hugging Face safetensors folders.
 //!
 //! Parts: [`config`] (the model's shape), [`weights`] (GGUF / safetensors tensors under one
-//! naming), [`transformer`] + [`attention`] (our CPU forward pass over packed batches with one KV
-//! cache per sequence), [`portable`] (the same forward pass from candle tensor ops, for GPUs:
-//! see [`crate::Placement`]), [`sequence`] (sampling, stop conditions, streamed text),
-//! [`gguf_tokenizer`] (the tokenizer rebuilt from GGUF metadata), [`template`] (Jinja chat
-//! templates), [`convert`] (GGUF → safetensors folder) and `validate` (the config checked
-//! against the file's tensors and the machine's memory before anything is allocated).
-//! [`LlmModel::step`] advances any number of sequences by one forward pass: that is what
-//! continuous batching is built on.
+//! naming), `decoder` (the transformer, written once over two seams: a `Backend` with its
+//! linear layers, `linear`, and an `AttentionBackend` whose KV cache is an associated type),
+//! its two backends `cpu` (our integer kernels; attention and KV caches in `attention`) and
+//! `portable` (candle tensor ops, for GPUs: see [`crate::Placement`]), `plan` (the step
+//! planner: which sequences advance by how many tokens, a pure function), `load` (files into
+//! a model), [`sequence`] (sampling, stop conditions, streamed text), [`gguf_tokenizer`] (the
+//! tokenizer rebuilt from GGUF metadata), [`template`] (Jinja chat templates), [`convert`]
+//! (GGUF → safetensors folder) and `validate` (the config checked against the file's tensors
+//! and the machine's memory before anything is allocated). [`LlmModel::step`] advances any
+//! number of sequences by one forward pass: that is what continuous batching is built on.
 
 mod attention;
 pub mod config;
 pub mod convert;
+mod cpu;
+mod decoder;
 pub mod gguf_tokenizer;
+mod linear;
+mod load;
+mod plan;
 mod portable;
 mod qlinear;
 mod sequence;
 pub mod template;
-mod transformer;
+mod types;
 mod validate;
 pub mod weights;
 
-use std::path::Path;
-
-use candle_core::quantized::GgmlDType;
-use serde_json::Value;
 use tokenizers::Tokenizer;
 use xi_api::launch::DEFAULT_MAX_NUM_BATCHED_TOKENS;
 
-use crate::checks::tokenizer_problem;
 use crate::error::EngineError;
-use crate::files::{read_optional_json, ModelFiles};
 use crate::placement::Placement;
 pub use config::LlmConfig;
-use portable::PortableTransformer;
-use sequence::Cache;
+use cpu::CpuBackend;
+use decoder::{Backend, CacheOf, Decoder};
+pub use load::gguf_file_in;
+use portable::TensorBackend;
+use sequence::{Cache, CacheKind};
 pub use sequence::{Sequence, Update};
 pub use template::{ChatMessage, ChatTemplate};
-use transformer::Transformer;
-use weights::{GgufWeights, SafetensorsWeights};
+pub use types::{FinishReason, Generated, GenerationParams, LoadOptions};
 
-/// How to pick and when to stop.
-#[derive(Debug, Clone)]
-pub struct GenerationParams {
-    pub max_tokens: usize,
-    /// 0 (or below 1e-7) is greedy.
-    pub temperature: f64,
-    pub top_p: Option<f64>,
-    pub top_k: Option<usize>,
-    pub repetition_penalty: f32,
-    /// OpenAI's: subtracted once from the logit of every token already generated.
-    pub presence_penalty: f32,
-    /// OpenAI's: subtracted from a token's logit once per time it was generated.
-    pub frequency_penalty: f32,
-    pub seed: u64,
-    /// Strings that end generation; they are not part of the output.
-    pub stop: Vec<String>,
-    /// Token ids that end generation, besides the model's own end tokens.
-    pub stop_token_ids: Vec<u32>,
-    /// Keep going past the model's end tokens (vLLM's `ignore_eos`; for benchmarks).
-    pub ignore_eos: bool,
-}
-
-impl GenerationParams {
-    /// Greedy decoding of at most 256 tokens with no penalties and no stop strings: a preset for
-    /// tests and benchmarks (`..GenerationParams::GREEDY`). It is not the API's defaults: a
-    /// request's defaults live in `xi_api::generation` (temperature 1, max_tokens 1024), which
-    /// the worker applies before it starts a sequence.
-    pub const GREEDY: GenerationParams = GenerationParams {
-        max_tokens: 256,
-        temperature: 0.0,
-        top_p: None,
-        top_k: None,
-        repetition_penalty: 1.0,
-        presence_penalty: 0.0,
-        frequency_penalty: 0.0,
-        seed: 0,
-        stop: Vec::new(),
-        stop_token_ids: Vec::new(),
-        ignore_eos: false,
-    };
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    Stop,
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Generated {
-    pub text: String,
-    /// The generated token ids (stop tokens excluded).
-    pub token_ids: Vec<u32>,
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    pub finish_reason: FinishReason,
-}
-
-/// How to load: optional re-quantisation and a chat template for files that carry none.
-#[derive(Debug, Clone, Default)]
-pub struct LoadOptions {
-    /// Converts every matrix at load: `Q8_0` (fast on CPU, a quarter of f32's memory) or `F32`
-    /// (exact). `None` keeps the file's format.
-    pub requantize: Option<GgmlDType>,
-    /// The chat template to use when the model files have none (the catalogue family's).
-    pub fallback_template: Option<String>,
-    /// Where the model runs: the CPU kernels by default; a GPU (or the portable path on the
-    /// CPU) otherwise.
-    pub placement: Placement,
-}
-
-/// Tokens that end a turn in common chat formats; generation stops at any the vocabulary has.
-const END_OF_TURN: [&str; 6] = [
-    "<|im_end|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<|endoftext|>",
-    "<|end|>",
-    "<end_of_turn>",
-];
-
-/// The forward pass a model runs.
+/// The decoder a model runs, on its backend.
 enum Body {
-    Cpu(Transformer),
-    Portable(PortableTransformer),
+    Cpu(Decoder<CpuBackend>),
+    Portable(Decoder<TensorBackend>),
 }
 
 impl Body {
     fn config(&self) -> &LlmConfig {
         match self {
-            Body::Cpu(t) => &t.config,
-            Body::Portable(t) => &t.config,
+            Body::Cpu(d) => &d.config,
+            Body::Portable(d) => &d.config,
         }
     }
 
     fn new_cache(&self) -> Cache {
         match self {
-            Body::Cpu(t) => Cache::Cpu(attention::KvCache::new(t.config.layers)),
-            Body::Portable(t) => Cache::Portable(t.new_cache()),
+            Body::Cpu(d) => d.new_cache().wrap(),
+            Body::Portable(d) => d.new_cache().wrap(),
         }
     }
 
-    /// One forward pass (see [`Transformer::forward`]); every cache must be of this body's kind.
+    /// One forward pass (see [`Decoder::forward`]); every cache must be of this body's kind.
     fn forward(
         &self,
         tokens: &[u32],
@@ -161,30 +74,32 @@ impl Body {
         caches: Vec<&mut Cache>,
         wanted: &[u32],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let mismatch = || EngineError::internal("a KV cache of another kind");
         match self {
-            Body::Cpu(t) => {
-                let mut own = Vec::with_capacity(caches.len());
-                for cache in caches {
-                    match cache {
-                        Cache::Cpu(c) => own.push(c),
-                        Cache::Portable(_) => return Err(mismatch()),
-                    }
-                }
-                t.forward(tokens, spans, &mut own, wanted)
-            }
-            Body::Portable(t) => {
-                let mut own = Vec::with_capacity(caches.len());
-                for cache in caches {
-                    match cache {
-                        Cache::Portable(c) => own.push(c),
-                        Cache::Cpu(_) => return Err(mismatch()),
-                    }
-                }
-                t.forward(tokens, spans, &mut own, wanted)
-            }
+            Body::Cpu(d) => forward_on(d, tokens, spans, caches, wanted),
+            Body::Portable(d) => forward_on(d, tokens, spans, caches, wanted),
         }
     }
+}
+
+/// `decoder`'s forward pass over the sequences' caches, each unwrapped to the backend's own
+/// kind: a sequence started by a model on another backend is refused.
+fn forward_on<B: Backend>(
+    decoder: &Decoder<B>,
+    tokens: &[u32],
+    spans: &[usize],
+    caches: Vec<&mut Cache>,
+    wanted: &[u32],
+) -> Result<Vec<Vec<f32>>, EngineError>
+where
+    CacheOf<B>: CacheKind,
+{
+    let mut own = Vec::with_capacity(caches.len());
+    for cache in caches {
+        let cache = CacheOf::<B>::unwrap_mut(cache)
+            .ok_or_else(|| EngineError::internal("a sequence of a model on another backend"))?;
+        own.push(cache);
+    }
+    decoder.forward(tokens, spans, &mut own, wanted)
 }
 
 pub struct LlmModel {
@@ -196,180 +111,6 @@ pub struct LlmModel {
 }
 
 impl LlmModel {
-    /// Loads `path`: a `.gguf` file, a folder holding one `.gguf` file, or a Hugging Face folder
-    /// (`config.json`, `tokenizer.json`, `*.safetensors`). `on_progress` sees 0..1.
-    pub fn load(
-        path: &Path,
-        options: &LoadOptions,
-        on_progress: &mut dyn FnMut(f32),
-    ) -> Result<LlmModel, EngineError> {
-        if path.is_dir() && path.join("config.json").is_file() {
-            return Self::load_safetensors(path, options, on_progress);
-        }
-        let file = gguf_file_in(path)?;
-        Self::load_gguf_with(&file, options, on_progress)
-    }
-
-    /// Loads a GGUF file (see [`LoadOptions`]).
-    pub fn load_gguf(
-        path: &Path,
-        fallback_template: Option<String>,
-        requantize: Option<GgmlDType>,
-    ) -> Result<LlmModel, EngineError> {
-        let options = LoadOptions {
-            requantize,
-            fallback_template,
-            ..Default::default()
-        };
-        Self::load_gguf_with(path, &options, &mut |_| {})
-    }
-
-    fn load_gguf_with(
-        path: &Path,
-        options: &LoadOptions,
-        on_progress: &mut dyn FnMut(f32),
-    ) -> Result<LlmModel, EngineError> {
-        let bad = |e: &dyn std::fmt::Display| EngineError::bad_file(path, e);
-        let mut file = std::fs::File::open(path).map_err(|e| bad(&format!("cannot open: {e}")))?;
-        let size = file
-            .metadata()
-            .map_err(|e| bad(&format!("cannot open: {e}")))?
-            .len();
-        let content = validate::read_gguf(&mut file, path)?;
-        let (config, names) = LlmConfig::parse_gguf(&content, path)?;
-        let catalogue = validate::Catalogue::gguf(&content, size, path)?;
-        let on_cpu = options.placement.device.is_cpu();
-        validate::check_model(
-            &config,
-            &names,
-            &catalogue,
-            options.requantize,
-            on_cpu,
-            path,
-        )?;
-        let (tokenizer, bos, eos) = gguf_tokenizer::from_gguf(&content)?;
-        let name = |id: Option<u32>| {
-            id.and_then(|i| tokenizer.id_to_token(i))
-                .unwrap_or_default()
-        };
-        let source = content
-            .metadata
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .or_else(|| options.fallback_template.clone());
-        let template = source
-            .map(|s| ChatTemplate::new(s, name(bos), name(eos)))
-            .transpose()?;
-        let eot = content
-            .metadata
-            .get("tokenizer.ggml.eot_token_id")
-            .and_then(|v| v.to_u32().ok());
-        let end_ids = end_ids(&tokenizer, [eos, eot].into_iter().flatten());
-        let mut weights = GgufWeights::new(content, file, options.requantize, path);
-        let parts = (tokenizer, template, end_ids);
-        Self::assemble(path, config, &mut weights, parts, options, on_progress)
-    }
-
-    /// Loads the weights and puts the model together (both formats end here).
-    fn assemble(
-        origin: &Path,
-        config: LlmConfig,
-        weights: &mut dyn weights::WeightSource,
-        (tokenizer, template, end_ids): (Tokenizer, Option<ChatTemplate>, Vec<u32>),
-        options: &LoadOptions,
-        on_progress: &mut dyn FnMut(f32),
-    ) -> Result<LlmModel, EngineError> {
-        let placement = options.placement.clone();
-        let mut on_layer = |done: usize, all: usize| on_progress(done as f32 / all as f32);
-        let body = if placement.cpu_kernels() {
-            Body::Cpu(Transformer::load(config, weights, &mut on_layer)?)
-        } else {
-            Body::Portable(PortableTransformer::load(
-                config,
-                weights,
-                &placement,
-                &mut on_layer,
-            )?)
-        };
-        tracing::info!(from = %origin.display(), arch = body.config().arch.name(),
-            context = body.config().context_length, on = %placement.describe(), "LLM loaded");
-        Ok(LlmModel {
-            body,
-            placement,
-            tokenizer,
-            template,
-            end_ids,
-        })
-    }
-
-    /// Loads a Hugging Face folder: `config.json`, `tokenizer.json`, safetensors weights, and
-    /// optionally `tokenizer_config.json` (chat template, special tokens) and
-    /// `generation_config.json` (end tokens).
-    pub fn load_safetensors(
-        folder: &Path,
-        options: &LoadOptions,
-        on_progress: &mut dyn FnMut(f32),
-    ) -> Result<LlmModel, EngineError> {
-        let files = ModelFiles::resolve(folder)?;
-        let config_path = folder.join("config.json");
-        let (config, names) = LlmConfig::parse_hf(&files.config, &config_path)?;
-        let mut weights = SafetensorsWeights::open(&files.weights, options.requantize)?;
-        let origin = files.weights.first().cloned().unwrap_or_default();
-        let catalogue = validate::Catalogue::safetensors(weights.shapes(&origin)?);
-        let on_cpu = options.placement.device.is_cpu();
-        let requantize = options.requantize.filter(|d| *d != GgmlDType::F32);
-        validate::check_model(
-            &config,
-            &names,
-            &catalogue,
-            requantize,
-            on_cpu,
-            &config_path,
-        )?;
-        let tokenizer = Tokenizer::from_file(&files.tokenizer)
-            .map_err(|e| EngineError::bad_file(&files.tokenizer, tokenizer_problem(&*e)))?;
-        let tok_config =
-            read_optional_json(&folder.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
-        let generation =
-            read_optional_json(&folder.join("generation_config.json"))?.unwrap_or(Value::Null);
-        let special = |key: &str| -> String {
-            let v = &tok_config[key];
-            v.as_str()
-                .or_else(|| v["content"].as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let template_source = match &tok_config["chat_template"] {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(list) => list
-                .iter()
-                .find(|t| t["name"] == "default")
-                .and_then(|t| t["template"].as_str())
-                .map(str::to_string),
-            _ => None,
-        }
-        .or_else(|| options.fallback_template.clone());
-        let (bos, eos) = (special("bos_token"), special("eos_token"));
-        let mut ids: Vec<u32> = Vec::new();
-        for source in [&generation["eos_token_id"], &files.config["eos_token_id"]] {
-            match source {
-                Value::Number(n) => ids.extend(n.as_u64().map(|v| v as u32)),
-                Value::Array(list) => {
-                    ids.extend(list.iter().filter_map(Value::as_u64).map(|v| v as u32))
-                }
-                _ => {}
-            }
-        }
-        ids.extend(tokenizer.token_to_id(&eos));
-        let end_ids = end_ids(&tokenizer, ids.into_iter());
-        let template = template_source
-            .map(|s| ChatTemplate::new(s, bos, eos))
-            .transpose()?;
-        let parts = (tokenizer, template, end_ids);
-        Self::assemble(folder, config, &mut weights, parts, options, on_progress)
-    }
-
     pub fn context_length(&self) -> usize {
         self.body.config().context_length
     }
@@ -445,22 +186,15 @@ impl LlmModel {
         seqs: &mut [&mut Sequence],
         token_budget: usize,
     ) -> Result<Vec<Update>, EngineError> {
-        let mut take = vec![0usize; seqs.len()];
-        let mut used = 0;
-        for (i, s) in seqs.iter().enumerate() {
-            if s.finished().is_none() && s.pending() == 1 {
-                take[i] = 1;
-                used += 1;
-            }
-        }
-        for (i, s) in seqs.iter().enumerate() {
-            if s.finished().is_none() && s.pending() > 1 {
-                let room = token_budget.saturating_sub(used);
-                let room = if used == 0 { room.max(1) } else { room };
-                take[i] = s.pending().min(room);
-                used += take[i];
-            }
-        }
+        let pending: Vec<usize> = seqs
+            .iter()
+            .map(|s| match s.finished() {
+                Some(_) => 0,
+                None => s.pending(),
+            })
+            .collect();
+        let take = plan::plan(&pending, token_budget);
+        let used = take.iter().sum();
         let mut tokens = Vec::with_capacity(used);
         let mut spans = Vec::new();
         let mut wanted = Vec::new();
@@ -539,43 +273,5 @@ impl LlmModel {
             completion_tokens: seq.completion_tokens(),
             finish_reason: seq.finished().unwrap_or(FinishReason::Stop),
         })
-    }
-}
-
-/// The end ids given plus every end-of-turn token the vocabulary has.
-fn end_ids(tokenizer: &Tokenizer, given: impl Iterator<Item = u32>) -> Vec<u32> {
-    let mut ids: Vec<u32> = given.collect();
-    ids.extend(END_OF_TURN.iter().filter_map(|t| tokenizer.token_to_id(t)));
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
-/// The GGUF file of an LLM path: the path itself, or the one `.gguf` file in a folder.
-pub fn gguf_file_in(path: &Path) -> Result<std::path::PathBuf, EngineError> {
-    if path.is_file() {
-        if path.extension().is_some_and(|e| e == "gguf") {
-            return Ok(path.to_path_buf());
-        }
-        return Err(EngineError::bad_file(
-            path,
-            "is not a .gguf file (LLMs load from a .gguf file or a Hugging Face folder with config.json)",
-        ));
-    }
-    let found: Vec<_> = std::fs::read_dir(path)
-        .map_err(|e| EngineError::bad_file(path, format!("cannot read: {e}")))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
-        .collect();
-    match found.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(EngineError::bad_file(
-            path,
-            "holds neither a .gguf file nor config.json + safetensors weights",
-        )),
-        _ => Err(EngineError::bad_file(
-            path,
-            "holds several .gguf files; pass the file itself as model_path",
-        )),
     }
 }

@@ -1,9 +1,8 @@
-//! The decoder's forward pass built only from candle tensor ops, so it runs on any candle
-//! device: CUDA GPUs, and the CPU (where the tests compare it with [`super::transformer`], the
-//! CPU's own faster pass). Same packing as there: the new tokens of every sequence in a step go
-//! through each matrix multiplication together (weights read once per step however many
-//! sequences decode); attention then runs per sequence, one after another, against the
-//! sequence's own KV cache, kept as tensors on the device.
+//! The portable backend of the [decoder](super::decoder), built only from candle tensor ops, so
+//! it runs on any candle device: CUDA GPUs, and the CPU (where the tests compare it with
+//! [`super::cpu`], the CPU's own faster backend). The decoder's layer loop is the same for
+//! both; here attention runs per sequence, one after another, against the sequence's own KV
+//! cache, kept as tensors on the device.
 //!
 //! Precision: quantized GGUF matrices stay quantized on the device (candle's quantized kernels,
 //! f32 activations); dense matrices are stored in the placement's dtype (bf16 on GPUs). The
@@ -11,12 +10,13 @@
 //! scores and softmax are f32 always.
 
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::kv_cache::KvCache as TensorKv;
 
 use super::attention::Rope;
 use super::config::{LlmConfig, RopeStyle};
-use super::transformer::{finish_qkv, rope_inv_freq};
+use super::decoder::{rope_inv_freq, AttentionBackend, Backend, KvLen};
+use super::linear::{DeviceMatrix, Fused};
 use super::weights::{RawMatrix, WeightSource};
 use crate::error::EngineError;
 use crate::placement::Placement;
@@ -30,43 +30,86 @@ pub struct PortableCache {
     len: usize,
 }
 
-impl PortableCache {
-    /// Tokens whose keys and values are cached.
-    pub(crate) fn len(&self) -> usize {
+impl KvLen for PortableCache {
+    fn len(&self) -> usize {
         self.len
     }
-}
 
-/// A matrix for `x @ Wᵀ` that takes and returns activations of any dtype (quantized
-/// matrices compute in f32, dense ones in their own dtype).
-struct DeviceMatrix(QMatMul);
-
-impl DeviceMatrix {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let wants = match &self.0 {
-            QMatMul::QTensor(_) => DType::F32,
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dtype(),
-        };
-        self.0.forward(&x.to_dtype(wants)?)?.to_dtype(x.dtype())
+    fn advance(&mut self, n: usize) {
+        self.len += n;
     }
 }
 
-/// Matrices applied to one input (q/k/v, gate/up), stacked into one where their formats allow.
-enum DeviceFused {
-    Joined {
-        matrix: DeviceMatrix,
-        widths: Vec<usize>,
-    },
-    Apart(Vec<DeviceMatrix>),
+pub(super) struct TensorBackend {
+    /// The token embedding table (quantized ones stay quantized: rows are dequantized on use).
+    embed: QMatMul,
+    attention: TensorAttention,
+    /// The dtype dense matrices are stored in.
+    weights: DType,
 }
 
-impl DeviceFused {
-    fn load(
+/// Attention from tensor ops on the backend's device.
+pub(super) struct TensorAttention {
+    config: LlmConfig,
+    rope: Rope,
+    device: Device,
+    /// The residual stream's dtype.
+    dtype: DType,
+}
+
+impl TensorBackend {
+    /// Reads the embedding table and the RoPE frequencies onto `placement`'s device.
+    pub(super) fn load(
+        config: &LlmConfig,
+        w: &mut dyn WeightSource,
+        placement: &Placement,
+    ) -> Result<TensorBackend, EngineError> {
+        let device = placement.device.clone();
+        let weights = placement.dtype;
+        let dtype = if w.quantized() {
+            DType::F32
+        } else {
+            placement.dtype
+        };
+        let embed = w.raw_matrix("token_embd.weight")?.place(&device, weights)?;
+        let rope = Rope::new(config, &rope_inv_freq(config, w)?);
+        Ok(TensorBackend {
+            embed,
+            attention: TensorAttention {
+                config: config.clone(),
+                rope,
+                device,
+                dtype,
+            },
+            weights,
+        })
+    }
+
+    fn place(&self, raw: RawMatrix) -> Result<DeviceMatrix, EngineError> {
+        Ok(DeviceMatrix(
+            raw.place(&self.attention.device, self.weights)?,
+        ))
+    }
+}
+
+impl Backend for TensorBackend {
+    type Linear = DeviceMatrix;
+    type Attention = TensorAttention;
+
+    fn vector(&self, w: &mut dyn WeightSource, name: &str) -> Result<Tensor, EngineError> {
+        let a = &self.attention;
+        Ok(w.dense(name)?.to_dtype(a.dtype)?.to_device(&a.device)?)
+    }
+
+    fn matrix(&self, w: &mut dyn WeightSource, name: &str) -> Result<DeviceMatrix, EngineError> {
+        self.place(w.raw_matrix(name)?)
+    }
+
+    fn fused(
+        &self,
         w: &mut dyn WeightSource,
         names: &[String],
-        device: &Device,
-        dtype: DType,
-    ) -> Result<DeviceFused, EngineError> {
+    ) -> Result<Fused<DeviceMatrix>, EngineError> {
         let parts = names
             .iter()
             .map(|n| w.raw_matrix(n))
@@ -76,147 +119,46 @@ impl DeviceFused {
                 .iter()
                 .map(RawMatrix::rows)
                 .collect::<Result<_, _>>()?;
-            return Ok(DeviceFused::Joined {
-                matrix: DeviceMatrix(joined.place(device, dtype)?),
-                widths,
-            });
+            let matrix = self.place(joined)?;
+            return Ok(Fused::Joined { matrix, widths });
         }
         let apart = parts
             .into_iter()
-            .map(|p| p.place(device, dtype).map(DeviceMatrix))
+            .map(|p| self.place(p))
             .collect::<Result<_, _>>()?;
-        Ok(DeviceFused::Apart(apart))
+        Ok(Fused::Apart(apart))
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        match self {
-            DeviceFused::Joined { matrix, widths } => {
-                let all = matrix.forward(x)?;
-                let mut start = 0;
-                let mut outs = Vec::with_capacity(widths.len());
-                for &w in widths {
-                    outs.push(all.narrow(1, start, w)?.contiguous()?);
-                    start += w;
-                }
-                Ok(outs)
-            }
-            DeviceFused::Apart(parts) => parts.iter().map(|m| m.forward(x)).collect(),
+    fn lm_head(&self, w: &mut dyn WeightSource) -> Result<DeviceMatrix, EngineError> {
+        if w.has("output.weight") {
+            self.matrix(w, "output.weight")
+        } else {
+            Ok(DeviceMatrix(self.embed.clone()))
         }
     }
-}
 
-struct Layer {
-    attn_norm: Tensor,
-    qkv: DeviceFused,
-    qkv_bias: [Option<Tensor>; 3],
-    o: DeviceMatrix,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
-    ffn_norm: Tensor,
-    gate_up: DeviceFused,
-    down: DeviceMatrix,
-}
-
-pub struct PortableTransformer {
-    pub config: LlmConfig,
-    /// The token embedding table (quantized ones stay quantized: rows are dequantized on use).
-    embed: QMatMul,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    lm_head: DeviceMatrix,
-    rope: Rope,
-    device: Device,
-    /// The residual stream's dtype.
-    dtype: DType,
-}
-
-impl PortableTransformer {
-    /// Loads every tensor from `w` onto `placement`'s device. `on_layer` is told each finished
-    /// layer (progress).
-    pub fn load(
-        config: LlmConfig,
-        w: &mut dyn WeightSource,
-        placement: &Placement,
-        on_layer: &mut dyn FnMut(usize, usize),
-    ) -> Result<PortableTransformer, EngineError> {
-        let device = placement.device.clone();
-        let weights = placement.dtype;
-        let dtype = if w.quantized() {
-            DType::F32
-        } else {
-            placement.dtype
-        };
-        let vector = |w: &mut dyn WeightSource, name: &str| -> Result<Tensor, EngineError> {
-            Ok(w.dense(name)?.to_dtype(dtype)?.to_device(&device)?)
-        };
-        let optional = |w: &mut dyn WeightSource, name: String| -> Result<_, EngineError> {
-            if config.arch.qkv_bias() && w.has(&name) {
-                Ok(Some(vector(w, &name)?))
-            } else {
-                Ok(None)
-            }
-        };
-        let mut layers = Vec::with_capacity(config.layers);
-        for i in 0..config.layers {
-            let p = format!("blk.{i}");
-            let names = |parts: &[&str]| -> Vec<String> {
-                parts.iter().map(|n| format!("{p}.{n}.weight")).collect()
-            };
-            let qk_norm = |w: &mut dyn WeightSource, n: &str| {
-                config
-                    .arch
-                    .qk_norm()
-                    .then(|| vector(w, &format!("{p}.{n}.weight")))
-                    .transpose()
-            };
-            layers.push(Layer {
-                attn_norm: vector(w, &format!("{p}.attn_norm.weight"))?,
-                qkv: DeviceFused::load(
-                    w,
-                    &names(&["attn_q", "attn_k", "attn_v"]),
-                    &device,
-                    weights,
-                )?,
-                qkv_bias: [
-                    optional(w, format!("{p}.attn_q.bias"))?,
-                    optional(w, format!("{p}.attn_k.bias"))?,
-                    optional(w, format!("{p}.attn_v.bias"))?,
-                ],
-                o: DeviceMatrix(
-                    w.raw_matrix(&format!("{p}.attn_output.weight"))?
-                        .place(&device, weights)?,
-                ),
-                q_norm: qk_norm(w, "attn_q_norm")?,
-                k_norm: qk_norm(w, "attn_k_norm")?,
-                ffn_norm: vector(w, &format!("{p}.ffn_norm.weight"))?,
-                gate_up: DeviceFused::load(w, &names(&["ffn_gate", "ffn_up"]), &device, weights)?,
-                down: DeviceMatrix(
-                    w.raw_matrix(&format!("{p}.ffn_down.weight"))?
-                        .place(&device, weights)?,
-                ),
-            });
-            on_layer(i + 1, config.layers);
-        }
-        let embed = w.raw_matrix("token_embd.weight")?.place(&device, weights)?;
-        let lm_head = if w.has("output.weight") {
-            DeviceMatrix(w.raw_matrix("output.weight")?.place(&device, weights)?)
-        } else {
-            DeviceMatrix(embed.clone())
-        };
-        let rope = Rope::new(&config, &rope_inv_freq(&config, w)?);
-        Ok(PortableTransformer {
-            norm: vector(w, "output_norm.weight")?,
-            config,
-            embed,
-            layers,
-            lm_head,
-            rope,
-            device,
-            dtype,
-        })
+    fn embed(&self, tokens: &[u32]) -> Result<Tensor, EngineError> {
+        let a = &self.attention;
+        let ids = Tensor::new(tokens, &a.device)?;
+        Ok(self.embed.embedding(&ids)?.to_dtype(a.dtype)?)
     }
 
-    pub fn new_cache(&self) -> PortableCache {
+    fn attention(&self) -> &TensorAttention {
+        &self.attention
+    }
+}
+
+/// cos and sin `[tokens, pairs]` of every packed token's position, in the residual dtype.
+pub(super) struct RopeTables {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl AttentionBackend for TensorAttention {
+    type Cache = PortableCache;
+    type Pass = RopeTables;
+
+    fn new_cache(&self) -> PortableCache {
         let rows = CACHE_CHUNK.min(self.config.context_length.max(1));
         PortableCache {
             layers: (0..self.config.layers)
@@ -226,19 +168,12 @@ impl PortableTransformer {
         }
     }
 
-    /// One forward pass over packed sequences, as [`super::transformer::Transformer::forward`].
-    pub fn forward(
+    fn begin(
         &self,
-        tokens: &[u32],
         spans: &[usize],
-        caches: &mut [&mut PortableCache],
-        wanted: &[u32],
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let c = &self.config;
-        let n = tokens.len();
-        let eps = c.rms_eps as f32;
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.embedding(&ids)?.to_dtype(self.dtype)?;
+        caches: &[&mut PortableCache],
+    ) -> Result<RopeTables, EngineError> {
+        let n: usize = spans.iter().sum();
         let positions = caches
             .iter()
             .zip(spans)
@@ -247,52 +182,27 @@ impl PortableTransformer {
         let table = |values: &[f32]| -> candle_core::Result<Tensor> {
             Tensor::from_slice(values, (n, rows.pairs()), &self.device)?.to_dtype(self.dtype)
         };
-        let (cos, sin) = (table(rows.cos())?, table(rows.sin())?);
-        for (index, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, eps)?;
-            let (q, k, v) = finish_qkv(
-                layer.qkv.forward(&h)?,
-                &layer.qkv_bias,
-                layer.q_norm.as_ref(),
-                layer.k_norm.as_ref(),
-                c,
-                n,
-            )?;
-            let mixed = self.attend(index, &q, &k, &v, spans, caches, (&cos, &sin))?;
-            x = (x + layer.o.forward(&mixed)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-            let [gate, up]: [Tensor; 2] = layer
-                .gate_up
-                .forward(&h)?
-                .try_into()
-                .map_err(|_| EngineError::internal("gate/up split"))?;
-            let gated = (candle_nn::ops::silu(&gate)? * up)?;
-            x = (x + layer.down.forward(&gated)?)?;
-        }
-        for (cache, &k) in caches.iter_mut().zip(spans) {
-            cache.len += k;
-        }
-        let rows = Tensor::new(wanted, &self.device)?;
-        let last = x.index_select(&rows, 0)?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
-        let logits = self.lm_head.forward(&last)?.to_dtype(DType::F32)?;
-        Ok(logits.to_vec2::<f32>()?)
+        Ok(RopeTables {
+            cos: table(rows.cos())?,
+            sin: table(rows.sin())?,
+        })
     }
 
     /// One layer's attention for every sequence of the pass: RoPE at the sequence's own
     /// positions, keys and values appended to its cache, causal softmax over the cache.
     /// `q` is `[tokens, heads * head_dim]`, `k` and `v` `[tokens, kv_heads * head_dim]`.
-    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         layer: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
         spans: &[usize],
+        tables: &RopeTables,
         caches: &mut [&mut PortableCache],
-        (cos, sin): (&Tensor, &Tensor),
     ) -> Result<Tensor, EngineError> {
+        let (q, k, v) = (&q, &k, &v);
+        let (cos, sin) = (&tables.cos, &tables.sin);
         let c = &self.config;
         let (heads, kv_heads, d) = (c.heads, c.kv_heads, c.head_dim);
         let group = heads / kv_heads;

@@ -8,11 +8,14 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokenizers::Tokenizer;
 
 use super::attention::KvCache;
+use super::decoder::KvLen;
 use super::portable::PortableCache;
 use super::{FinishReason, GenerationParams};
 use crate::error::EngineError;
 
-/// A sequence's KV cache, of the kind its model's forward pass keeps.
+/// A sequence's KV cache, of the kind its model's backend keeps. Inside the decoder caches are
+/// typed (each backend's own, see [`super::decoder::AttentionBackend::Cache`]); only here, where
+/// a public, backend-free [`Sequence`] meets its model, is the kind one of two.
 pub(super) enum Cache {
     /// `Vec<f32>` rows for the CPU kernels.
     Cpu(KvCache),
@@ -24,7 +27,40 @@ impl Cache {
     pub(super) fn len(&self) -> usize {
         match self {
             Cache::Cpu(c) => c.len(),
-            Cache::Portable(c) => c.len(),
+            Cache::Portable(c) => KvLen::len(c),
+        }
+    }
+}
+
+/// A backend's cache type as one kind of [`Cache`].
+pub(super) trait CacheKind: Sized {
+    fn wrap(self) -> Cache;
+    /// This kind's cache, or `None` for another kind's.
+    fn unwrap_mut(cache: &mut Cache) -> Option<&mut Self>;
+}
+
+impl CacheKind for KvCache {
+    fn wrap(self) -> Cache {
+        Cache::Cpu(self)
+    }
+
+    fn unwrap_mut(cache: &mut Cache) -> Option<&mut Self> {
+        match cache {
+            Cache::Cpu(c) => Some(c),
+            Cache::Portable(_) => None,
+        }
+    }
+}
+
+impl CacheKind for PortableCache {
+    fn wrap(self) -> Cache {
+        Cache::Portable(self)
+    }
+
+    fn unwrap_mut(cache: &mut Cache) -> Option<&mut Self> {
+        match cache {
+            Cache::Portable(c) => Some(c),
+            Cache::Cpu(_) => None,
         }
     }
 }

@@ -31,56 +31,6 @@ impl Matrix {
         }
         Ok(Matrix::Candle(QMatMul::from_qtensor(tensor)?))
     }
-
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Matrix::Int8(linear) => linear.forward(x),
-            Matrix::Candle(m) => candle_core::Module::forward(m, x),
-        }
-    }
-}
-
-/// Matrices applied to the same input (q/k/v, gate/up). Integer-kernel matrices are stacked into
-/// one at load, so the input is quantized once and the pool dispatched once.
-pub enum Fused {
-    Joined { matrix: QLinear, widths: Vec<usize> },
-    Apart(Vec<Matrix>),
-}
-
-impl Fused {
-    pub fn new(parts: Vec<Matrix>) -> Fused {
-        let int8: Vec<&QLinear> = parts
-            .iter()
-            .filter_map(|m| match m {
-                Matrix::Int8(q) => Some(q),
-                Matrix::Candle(_) => None,
-            })
-            .collect();
-        if int8.len() == parts.len() {
-            if let Some(matrix) = QLinear::concat(&int8) {
-                let widths = int8.iter().map(|q| q.rows()).collect();
-                return Fused::Joined { matrix, widths };
-            }
-        }
-        Fused::Apart(parts)
-    }
-
-    /// One output per part, in order.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        match self {
-            Fused::Joined { matrix, widths } => {
-                let all = matrix.forward(x)?;
-                let mut start = 0;
-                let mut outs = Vec::with_capacity(widths.len());
-                for &w in widths {
-                    outs.push(all.narrow(1, start, w)?.contiguous()?);
-                    start += w;
-                }
-                Ok(outs)
-            }
-            Fused::Apart(parts) => parts.iter().map(|m| m.forward(x)).collect(),
-        }
-    }
 }
 
 /// The Hugging Face name of a GGUF tensor name (`blk.N.attn_q.weight` →

@@ -259,3 +259,21 @@ fn cross_encoders_compute_in_f32_whatever_dtype_is_asked() {
         assert!((a - b).abs() < 1e-6, "pair {i}: {a} vs {b}");
     }
 }
+
+#[test]
+fn a_sequence_is_refused_by_a_model_on_another_backend() {
+    // Inside the decoder a KV cache is its backend's own type; a `Sequence` is public and
+    // backend-free, so stepping it on another backend's model is an internal error, not a panic.
+    let folder = xi_testkit::fixture_path("tiny_llm/llama");
+    let load = |placement| LlmModel::load(&folder, &options(placement, None), &mut |_| {});
+    let cpu = load(Placement::cpu()).unwrap();
+    let portable = load(Placement::cpu_portable(DType::F32)).unwrap();
+    let mut seq = portable.start(vec![1, 2, 3], greedy(4)).unwrap();
+    let err = cpu.step(&mut [&mut seq], 32).unwrap_err();
+    assert!(!err.is_client_error(), "{err:?}");
+    assert!(err.to_string().contains("another backend"), "{err}");
+    // The sequence is untouched and still runs on its own model.
+    let updates = portable.step(&mut [&mut seq], 32).unwrap();
+    assert_eq!(updates.len(), 1);
+    assert_eq!(seq.generated().len(), 1);
+}
