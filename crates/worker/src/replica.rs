@@ -1,4 +1,10 @@
-//! One replica: a model on its own thread, a bounded queue, dynamic batching.
+//! One replica: a model on its own thread, fed by a bounded queue. The thread loads the model
+//! (`load`: download, checks, the engine's loaders) and then serves it: LLMs through the
+//! continuous batcher (`crate::batcher`), embedding and rerank models in dynamically batched
+//! rounds (`rounds`). A panic in either fails that launch or those requests, never the process.
+
+mod load;
+mod rounds;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -7,17 +13,13 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
-use xi_api::launch::Requantize;
-use xi_api::models::ModelType;
 use xi_api::worker::{
-    EmbedInput, EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, ReplicaInfo,
-    ReplicaSpec, RerankRequest, RerankResponse, WorkerError, WorkerErrorKind,
+    EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, ReplicaInfo, ReplicaSpec,
+    RerankRequest, RerankResponse, WorkerError, WorkerErrorKind,
 };
-use xi_engine::candle_quantized::GgmlDType;
-use xi_engine::embedding::EmbedInput as EngineInput;
-use xi_engine::llm::{ChatTemplate, LlmModel, LoadOptions};
-use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Encoded, EngineError, Placement, Rerank};
+use xi_engine::llm::ChatTemplate;
 
+use self::load::Loaded;
 use crate::gpu::DeviceChoice;
 
 /// A request and the channel its answer goes back on.
@@ -36,12 +38,6 @@ pub enum Job {
     Generate(GenerateRequest, UnboundedSender<GenerateEvent>),
 }
 
-enum Loaded {
-    Embedding(Box<dyn Embed>),
-    Rerank(Box<dyn Rerank>),
-    Llm(Box<LlmModel>),
-}
-
 /// Shared between the replica thread and the worker.
 pub struct ReplicaShared {
     /// Loading progress as f32 bits.
@@ -55,7 +51,7 @@ impl ReplicaShared {
         f32::from_bits(self.progress.load(Ordering::Relaxed))
     }
 
-    fn set_progress(&self, value: f32) {
+    pub(super) fn set_progress(&self, value: f32) {
         self.progress.store(value.to_bits(), Ordering::Relaxed);
     }
 }
@@ -150,83 +146,6 @@ impl Replica {
     }
 }
 
-/// The engine's placement of a device choice (opening the GPU).
-fn placement(choice: DeviceChoice) -> Result<Placement, WorkerError> {
-    let Some(ordinal) = choice.gpu else {
-        return Ok(Placement {
-            dtype: choice.dtype,
-            ..Placement::cpu()
-        });
-    };
-    Placement::cuda(ordinal, choice.dtype)
-        .map_err(|e| WorkerError::new(WorkerErrorKind::Unavailable, e.to_string()))
-}
-
-fn load(
-    spec: &ReplicaSpec,
-    device: DeviceChoice,
-    shared: &ReplicaShared,
-) -> Result<(Loaded, ReplicaInfo), WorkerError> {
-    let mut spec = spec.clone();
-    if let Some(download) = &spec.download {
-        // Downloading is the first 80% of the progress, loading the rest.
-        spec.model_path = crate::download::fetch(
-            download,
-            &spec.model_path,
-            &mut |p| shared.set_progress(0.8 * p),
-            &shared.stop,
-        )?;
-    }
-    let spec = &spec;
-    shared.set_progress(shared.progress().max(0.1));
-    let placement = placement(device)?;
-    tracing::info!(replica = %spec.replica_uid, on = %placement.describe(), "loading");
-    let loaded = match spec.model_type {
-        ModelType::Embedding => {
-            let model = EmbeddingModel::load_on(&spec.model_path, &placement)?;
-            let info = ReplicaInfo {
-                dimensions: Some(model.dimensions()),
-                max_tokens: Some(model.max_tokens()),
-            };
-            (Loaded::Embedding(Box::new(model)), info)
-        }
-        ModelType::Rerank => {
-            let model = CrossEncoder::load_on(&spec.model_path, &placement)?;
-            let info = ReplicaInfo {
-                dimensions: None,
-                max_tokens: Some(model.max_tokens()),
-            };
-            (Loaded::Rerank(Box::new(model)), info)
-        }
-        ModelType::Llm => {
-            let options = LoadOptions {
-                requantize: requantize_option(spec),
-                fallback_template: spec.options.chat_template.clone(),
-                placement,
-            };
-            let base = shared.progress();
-            let model = LlmModel::load(&spec.model_path, &options, &mut |p| {
-                shared.set_progress(base + (1.0 - base) * p)
-            })?;
-            let info = ReplicaInfo {
-                dimensions: None,
-                max_tokens: Some(model.context_length()),
-            };
-            (Loaded::Llm(Box::new(model)), info)
-        }
-    };
-    shared.set_progress(1.0);
-    Ok(loaded)
-}
-
-/// The `requantize` launch option: `Q8_0` (faster on CPU) or `F32` (exact), default none.
-fn requantize_option(spec: &ReplicaSpec) -> Option<GgmlDType> {
-    spec.options.requantize.map(|r| match r {
-        Requantize::Q8_0 => GgmlDType::Q8_0,
-        Requantize::F32 => GgmlDType::F32,
-    })
-}
-
 fn run(
     spec: ReplicaSpec,
     options: ReplicaOptions,
@@ -236,7 +155,7 @@ fn run(
 ) {
     let started = std::time::Instant::now();
     // A panic while loading (a loader bug, a file the checks missed) fails this launch only.
-    let result = contained(|| load(&spec, options.device, &shared)).unwrap_or_else(|why| {
+    let result = contained(|| load::load(&spec, options.device, &shared)).unwrap_or_else(|why| {
         tracing::error!(replica = %spec.replica_uid, panic = %why, "the model loader panicked");
         Err(WorkerError::new(
             WorkerErrorKind::InvalidModel,
@@ -255,7 +174,7 @@ fn run(
             tracing::info!(replica = %spec.replica_uid, secs = started.elapsed().as_secs_f32(), "replica ready");
             let template = match &model {
                 Loaded::Llm(m) => m.chat_template().cloned(),
-                _ => None,
+                Loaded::Encoder(_) => None,
             };
             let _ = ready.send(Ok(Ready { info, template }));
             model
@@ -272,7 +191,7 @@ fn run(
     loop {
         let served = contained(|| match &mut model {
             Loaded::Llm(m) => crate::batcher::serve(m, options, &shared, &receiver),
-            _ => serve(&mut model, options, &shared, &receiver),
+            Loaded::Encoder(m) => rounds::serve(m, options, &shared, &receiver),
         });
         match served {
             Ok(()) => break,
@@ -295,60 +214,6 @@ fn contained<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-fn serve(
-    model: &mut Loaded,
-    options: ReplicaOptions,
-    shared: &ReplicaShared,
-    receiver: &Receiver<Job>,
-) {
-    while let Ok(first) = receiver.recv() {
-        let mut jobs = vec![first];
-        if options.batching {
-            // Everything that queued up while the last round ran joins this one, up to the budget.
-            let mut tokens = 0usize;
-            while tokens < options.batch_tokens {
-                match receiver.try_recv() {
-                    Ok(job) => {
-                        tokens += estimate_tokens(&job);
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-        if shared.stop.load(Ordering::SeqCst) {
-            refuse(jobs);
-            continue;
-        }
-        match model {
-            Loaded::Embedding(m) => embed_round(m.as_ref(), jobs),
-            Loaded::Rerank(m) => rerank_round(m.as_ref(), jobs),
-            // LLM replicas are served by the batcher (see `run`).
-            Loaded::Llm(_) => refuse(jobs),
-        }
-    }
-}
-
-/// A cheap upper bound (one token per 3 bytes, plus specials) used only to size a round.
-fn estimate_tokens(job: &Job) -> usize {
-    match job {
-        Job::Embed(r, _) => r
-            .inputs
-            .iter()
-            .map(|i| match i {
-                EmbedInput::Text(t) => t.len() / 3 + 2,
-                EmbedInput::Tokens(ids) => ids.len(),
-            })
-            .sum(),
-        Job::Rerank(r, _) => r
-            .documents
-            .iter()
-            .map(|d| (d.len() + r.query.len()) / 3 + 3)
-            .sum(),
-        Job::Generate(..) => 0,
-    }
-}
-
 pub(crate) fn terminated() -> WorkerError {
     WorkerError::new(WorkerErrorKind::NotFound, "Model was terminated")
 }
@@ -359,122 +224,6 @@ pub(crate) fn refuse(jobs: Vec<Job>) {
             Job::Embed(_, reply) => drop(reply.send(Err(terminated()))),
             Job::Rerank(_, reply) => drop(reply.send(Err(terminated()))),
             Job::Generate(_, events) => drop(events.send(GenerateEvent::Error(terminated()))),
-        }
-    }
-}
-
-type Reply<T> = oneshot::Sender<Result<T, WorkerError>>;
-/// A request's tokenized sequences (or why it could not be tokenized) and its reply channel.
-type Tokenized<T> = (Result<Vec<Encoded>, EngineError>, Reply<T>);
-
-/// The jobs `take` accepts, tokenized; any other kind of job is refused.
-fn tokenized<Resp>(
-    jobs: Vec<Job>,
-    take: impl Fn(Job) -> Result<Tokenized<Resp>, Box<Job>>,
-) -> Vec<Tokenized<Resp>> {
-    let mut accepted = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        match take(job) {
-            Ok(request) => accepted.push(request),
-            Err(other) => refuse(vec![*other]),
-        }
-    }
-    accepted
-}
-
-fn embed_round(model: &dyn Embed, jobs: Vec<Job>) {
-    let requests = tokenized(jobs, |job| match job {
-        Job::Embed(request, reply) => {
-            let encoded = request
-                .inputs
-                .iter()
-                .map(|input| {
-                    let input = match input {
-                        EmbedInput::Text(t) => EngineInput::Text(t.clone()),
-                        EmbedInput::Tokens(ids) => EngineInput::Tokens(ids.clone()),
-                    };
-                    model.tokenize(&input, request.truncate)
-                })
-                .collect();
-            Ok((encoded, reply))
-        }
-        other => Err(Box::new(other)),
-    });
-    round(
-        "embedding",
-        requests,
-        |all| model.embed(all),
-        |embeddings, prompt_tokens| EmbedResponse {
-            embeddings,
-            prompt_tokens,
-        },
-    );
-}
-
-fn rerank_round(model: &dyn Rerank, jobs: Vec<Job>) {
-    let requests = tokenized(jobs, |job| match job {
-        Job::Rerank(request, reply) => {
-            let encoded = request
-                .documents
-                .iter()
-                .map(|doc| model.tokenize_pair(&request.query, doc, request.truncate))
-                .collect();
-            Ok((encoded, reply))
-        }
-        other => Err(Box::new(other)),
-    });
-    round(
-        "rerank",
-        requests,
-        |all| model.score(all),
-        |scores, input_tokens| RerankResponse {
-            scores,
-            input_tokens,
-        },
-    );
-}
-
-/// One round of the model: every request's sequences go through `compute` together, then
-/// each request gets its share of the outputs (and its own token count). A request that failed
-/// to tokenize fails alone.
-fn round<Out, Resp>(
-    kind: &str,
-    requests: Vec<Tokenized<Resp>>,
-    compute: impl FnOnce(&[&Encoded]) -> Result<Vec<Out>, EngineError>,
-    respond: impl Fn(Vec<Out>, usize) -> Resp,
-) {
-    let mut accepted = Vec::with_capacity(requests.len());
-    for (encoded, reply) in requests {
-        match encoded {
-            Ok(encoded) => accepted.push((encoded, reply)),
-            Err(e) => drop(reply.send(Err(e.into()))),
-        }
-    }
-    if accepted.is_empty() {
-        return;
-    }
-    let all: Vec<&Encoded> = accepted.iter().flat_map(|(enc, _)| enc.iter()).collect();
-    tracing::debug!(
-        kind,
-        requests = accepted.len(),
-        sequences = all.len(),
-        "{kind} round"
-    );
-    match compute(&all) {
-        Ok(outputs) => {
-            let mut outputs = outputs.into_iter();
-            for (encoded, reply) in accepted {
-                let tokens = encoded.iter().map(Encoded::len).sum();
-                let mine = outputs.by_ref().take(encoded.len()).collect();
-                let _ = reply.send(Ok(respond(mine, tokens)));
-            }
-        }
-        Err(e) => {
-            tracing::error!(kind, error = %e, "round failed");
-            let err = WorkerError::from(e);
-            for (_, reply) in accepted {
-                let _ = reply.send(Err(err.clone()));
-            }
         }
     }
 }

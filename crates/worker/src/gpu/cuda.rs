@@ -16,7 +16,7 @@ pub(super) fn inventory() -> Vec<Gpu> {
         return Vec::new();
     }
     let count = result::device::get_count().unwrap_or(0).max(0);
-    let nvml = Nvml::open();
+    let nvml = NVML.get_or_init(Nvml::open);
     (0..count)
         .filter_map(|ordinal| {
             let dev = result::device::get(ordinal).ok()?;
