@@ -466,9 +466,12 @@ async fn models_survive_a_supervisor_restart_and_streams_pass_through() {
     cluster.supervisor = start_supervisor(cluster.dir.path(), &port);
     // A new client: the old one's pooled connections died with the old process.
     let client = Client::new();
+    // Each worker re-joins on its own heartbeat: wait for both (both models listed, and both
+    // replicas of `mini`, which live on different workers).
     let ok = eventually(Duration::from_secs(15), || async {
         let models = get_json(&client, cluster.url("/v1/models")).await;
-        models["data"].as_array().map_or(0, Vec::len) == 2
+        let mini = get_json(&client, cluster.url("/v1/models/mini")).await;
+        models["data"].as_array().map_or(0, Vec::len) == 2 && mini["replica"] == 2
     })
     .await;
     assert!(

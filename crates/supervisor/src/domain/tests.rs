@@ -1,5 +1,5 @@
 //! The domain without HTTP: launches, terminations, dispatch, failover, joins and expiry on
-//! `xi_testkit::FakeWorker`s.
+//! `xi_testkit::FakeWorker`s. Test code only: `mod.rs` declares it under `#[cfg(test)]`.
 
 use std::sync::Arc;
 use std::time::Duration;
