@@ -62,7 +62,9 @@ impl Flags {
 }
 
 fn dtype(name: &str) -> Result<DType> {
-    xi_engine::placement::parse_dtype(name).ok_or_else(|| format!("unknown dtype {name}").into())
+    xi_api::launch::Dtype::parse(name)
+        .map(xi_engine::placement::dtype_of)
+        .ok_or_else(|| format!("unknown dtype {name}").into())
 }
 
 /// `cpu` (the portable path on the CPU) or `cuda:N`, in `dtype`.

@@ -82,13 +82,12 @@ impl Placement {
     }
 }
 
-/// Parses a `dtype` launch option: `float32`/`f32`, `bfloat16`/`bf16`, `float16`/`f16`/`half`.
-pub fn parse_dtype(name: &str) -> Option<DType> {
-    match name.to_ascii_lowercase().as_str() {
-        "float32" | "f32" | "float" => Some(DType::F32),
-        "bfloat16" | "bf16" => Some(DType::BF16),
-        "float16" | "f16" | "half" => Some(DType::F16),
-        _ => None,
+/// candle's dtype for a `dtype` launch option (parsed once, by `xi_api::launch::Dtype::parse`).
+pub fn dtype_of(dtype: xi_api::launch::Dtype) -> DType {
+    match dtype {
+        xi_api::launch::Dtype::Float32 => DType::F32,
+        xi_api::launch::Dtype::Bfloat16 => DType::BF16,
+        xi_api::launch::Dtype::Float16 => DType::F16,
     }
 }
 
@@ -110,9 +109,10 @@ mod tests {
             Placement::cpu_portable(DType::BF16).describe(),
             "cpu (portable, bf16)"
         );
-        assert_eq!(parse_dtype("BFloat16"), Some(DType::BF16));
-        assert_eq!(parse_dtype("half"), Some(DType::F16));
-        assert_eq!(parse_dtype("int8"), None);
+        let parse = |name| xi_api::launch::Dtype::parse(name).map(dtype_of);
+        assert_eq!(parse("BFloat16"), Some(DType::BF16));
+        assert_eq!(parse("half"), Some(DType::F16));
+        assert_eq!(parse("int8"), None);
     }
 
     #[cfg(not(feature = "cuda"))]

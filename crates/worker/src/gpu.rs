@@ -12,7 +12,7 @@
 //! (launch more replicas instead).
 
 use candle_core::DType;
-use xi_api::launch::{Dtype, GpuRequest, GpuShare};
+use xi_api::launch::{GpuRequest, GpuShare};
 use xi_api::models::ModelType;
 pub use xi_api::worker::GpuInfo;
 use xi_api::worker::{ReplicaSpec, WorkerError, WorkerErrorKind};
@@ -161,11 +161,7 @@ pub(crate) fn choose(
             found
         }
     };
-    let dtype = options.dtype.map(|d| match d {
-        Dtype::Float32 => DType::F32,
-        Dtype::Bfloat16 => DType::BF16,
-        Dtype::Float16 => DType::F16,
-    });
+    let dtype = options.dtype.map(xi_engine::placement::dtype_of);
     let dtype = dtype.unwrap_or(match gpu {
         None => DType::F32,
         // Encoders: f16 products on f32 activations are 8x closer to f32 than bf16 ones, and
