@@ -59,25 +59,26 @@ impl FromStr for ModelType {
 }
 
 /// `POST /v1/models` body (upstream section 4). Unknown keys are kept in `extra` and passed to
-/// the engine as launch options.
+/// the engine as launch options. Absent fields are left out when it is sent (upstream reads
+/// some of them with a default that a `null` would not get).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LaunchModelRequest {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_uid: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_engine: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_format: Option<String>,
     /// An int, or a string such as `"0_5"` for fractional sizes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_size_in_billions: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<i64>,
     /// An int, `"auto"` or null (CPU only). Absent is `None` (upstream's default, `"auto"`); an
     /// explicit null is `Some(Value::Null)`.
@@ -87,17 +88,17 @@ pub struct LaunchModelRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub n_gpu: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_worker: Option<i64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_limits: Option<i64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_ip: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_idx: Option<Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub download_hub: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_path: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -1,6 +1,7 @@
 //! [`Client`]: the REST API of an xinference-rs (or Xinference) server, async. Requests and
-//! answers that `xi-api` has a type for (login, auth status, launch answer, registration,
-//! error bodies) go through those types; the OpenAI-shaped answers stay JSON values.
+//! answers that `xi-api` has a type for (login, auth status, launch body and answer,
+//! registration, error bodies) go through those types; the OpenAI-shaped answers stay JSON
+//! values.
 
 use futures_util::{Stream, StreamExt};
 use reqwest::{Method, RequestBuilder, Response};
@@ -8,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use xi_api::auth::{AuthStatus, LoginRequest, TokenResponse};
-use xi_api::models::{ModelUidResponse, RegisterModelRequest};
+use xi_api::models::{LaunchModelRequest, ModelUidResponse, RegisterModelRequest};
 use xi_api::ErrorBody;
 
 use crate::error::ClientError;
@@ -126,9 +127,9 @@ impl Client {
         Ok(reply["data"].as_array().cloned().unwrap_or_default())
     }
 
-    /// `POST /v1/models`; returns the model uid. The body stays JSON: engine options are
-    /// free-form and the server validates them (it names the field at fault).
-    pub async fn launch(&self, body: &Value) -> Result<String, ClientError> {
+    /// `POST /v1/models`; returns the model uid. Engine options beyond the typed fields go in
+    /// `extra`; the server validates them (it names the field at fault).
+    pub async fn launch(&self, body: &LaunchModelRequest) -> Result<String, ClientError> {
         let reply: ModelUidResponse = self.typed(self.post_json("/v1/models", body)).await?;
         Ok(reply.model_uid)
     }

@@ -8,10 +8,12 @@
 //! let token = anonymous.login("user1", "secret1").await?;
 //! let client = Client::new("http://127.0.0.1:9997", Some(token));
 //! let uid = client
-//!     .launch(&serde_json::json!({
-//!         "model_name": "all-MiniLM-L6-v2", "model_type": "embedding",
-//!         "model_path": "/models/all-MiniLM-L6-v2",
-//!     }))
+//!     .launch(&xi_api::models::LaunchModelRequest {
+//!         model_name: Some("all-MiniLM-L6-v2".into()),
+//!         model_type: Some("embedding".into()),
+//!         model_path: Some("/models/all-MiniLM-L6-v2".into()),
+//!         ..Default::default()
+//!     })
 //!     .await?;
 //! let reply = client
 //!     .post("/v1/embeddings", &serde_json::json!({ "model": uid, "input": "Hello" }))

@@ -20,7 +20,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 use xi_engine::embedding::EmbedInput;
-use xi_engine::llm::{GenerationParams, LlmModel, LoadOptions, Sequence};
+use xi_engine::llm::{Backend, GenerationParams, Llm, LlmModel, LoadOptions, Sequence};
 use xi_engine::{Embed, EmbeddingModel, Encoded, Placement};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -228,7 +228,11 @@ fn decode_bytes(c: &Value, bytes_per_weight: f64) -> f64 {
 
 /// Runs `streams` sequences of `prompt` to `gen` tokens together: (prefill s, decode s, tokens).
 fn run(model: &LlmModel, prompt: &[u32], gen: usize, streams: usize) -> Result<(f64, f64, usize)> {
-    let mut seqs: Vec<Sequence> = (0..streams)
+    xi_engine::with_llm!(model, m => run_on(m, prompt, gen, streams))
+}
+
+fn run_on<B: Backend>(model: &Llm<B>, prompt: &[u32], gen: usize, streams: usize) -> Result<(f64, f64, usize)> {
+    let mut seqs: Vec<Sequence<B>> = (0..streams)
         .map(|_| model.start(prompt.to_vec(), params(gen)))
         .collect::<std::result::Result<_, _>>()?;
     let started = Instant::now();
@@ -236,7 +240,7 @@ fn run(model: &LlmModel, prompt: &[u32], gen: usize, streams: usize) -> Result<(
     let prefill = started.elapsed().as_secs_f64();
     let started = Instant::now();
     loop {
-        let mut live: Vec<&mut Sequence> =
+        let mut live: Vec<&mut Sequence<B>> =
             seqs.iter_mut().filter(|s| s.finished().is_none()).collect();
         if live.is_empty() {
             break;

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use xi_engine::candle_quantized::GgmlDType;
-use xi_engine::llm::{GenerationParams, LlmModel, LoadOptions, Sequence};
+use xi_engine::llm::{Backend, GenerationParams, Llm, LlmModel, LoadOptions, Sequence};
 
 const PARAGRAPH: &str = "The history of computing is a story of people who wanted to calculate \
 faster than they could by hand. Early machines used gears and levers; later ones used relays, \
@@ -67,18 +67,22 @@ fn params(gen: usize) -> GenerationParams {
 /// Runs `streams` sequences to the end together; returns (prefill secs, decode secs, ttft secs,
 /// decoded tokens).
 fn run(model: &LlmModel, prompt: &[u32], gen: usize, streams: usize) -> (f64, f64, f64, usize) {
-    let mut seqs: Vec<Sequence> = (0..streams)
+    xi_engine::with_llm!(model, m => run_on(m, prompt, gen, streams))
+}
+
+fn run_on<B: Backend>(model: &Llm<B>, prompt: &[u32], gen: usize, streams: usize) -> (f64, f64, f64, usize) {
+    let mut seqs: Vec<Sequence<B>> = (0..streams)
         .map(|_| model.start(prompt.to_vec(), params(gen)).expect("start"))
         .collect();
     let started = Instant::now();
     // Prefill: every prompt in one pass, which also samples each first token.
-    let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
+    let mut refs: Vec<&mut Sequence<B>> = seqs.iter_mut().collect();
     model.step(&mut refs, usize::MAX).expect("prefill");
     let prefill = started.elapsed().as_secs_f64();
     let ttft = prefill;
     let decode_start = Instant::now();
     loop {
-        let mut live: Vec<&mut Sequence> =
+        let mut live: Vec<&mut Sequence<B>> =
             seqs.iter_mut().filter(|s| s.finished().is_none()).collect();
         if live.is_empty() {
             break;

@@ -14,12 +14,12 @@ use tokio::sync::mpsc::UnboundedSender;
 use xi_api::worker::{
     GenerateEvent, GenerateRequest, GenerateSummary, Prompt, WorkerError, WorkerErrorKind,
 };
-use xi_engine::llm::{GenerationParams, LlmModel, Sequence};
+use xi_engine::llm::{Backend, GenerationParams, Llm, LlmModel, Sequence};
 
 use crate::replica::{refuse, terminated, Job, ReplicaOptions, ReplicaShared};
 
-struct Running {
-    seq: Sequence,
+struct Running<B: Backend> {
+    seq: Sequence<B>,
     events: UnboundedSender<GenerateEvent>,
 }
 
@@ -29,7 +29,17 @@ pub(crate) fn serve(
     shared: &ReplicaShared,
     receiver: &Receiver<Job>,
 ) {
-    let mut running: Vec<Running> = Vec::new();
+    xi_engine::with_llm!(model, m => serve_on(m, options, shared, receiver))
+}
+
+/// The batching loop on the model's own backend (its sequences are of that kind).
+fn serve_on<B: Backend>(
+    model: &Llm<B>,
+    options: ReplicaOptions,
+    shared: &ReplicaShared,
+    receiver: &Receiver<Job>,
+) {
+    let mut running: Vec<Running<B>> = Vec::new();
     loop {
         if running.is_empty() {
             match receiver.recv() {
@@ -54,7 +64,7 @@ pub(crate) fn serve(
         if running.is_empty() {
             continue;
         }
-        let mut seqs: Vec<&mut Sequence> = running.iter_mut().map(|r| &mut r.seq).collect();
+        let mut seqs: Vec<&mut Sequence<B>> = running.iter_mut().map(|r| &mut r.seq).collect();
         match model.step(&mut seqs, options.batch_tokens) {
             Ok(updates) => {
                 for (r, update) in running.iter().zip(updates) {
@@ -82,7 +92,7 @@ pub(crate) fn serve(
     }
 }
 
-fn admit(model: &LlmModel, job: Job, running: &mut Vec<Running>) {
+fn admit<B: Backend>(model: &Llm<B>, job: Job, running: &mut Vec<Running<B>>) {
     let Job::Generate(request, events) = job else {
         refuse(vec![job]);
         return;
@@ -95,7 +105,10 @@ fn admit(model: &LlmModel, job: Job, running: &mut Vec<Running>) {
     }
 }
 
-fn start(model: &LlmModel, request: GenerateRequest) -> Result<Sequence, WorkerError> {
+fn start<B: Backend>(
+    model: &Llm<B>,
+    request: GenerateRequest,
+) -> Result<Sequence<B>, WorkerError> {
     let prompt = match &request.prompt {
         Prompt::Text(text) => text,
         // The worker renders chats before queueing them; templates never run on this thread.

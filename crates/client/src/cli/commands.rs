@@ -11,6 +11,7 @@ use super::Command;
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::token_store;
+use xi_api::models::LaunchModelRequest;
 
 #[derive(Args, Debug)]
 pub struct LaunchArgs {
@@ -302,29 +303,49 @@ async fn list(client: &Client) -> Result<(), ClientError> {
     Ok(())
 }
 
-async fn launch(client: &Client, args: LaunchArgs) -> Result<(), ClientError> {
+/// The typed launch body: the flags fill its fields, the `--key value` engine options its
+/// `extra` map (an option that is a field of the body, such as `--n-gpu`, lands in the field and
+/// is type-checked here, naming the option, before anything is sent).
+fn launch_request(args: LaunchArgs) -> Result<LaunchModelRequest, ClientError> {
     let mut body = extra_options(&args.extra)?;
-    let fields = [
-        ("model_name", Some(json!(args.model_name))),
-        ("model_type", Some(json!(args.model_type))),
-        ("model_engine", args.model_engine.map(Value::from)),
-        ("model_uid", args.model_uid.map(Value::from)),
-        (
-            "model_size_in_billions",
-            args.size_in_billions.map(Value::from),
-        ),
-        ("model_format", args.model_format.map(Value::from)),
-        ("quantization", args.quantization.map(Value::from)),
-        ("replica", Some(json!(args.replica))),
-        ("model_path", args.model_path.map(Value::from)),
-        ("worker_ip", args.worker_ip.map(Value::from)),
+    let options: Vec<String> = body.keys().cloned().collect();
+    let mut request: LaunchModelRequest = serde_json::from_value(Value::Object(std::mem::take(
+        &mut body,
+    )))
+    .map_err(|e| {
+        ClientError::Invalid(format!(
+            "engine options {}: {e}",
+            options
+                .iter()
+                .map(|k| format!("--{}", k.replace('_', "-")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))
+    })?;
+    request.model_name = Some(args.model_name);
+    request.model_type = Some(args.model_type);
+    request.replica = Some(i64::from(args.replica));
+    let flags = [
+        (&mut request.model_engine, args.model_engine),
+        (&mut request.model_uid, args.model_uid),
+        (&mut request.model_format, args.model_format),
+        (&mut request.quantization, args.quantization),
+        (&mut request.model_path, args.model_path),
+        (&mut request.worker_ip, args.worker_ip),
     ];
-    for (key, value) in fields {
-        if let Some(value) = value {
-            body.insert(key.to_string(), value);
+    for (field, flag) in flags {
+        if flag.is_some() {
+            *field = flag;
         }
     }
-    let uid = client.launch(&Value::Object(body)).await?;
+    if let Some(size) = args.size_in_billions {
+        request.model_size_in_billions = Some(Value::String(size));
+    }
+    Ok(request)
+}
+
+async fn launch(client: &Client, args: LaunchArgs) -> Result<(), ClientError> {
+    let uid = client.launch(&launch_request(args)?).await?;
     println!("Model uid: {uid}");
     Ok(())
 }
@@ -397,5 +418,54 @@ mod tests {
             json!({"requantize": "Q8_0", "max_num_seqs": 4, "flag": true, "x": [1]})
         );
         assert!(extra_options(&["oops".to_string()]).is_err());
+    }
+
+    fn launch_args(extra: &[&str]) -> LaunchArgs {
+        LaunchArgs {
+            model_name: "qwen2.5-instruct".into(),
+            model_type: "LLM".into(),
+            model_engine: None,
+            model_uid: Some("q".into()),
+            size_in_billions: Some("0_5".into()),
+            model_format: None,
+            quantization: None,
+            replica: 2,
+            model_path: None,
+            worker_ip: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn launch_flags_and_options_fill_the_typed_body() {
+        let request =
+            launch_request(launch_args(&["--n-gpu", "1", "--context-length", "4096"])).unwrap();
+        assert_eq!(request.n_gpu, Some(json!(1)));
+        assert_eq!(request.replica, Some(2));
+        assert_eq!(request.extra.get("context_length"), Some(&json!(4096)));
+        // What goes on the wire: the set fields and the options, nothing absent sent as null.
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({
+                "model_name": "qwen2.5-instruct", "model_type": "LLM", "model_uid": "q",
+                "model_size_in_billions": "0_5", "replica": 2, "n_gpu": 1,
+                "context_length": 4096,
+            })
+        );
+        // `--n-gpu null` is an explicit CPU-only launch, kept as null.
+        let cpu = launch_request(launch_args(&["--n-gpu", "null"])).unwrap();
+        assert_eq!(serde_json::to_value(&cpu).unwrap()["n_gpu"], Value::Null);
+        assert!(serde_json::to_value(&cpu)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .contains_key("n_gpu"));
+    }
+
+    #[test]
+    fn a_badly_typed_launch_option_is_refused_before_sending() {
+        let err = launch_request(launch_args(&["--n-worker", "many"])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--n-worker"), "{text}");
     }
 }

@@ -11,7 +11,7 @@ use super::linear::Fused;
 use super::weights::{Matrix, WeightSource};
 use crate::error::EngineError;
 
-pub(super) struct CpuBackend {
+pub struct CpuBackend {
     embed: Tensor,
     attention: Attention,
 }

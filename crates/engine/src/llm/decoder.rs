@@ -17,7 +17,7 @@ use super::weights::WeightSource;
 use crate::error::EngineError;
 
 /// A sequence's KV cache: how many tokens it holds.
-pub(super) trait KvLen {
+pub trait KvLen {
     /// Tokens whose keys and values are cached.
     fn len(&self) -> usize;
     /// Marks `n` more tokens as cached (after every layer has appended them).
@@ -25,7 +25,7 @@ pub(super) trait KvLen {
 }
 
 /// How attention runs: RoPE, the KV caches, the causal softmax.
-pub(super) trait AttentionBackend {
+pub trait AttentionBackend {
     /// One sequence's KV cache, every layer.
     type Cache: KvLen;
     /// What a forward pass computes once for all its layers (RoPE rows of its positions).
@@ -56,8 +56,10 @@ pub(super) trait AttentionBackend {
     ) -> Result<Tensor, EngineError>;
 }
 
-/// Where and how a decoder's weights live and multiply.
-pub(super) trait Backend {
+/// Where and how a decoder's weights live and multiply: [`super::CpuBackend`] or
+/// [`super::TensorBackend`]. Its parts are private to the engine (no other crate can write a
+/// backend); other crates name it to write code generic over both.
+pub trait Backend: Send + 'static {
     type Linear: Linear;
     type Attention: AttentionBackend;
 
@@ -79,7 +81,7 @@ pub(super) trait Backend {
 }
 
 /// The KV cache of a decoder on backend `B`.
-pub(super) type CacheOf<B> = <<B as Backend>::Attention as AttentionBackend>::Cache;
+pub type CacheOf<B> = <<B as Backend>::Attention as AttentionBackend>::Cache;
 
 struct Layer<L> {
     attn_norm: Tensor,

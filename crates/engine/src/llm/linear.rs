@@ -11,7 +11,7 @@ use super::qlinear::QLinear;
 use super::weights::Matrix;
 
 /// A weight matrix for `x @ Wᵀ`: `[tokens, in]` activations to `[tokens, out]`.
-pub(super) trait Linear {
+pub trait Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor>;
 }
 
@@ -26,7 +26,7 @@ impl Linear for Matrix {
 
 /// A matrix on any candle device for `x @ Wᵀ` that takes and returns activations of any dtype
 /// (quantized matrices compute in f32, dense ones in their own dtype).
-pub(super) struct DeviceMatrix(pub(super) QMatMul);
+pub struct DeviceMatrix(pub(super) QMatMul);
 
 impl Linear for DeviceMatrix {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -40,7 +40,7 @@ impl Linear for DeviceMatrix {
 
 /// Matrices applied to one input: stacked into one at load where their formats allow (the
 /// input is then quantized once and the kernel dispatched once), else kept apart.
-pub(super) enum Fused<M> {
+pub enum Fused<M> {
     Joined { matrix: M, widths: Vec<usize> },
     Apart(Vec<M>),
 }

@@ -12,7 +12,7 @@ use super::cpu::CpuBackend;
 use super::decoder::Decoder;
 use super::portable::TensorBackend;
 use super::weights::{self, GgufWeights, SafetensorsWeights};
-use super::{gguf_tokenizer, validate, Body, ChatTemplate, LlmConfig, LlmModel, LoadOptions};
+use super::{gguf_tokenizer, validate, ChatTemplate, Llm, LlmConfig, LlmModel, LoadOptions};
 use crate::checks::tokenizer_problem;
 use crate::error::EngineError;
 use crate::files::{read_optional_json, ModelFiles};
@@ -114,22 +114,29 @@ impl LlmModel {
     ) -> Result<LlmModel, EngineError> {
         let placement = options.placement.clone();
         let mut on_layer = |done: usize, all: usize| on_progress(done as f32 / all as f32);
-        let body = if placement.cpu_kernels() {
+        tracing::info!(from = %origin.display(), arch = config.arch.name(),
+            context = config.context_length, on = %placement.describe(), "loading LLM layers");
+        let model = if placement.cpu_kernels() {
             let backend = CpuBackend::load(&config, weights)?;
-            Body::Cpu(Decoder::load(config, backend, weights, &mut on_layer)?)
+            LlmModel::Cpu(Llm {
+                decoder: Decoder::load(config, backend, weights, &mut on_layer)?,
+                placement,
+                tokenizer,
+                template,
+                end_ids,
+            })
         } else {
             let backend = TensorBackend::load(&config, weights, &placement)?;
-            Body::Portable(Decoder::load(config, backend, weights, &mut on_layer)?)
+            LlmModel::Portable(Llm {
+                decoder: Decoder::load(config, backend, weights, &mut on_layer)?,
+                placement,
+                tokenizer,
+                template,
+                end_ids,
+            })
         };
-        tracing::info!(from = %origin.display(), arch = body.config().arch.name(),
-            context = body.config().context_length, on = %placement.describe(), "LLM loaded");
-        Ok(LlmModel {
-            body,
-            placement,
-            tokenizer,
-            template,
-            end_ids,
-        })
+        tracing::info!(from = %origin.display(), on = %model.placement().describe(), "LLM loaded");
+        Ok(model)
     }
 
     /// Loads a Hugging Face folder: `config.json`, `tokenizer.json`, safetensors weights, and

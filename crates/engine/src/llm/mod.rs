@@ -10,8 +10,13 @@
 //! a model), [`sequence`] (sampling, stop conditions, streamed text), [`gguf_tokenizer`] (the
 //! tokenizer rebuilt from GGUF metadata), [`template`] (Jinja chat templates), [`convert`]
 //! (GGUF → safetensors folder) and `validate` (the config checked against the file's tensors
-//! and the machine's memory before anything is allocated). [`LlmModel::step`] advances any
-//! number of sequences by one forward pass: that is what continuous batching is built on.
+//! and the machine's memory before anything is allocated). [`Llm::step`] advances any number
+//! of sequences by one forward pass: that is what continuous batching is built on.
+//!
+//! A loaded model is an [`LlmModel`]: an [`Llm`] on one of the two backends. Sequences are
+//! typed by their backend ([`Sequence<B>`]), so a sequence can only ever be stepped by a model
+//! of its own kind; that is checked by the compiler, not at run time. Code that batches is
+//! written once, generic over [`Backend`], and reached through [`with_llm!`](crate::with_llm).
 
 mod attention;
 pub mod config;
@@ -36,74 +41,66 @@ use xi_api::launch::DEFAULT_MAX_NUM_BATCHED_TOKENS;
 use crate::error::EngineError;
 use crate::placement::Placement;
 pub use config::LlmConfig;
-use cpu::CpuBackend;
-use decoder::{Backend, CacheOf, Decoder};
+pub use cpu::CpuBackend;
+use decoder::{CacheOf, Decoder, KvLen};
+pub use decoder::Backend;
 pub use load::gguf_file_in;
-use portable::TensorBackend;
-use sequence::{Cache, CacheKind};
+pub use portable::TensorBackend;
 pub use sequence::{Sequence, Update};
 pub use template::{ChatMessage, ChatTemplate};
 pub use types::{FinishReason, Generated, GenerationParams, LoadOptions};
 
-/// The decoder a model runs, on its backend.
-enum Body {
-    Cpu(Decoder<CpuBackend>),
-    Portable(Decoder<TensorBackend>),
+/// A loaded LLM, on the backend its placement chose. What needs no sequence of its own (the
+/// config, the chat template, tokenizing, one-off generation) is here; batched generation goes
+/// to the typed [`Llm`] through [`with_llm!`](crate::with_llm).
+pub enum LlmModel {
+    /// Our integer kernels.
+    Cpu(Llm<CpuBackend>),
+    /// candle tensor ops on the placement's device (the GPU path).
+    Portable(Llm<TensorBackend>),
 }
 
-impl Body {
-    fn config(&self) -> &LlmConfig {
-        match self {
-            Body::Cpu(d) => &d.config,
-            Body::Portable(d) => &d.config,
+/// Runs `$body` with `$m` bound to the [`Llm`] inside an [`LlmModel`], whichever its backend;
+/// `$body` is compiled once per backend, so it may call generic code over [`Backend`].
+///
+/// ```no_run
+/// # fn demo(model: &xi_engine::llm::LlmModel) {
+/// let context = xi_engine::with_llm!(model, m => m.context_length());
+/// # }
+/// ```
+///
+/// A sequence started on one backend cannot be stepped by a model of the other:
+///
+/// ```compile_fail
+/// use xi_engine::llm::{CpuBackend, GenerationParams, Llm, TensorBackend};
+/// fn mix(cpu: &Llm<CpuBackend>, portable: &Llm<TensorBackend>) {
+///     let mut seq = portable.start(vec![1], GenerationParams::GREEDY).unwrap();
+///     cpu.step(&mut [&mut seq], 32).unwrap();
+/// }
+/// ```
+///
+/// while the same code on one backend compiles:
+///
+/// ```no_run
+/// use xi_engine::llm::{GenerationParams, Llm, TensorBackend};
+/// fn same(portable: &Llm<TensorBackend>) {
+///     let mut seq = portable.start(vec![1], GenerationParams::GREEDY).unwrap();
+///     portable.step(&mut [&mut seq], 32).unwrap();
+/// }
+/// ```
+#[macro_export]
+macro_rules! with_llm {
+    ($model:expr, $m:ident => $body:expr) => {
+        match $model {
+            $crate::llm::LlmModel::Cpu($m) => $body,
+            $crate::llm::LlmModel::Portable($m) => $body,
         }
-    }
-
-    fn new_cache(&self) -> Cache {
-        match self {
-            Body::Cpu(d) => d.new_cache().wrap(),
-            Body::Portable(d) => d.new_cache().wrap(),
-        }
-    }
-
-    /// One forward pass (see [`Decoder::forward`]); every cache must be of this body's kind.
-    fn forward(
-        &self,
-        tokens: &[u32],
-        spans: &[usize],
-        caches: Vec<&mut Cache>,
-        wanted: &[u32],
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
-        match self {
-            Body::Cpu(d) => forward_on(d, tokens, spans, caches, wanted),
-            Body::Portable(d) => forward_on(d, tokens, spans, caches, wanted),
-        }
-    }
+    };
 }
 
-/// `decoder`'s forward pass over the sequences' caches, each unwrapped to the backend's own
-/// kind: a sequence started by a model on another backend is refused.
-fn forward_on<B: Backend>(
-    decoder: &Decoder<B>,
-    tokens: &[u32],
-    spans: &[usize],
-    caches: Vec<&mut Cache>,
-    wanted: &[u32],
-) -> Result<Vec<Vec<f32>>, EngineError>
-where
-    CacheOf<B>: CacheKind,
-{
-    let mut own = Vec::with_capacity(caches.len());
-    for cache in caches {
-        let cache = CacheOf::<B>::unwrap_mut(cache)
-            .ok_or_else(|| EngineError::internal("a sequence of a model on another backend"))?;
-        own.push(cache);
-    }
-    decoder.forward(tokens, spans, &mut own, wanted)
-}
-
-pub struct LlmModel {
-    body: Body,
+/// An LLM on backend `B`: its decoder, tokenizer, chat template and end tokens.
+pub struct Llm<B: Backend> {
+    decoder: Decoder<B>,
     placement: Placement,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
@@ -112,11 +109,56 @@ pub struct LlmModel {
 
 impl LlmModel {
     pub fn context_length(&self) -> usize {
-        self.body.config().context_length
+        with_llm!(self, m => m.context_length())
     }
 
     pub fn config(&self) -> &LlmConfig {
-        self.body.config()
+        with_llm!(self, m => m.config())
+    }
+
+    /// Where the model runs.
+    pub fn placement(&self) -> &Placement {
+        with_llm!(self, m => m.placement())
+    }
+
+    /// The model's chat template, if it has one (cheap to clone: the worker renders chats with
+    /// it off the model's thread, or hands its source to a sandbox).
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        with_llm!(self, m => m.chat_template())
+    }
+
+    /// Renders a chat with the model's template.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        with_llm!(self, m => m.chat_prompt(messages))
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        with_llm!(self, m => m.encode(text))
+    }
+
+    /// See [`Llm::next_token_logits`].
+    pub fn next_token_logits(&self, prompt: &[u32]) -> Result<Vec<f32>, EngineError> {
+        with_llm!(self, m => m.next_token_logits(prompt))
+    }
+
+    /// See [`Llm::generate`].
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &GenerationParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generated, EngineError> {
+        with_llm!(self, m => m.generate(prompt, params, on_text))
+    }
+}
+
+impl<B: Backend> Llm<B> {
+    pub fn context_length(&self) -> usize {
+        self.decoder.config.context_length
+    }
+
+    pub fn config(&self) -> &LlmConfig {
+        &self.decoder.config
     }
 
     /// Where the model runs.
@@ -151,7 +193,7 @@ impl LlmModel {
         &self,
         prompt: Vec<u32>,
         params: GenerationParams,
-    ) -> Result<Sequence, EngineError> {
+    ) -> Result<Sequence<B>, EngineError> {
         let context = self.context_length();
         if prompt.is_empty() {
             return Err(EngineError::InvalidInput("the prompt is empty".into()));
@@ -162,7 +204,7 @@ impl LlmModel {
                 prompt.len()
             )));
         }
-        let vocab = self.body.config().vocab_size as u32;
+        let vocab = self.decoder.config.vocab_size as u32;
         if let Some(bad) = prompt.iter().find(|&&t| t >= vocab) {
             return Err(EngineError::InvalidInput(format!(
                 "token id {bad} is outside the vocabulary (size {vocab})"
@@ -173,7 +215,7 @@ impl LlmModel {
             prompt,
             params,
             max_new,
-            self.body.new_cache(),
+            self.decoder.new_cache(),
         ))
     }
 
@@ -183,7 +225,7 @@ impl LlmModel {
     /// Returns one update per sequence, in order.
     pub fn step(
         &self,
-        seqs: &mut [&mut Sequence],
+        seqs: &mut [&mut Sequence<B>],
         token_budget: usize,
     ) -> Result<Vec<Update>, EngineError> {
         let pending: Vec<usize> = seqs
@@ -216,13 +258,13 @@ impl LlmModel {
             return Ok(updates);
         }
         let logits = {
-            let mut caches: Vec<&mut Cache> = Vec::with_capacity(members.len());
+            let mut caches: Vec<&mut CacheOf<B>> = Vec::with_capacity(members.len());
             for (i, s) in seqs.iter_mut().enumerate() {
                 if take[i] > 0 {
                     caches.push(&mut s.cache);
                 }
             }
-            self.body.forward(&tokens, &spans, caches, &wanted)?
+            self.decoder.forward(&tokens, &spans, &mut caches, &wanted)?
         };
         let mut logits = logits.into_iter();
         for &i in &members {
@@ -242,8 +284,8 @@ impl LlmModel {
         let mut cache = seq.cache;
         let last = prompt.len() as u32 - 1;
         let mut rows = self
-            .body
-            .forward(prompt, &[prompt.len()], vec![&mut cache], &[last])?;
+            .decoder
+            .forward(prompt, &[prompt.len()], &mut [&mut cache], &[last])?;
         rows.pop().ok_or_else(|| EngineError::internal("no logits"))
     }
 

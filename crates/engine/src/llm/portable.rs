@@ -40,7 +40,7 @@ impl KvLen for PortableCache {
     }
 }
 
-pub(super) struct TensorBackend {
+pub struct TensorBackend {
     /// The token embedding table (quantized ones stay quantized: rows are dequantized on use).
     embed: QMatMul,
     attention: TensorAttention,
@@ -49,7 +49,7 @@ pub(super) struct TensorBackend {
 }
 
 /// Attention from tensor ops on the backend's device.
-pub(super) struct TensorAttention {
+pub struct TensorAttention {
     config: LlmConfig,
     rope: Rope,
     device: Device,
@@ -149,7 +149,7 @@ impl Backend for TensorBackend {
 }
 
 /// cos and sin `[tokens, pairs]` of every packed token's position, in the residual dtype.
-pub(super) struct RopeTables {
+pub struct RopeTables {
     cos: Tensor,
     sin: Tensor,
 }

@@ -7,66 +7,13 @@ use std::collections::HashMap;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokenizers::Tokenizer;
 
-use super::attention::KvCache;
-use super::decoder::KvLen;
-use super::portable::PortableCache;
+use super::decoder::{Backend, CacheOf, KvLen};
 use super::{FinishReason, GenerationParams};
 use crate::error::EngineError;
 
-/// A sequence's KV cache, of the kind its model's backend keeps. Inside the decoder caches are
-/// typed (each backend's own, see [`super::decoder::AttentionBackend::Cache`]); only here, where
-/// a public, backend-free [`Sequence`] meets its model, is the kind one of two.
-pub(super) enum Cache {
-    /// `Vec<f32>` rows for the CPU kernels.
-    Cpu(KvCache),
-    /// Device tensors for the portable path.
-    Portable(PortableCache),
-}
-
-impl Cache {
-    pub(super) fn len(&self) -> usize {
-        match self {
-            Cache::Cpu(c) => c.len(),
-            Cache::Portable(c) => KvLen::len(c),
-        }
-    }
-}
-
-/// A backend's cache type as one kind of [`Cache`].
-pub(super) trait CacheKind: Sized {
-    fn wrap(self) -> Cache;
-    /// This kind's cache, or `None` for another kind's.
-    fn unwrap_mut(cache: &mut Cache) -> Option<&mut Self>;
-}
-
-impl CacheKind for KvCache {
-    fn wrap(self) -> Cache {
-        Cache::Cpu(self)
-    }
-
-    fn unwrap_mut(cache: &mut Cache) -> Option<&mut Self> {
-        match cache {
-            Cache::Cpu(c) => Some(c),
-            Cache::Portable(_) => None,
-        }
-    }
-}
-
-impl CacheKind for PortableCache {
-    fn wrap(self) -> Cache {
-        Cache::Portable(self)
-    }
-
-    fn unwrap_mut(cache: &mut Cache) -> Option<&mut Self> {
-        match cache {
-            Cache::Portable(c) => Some(c),
-            Cache::Cpu(_) => None,
-        }
-    }
-}
-
-pub struct Sequence {
-    pub(super) cache: Cache,
+/// One generation on a model of backend `B`; its KV cache is that backend's own kind.
+pub struct Sequence<B: Backend> {
+    pub(super) cache: CacheOf<B>,
     /// Prompt then generated tokens; those past `cache.len()` still have to be computed.
     pub(super) tokens: Vec<u32>,
     prompt_len: usize,
@@ -92,13 +39,13 @@ pub struct Update {
     pub finished: Option<FinishReason>,
 }
 
-impl Sequence {
+impl<B: Backend> Sequence<B> {
     pub(super) fn new(
         prompt: Vec<u32>,
         params: GenerationParams,
         max_new: usize,
-        cache: Cache,
-    ) -> Sequence {
+        cache: CacheOf<B>,
+    ) -> Sequence<B> {
         let sampling = match (params.temperature, params.top_k, params.top_p) {
             (t, _, _) if t < 1e-7 => Sampling::ArgMax,
             (t, Some(k), Some(p)) => Sampling::TopKThenTopP {

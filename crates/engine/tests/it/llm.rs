@@ -4,11 +4,11 @@
 use candle_core::quantized::GgmlDType;
 use xi_engine::llm::config::Arch;
 use xi_engine::llm::{
-    ChatMessage, FinishReason, GenerationParams, LlmModel, LoadOptions, Sequence,
+    ChatMessage, FinishReason, GenerationParams, LlmModel, LoadOptions,
 };
 use xi_testkit::smollm2_gguf;
 
-use crate::support::{logit_range, max_logit_diff};
+use crate::support::{logit_range, max_logit_diff, run_batched};
 
 fn user(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage {
@@ -308,25 +308,13 @@ fn sequences_batched_together_generate_what_each_generates_alone() {
                 .token_ids
         })
         .collect();
-    let mut seqs: Vec<Sequence> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, p)| model.start(p.clone(), params(i as u64)).unwrap())
-        .collect();
-    let mut texts = vec![String::new(); seqs.len()];
-    let mut steps = 0;
-    while seqs.iter().any(|s| s.finished().is_none()) {
-        let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
-        // A small budget: the long prompt is read 32 tokens at a time while the others decode.
-        let updates = model.step(&mut refs, 32).unwrap();
-        for (text, update) in texts.iter_mut().zip(updates) {
-            text.push_str(&update.text);
-        }
-        steps += 1;
-    }
-    for (i, seq) in seqs.iter().enumerate() {
-        assert_eq!(seq.generated(), alone[i].as_slice(), "sequence {i}");
-        assert_eq!(texts[i], seq.text(), "streamed pieces add up, sequence {i}");
+    assert!(matches!(model, LlmModel::Cpu(_)), "the CPU kernels' backend");
+    // A small budget: the long prompt is read 32 tokens at a time while the others decode.
+    let (runs, steps) =
+        xi_engine::with_llm!(&model, m => run_batched(m, &ids, |i| params(i as u64), 32));
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run.generated, alone[i], "sequence {i}");
+        assert_eq!(run.streamed, run.text, "streamed pieces add up, sequence {i}");
     }
     // One at a time would take 4 × 24 decode steps; together, 24 plus the prompt chunks.
     let prompt_steps = ids.iter().map(Vec::len).sum::<usize>().div_ceil(32);

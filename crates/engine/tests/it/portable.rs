@@ -5,11 +5,11 @@
 use candle_core::quantized::GgmlDType;
 use candle_core::DType;
 use xi_engine::embedding::EmbedInput;
-use xi_engine::llm::{GenerationParams, LlmModel, LoadOptions, Sequence};
+use xi_engine::llm::{GenerationParams, LlmModel, LoadOptions};
 use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Placement, Rerank};
 use xi_testkit::{build_cross_encoder, smollm2_gguf};
 
-use crate::support::{fixture, logit_range, max_abs_diff, max_logit_diff, minilm};
+use crate::support::{fixture, logit_range, max_abs_diff, max_logit_diff, minilm, run_batched};
 
 fn options(placement: Placement, requantize: Option<GgmlDType>) -> LoadOptions {
     LoadOptions {
@@ -177,17 +177,11 @@ fn portable_sequences_batched_together_generate_what_each_generates_alone() {
                 .token_ids
         })
         .collect();
-    let mut seqs: Vec<Sequence> = ids
-        .iter()
-        .map(|p| model.start(p.clone(), greedy(16)).unwrap())
-        .collect();
-    while seqs.iter().any(|s| s.finished().is_none()) {
-        let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
-        // The long prompt is read 32 tokens at a time while the others decode.
-        model.step(&mut refs, 32).unwrap();
-    }
-    for (i, seq) in seqs.iter().enumerate() {
-        assert_eq!(seq.generated(), alone[i].as_slice(), "sequence {i}");
+    assert!(matches!(model, LlmModel::Portable(_)), "the tensor backend");
+    // The long prompt is read 32 tokens at a time while the others decode.
+    let (runs, _) = xi_engine::with_llm!(&model, m => run_batched(m, &ids, |_| greedy(16), 32));
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(run.generated, alone[i], "sequence {i}");
     }
 }
 
@@ -260,20 +254,3 @@ fn cross_encoders_compute_in_f32_whatever_dtype_is_asked() {
     }
 }
 
-#[test]
-fn a_sequence_is_refused_by_a_model_on_another_backend() {
-    // Inside the decoder a KV cache is its backend's own type; a `Sequence` is public and
-    // backend-free, so stepping it on another backend's model is an internal error, not a panic.
-    let folder = xi_testkit::fixture_path("tiny_llm/llama");
-    let load = |placement| LlmModel::load(&folder, &options(placement, None), &mut |_| {});
-    let cpu = load(Placement::cpu()).unwrap();
-    let portable = load(Placement::cpu_portable(DType::F32)).unwrap();
-    let mut seq = portable.start(vec![1, 2, 3], greedy(4)).unwrap();
-    let err = cpu.step(&mut [&mut seq], 32).unwrap_err();
-    assert!(!err.is_client_error(), "{err:?}");
-    assert!(err.to_string().contains("another backend"), "{err}");
-    // The sequence is untouched and still runs on its own model.
-    let updates = portable.step(&mut [&mut seq], 32).unwrap();
-    assert_eq!(updates.len(), 1);
-    assert_eq!(seq.generated().len(), 1);
-}

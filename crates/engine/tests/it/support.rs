@@ -39,3 +39,47 @@ pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
         .map(|(x, y)| (f64::from(*x) - y).abs())
         .fold(0.0, f64::max)
 }
+
+/// One sequence's outcome in [`run_batched`].
+pub struct BatchedRun {
+    pub generated: Vec<u32>,
+    pub text: String,
+    /// The pieces each step let out, joined.
+    pub streamed: String,
+}
+
+/// Runs a sequence per prompt (with `params(i)`), all stepped together with `budget` tokens a
+/// step until every one finishes; returns each one's outcome and the number of steps.
+pub fn run_batched<B: xi_engine::llm::Backend>(
+    model: &xi_engine::llm::Llm<B>,
+    prompts: &[Vec<u32>],
+    params: impl Fn(usize) -> xi_engine::llm::GenerationParams,
+    budget: usize,
+) -> (Vec<BatchedRun>, usize) {
+    use xi_engine::llm::Sequence;
+    let mut seqs: Vec<Sequence<B>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| model.start(p.clone(), params(i)).unwrap())
+        .collect();
+    let mut streamed = vec![String::new(); seqs.len()];
+    let mut steps = 0;
+    while seqs.iter().any(|s| s.finished().is_none()) {
+        let mut refs: Vec<&mut Sequence<B>> = seqs.iter_mut().collect();
+        let updates = model.step(&mut refs, budget).unwrap();
+        for (text, update) in streamed.iter_mut().zip(updates) {
+            text.push_str(&update.text);
+        }
+        steps += 1;
+    }
+    let runs = seqs
+        .iter()
+        .zip(streamed)
+        .map(|(s, streamed)| BatchedRun {
+            generated: s.generated().to_vec(),
+            text: s.text().to_string(),
+            streamed,
+        })
+        .collect();
+    (runs, steps)
+}
