@@ -36,6 +36,8 @@ mod ops;
 pub mod placement;
 pub mod rerank;
 pub mod text;
+#[cfg(test)]
+mod test_rng;
 
 pub use candle_core::quantized as candle_quantized;
 pub use checks::MAX_CONTEXT;

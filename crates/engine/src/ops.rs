@@ -285,16 +285,9 @@ pub fn attention_tensors(
 mod tests {
     use candle_core::{DType, Device, Tensor};
 
+    /// Values in [-2, 2).
     fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 33) as f32 / (1u64 << 31) as f32) * 4.0 - 2.0
-            })
-            .collect()
+        crate::test_rng::uniform(len, seed, -2.0, 2.0)
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {

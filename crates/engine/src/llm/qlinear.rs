@@ -444,16 +444,9 @@ mod vnni {
 mod tests {
     use super::*;
 
+    /// Values in [-0.5, 0.5).
     fn random(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-            })
-            .collect()
+        crate::test_rng::uniform(len, seed, -0.5, 0.5)
     }
 
     #[test]

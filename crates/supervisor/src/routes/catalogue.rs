@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 use xi_api::models::ModelType;
 
-use super::registrations::parse_type;
+use super::registrations::{family_of, not_found};
 use crate::authz::{ModelsList, Require};
 use crate::error::SupervisorError;
 use crate::registry::Family;
@@ -79,7 +79,7 @@ pub async fn engines(
         .cluster
         .registry()
         .find_any(&name)
-        .ok_or_else(|| SupervisorError::BadRequest(format!("Model {name} not found")))?;
+        .ok_or_else(|| not_found(&name))?;
     Ok(HttpResponse::Ok().json(engine_matrix(&family)))
 }
 
@@ -89,12 +89,7 @@ pub async fn engines_by_type(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, SupervisorError> {
     let (raw_type, name) = path.into_inner();
-    let model_type = parse_type(&raw_type)?;
-    let family = state
-        .cluster
-        .registry()
-        .get(model_type, &name)
-        .ok_or_else(|| SupervisorError::BadRequest(format!("Model {name} not found")))?;
+    let family = family_of(&state, &raw_type, &name)?;
     Ok(HttpResponse::Ok().json(engine_matrix(&family)))
 }
 

@@ -7,10 +7,26 @@ use xi_api::models::{ModelType, RegisterModelRequest};
 
 use crate::authz::{ModelsList, ModelsRegister, ModelsUnregister, Require};
 use crate::error::SupervisorError;
+use crate::registry::Family;
 use crate::state::AppState;
 
 pub fn parse_type(raw: &str) -> Result<ModelType, SupervisorError> {
     raw.parse().map_err(SupervisorError::BadRequest)
+}
+
+/// The family `name` of type `raw_type` (built-in or registered); 400 as upstream when unknown.
+pub fn family_of(state: &AppState, raw_type: &str, name: &str) -> Result<Family, SupervisorError> {
+    let model_type = parse_type(raw_type)?;
+    state
+        .cluster
+        .registry()
+        .get(model_type, name)
+        .ok_or_else(|| not_found(name))
+}
+
+/// Upstream's answer for a model name it does not know (400).
+pub fn not_found(name: &str) -> SupervisorError {
+    SupervisorError::BadRequest(format!("Model {name} not found"))
 }
 
 #[derive(Deserialize)]
@@ -43,13 +59,7 @@ pub async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, SupervisorError> {
     let (raw_type, name) = path.into_inner();
-    let model_type = parse_type(&raw_type)?;
-    let family = state
-        .cluster
-        .registry()
-        .get(model_type, &name)
-        .ok_or_else(|| SupervisorError::BadRequest(format!("Model {name} not found")))?;
-    Ok(HttpResponse::Ok().json(family.body))
+    Ok(HttpResponse::Ok().json(family_of(&state, &raw_type, &name)?.body))
 }
 
 pub async fn register(
