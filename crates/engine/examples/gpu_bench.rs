@@ -231,7 +231,12 @@ fn run(model: &LlmModel, prompt: &[u32], gen: usize, streams: usize) -> Result<(
     xi_engine::with_llm!(model, m => run_on(m, prompt, gen, streams))
 }
 
-fn run_on<B: Backend>(model: &Llm<B>, prompt: &[u32], gen: usize, streams: usize) -> Result<(f64, f64, usize)> {
+fn run_on<B: Backend>(
+    model: &Llm<B>,
+    prompt: &[u32],
+    gen: usize,
+    streams: usize,
+) -> Result<(f64, f64, usize)> {
     let mut seqs: Vec<Sequence<B>> = (0..streams)
         .map(|_| model.start(prompt.to_vec(), params(gen)))
         .collect::<std::result::Result<_, _>>()?;

@@ -35,9 +35,9 @@ pub mod llm;
 mod ops;
 pub mod placement;
 pub mod rerank;
-pub mod text;
 #[cfg(test)]
 mod test_rng;
+pub mod text;
 
 pub use candle_core::quantized as candle_quantized;
 pub use checks::MAX_CONTEXT;

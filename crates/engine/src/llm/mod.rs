@@ -42,8 +42,8 @@ use crate::error::EngineError;
 use crate::placement::Placement;
 pub use config::LlmConfig;
 pub use cpu::CpuBackend;
-use decoder::{CacheOf, Decoder, KvLen};
 pub use decoder::Backend;
+use decoder::{CacheOf, Decoder, KvLen};
 pub use load::gguf_file_in;
 pub use portable::TensorBackend;
 pub use sequence::{Sequence, Update};
@@ -264,7 +264,8 @@ impl<B: Backend> Llm<B> {
                     caches.push(&mut s.cache);
                 }
             }
-            self.decoder.forward(&tokens, &spans, &mut caches, &wanted)?
+            self.decoder
+                .forward(&tokens, &spans, &mut caches, &wanted)?
         };
         let mut logits = logits.into_iter();
         for &i in &members {

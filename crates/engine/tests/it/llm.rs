@@ -3,9 +3,7 @@
 
 use candle_core::quantized::GgmlDType;
 use xi_engine::llm::config::Arch;
-use xi_engine::llm::{
-    ChatMessage, FinishReason, GenerationParams, LlmModel, LoadOptions,
-};
+use xi_engine::llm::{ChatMessage, FinishReason, GenerationParams, LlmModel, LoadOptions};
 use xi_testkit::smollm2_gguf;
 
 use crate::support::{logit_range, max_logit_diff, run_batched};
@@ -308,13 +306,19 @@ fn sequences_batched_together_generate_what_each_generates_alone() {
                 .token_ids
         })
         .collect();
-    assert!(matches!(model, LlmModel::Cpu(_)), "the CPU kernels' backend");
+    assert!(
+        matches!(model, LlmModel::Cpu(_)),
+        "the CPU kernels' backend"
+    );
     // A small budget: the long prompt is read 32 tokens at a time while the others decode.
     let (runs, steps) =
         xi_engine::with_llm!(&model, m => run_batched(m, &ids, |i| params(i as u64), 32));
     for (i, run) in runs.iter().enumerate() {
         assert_eq!(run.generated, alone[i], "sequence {i}");
-        assert_eq!(run.streamed, run.text, "streamed pieces add up, sequence {i}");
+        assert_eq!(
+            run.streamed, run.text,
+            "streamed pieces add up, sequence {i}"
+        );
     }
     // One at a time would take 4 × 24 decode steps; together, 24 plus the prompt chunks.
     let prompt_steps = ids.iter().map(Vec::len).sum::<usize>().div_ceil(32);

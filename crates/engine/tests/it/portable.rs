@@ -253,4 +253,3 @@ fn cross_encoders_compute_in_f32_whatever_dtype_is_asked() {
         assert!((a - b).abs() < 1e-6, "pair {i}: {a} vs {b}");
     }
 }
-
