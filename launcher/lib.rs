@@ -32,6 +32,24 @@ pub struct ApiArgs {
     /// Auth config JSON file (users, permissions, api keys). Without it, auth is off.
     #[arg(long, env = "XINFERENCE_AUTH_CONFIG")]
     pub auth_config: Option<PathBuf>,
+    /// Auth on without a config file: users, api keys and sessions live in the identity store
+    /// alone; the first start creates `admin` with a random password printed once on stderr
+    /// (upstream's `XINFERENCE_AUTH_ADVANCED=1`).
+    #[arg(long = "auth", env = "XINFERENCE_AUTH_ADVANCED")]
+    pub auth_advanced: bool,
+    /// The identity store's database: `sqlite://PATH` or `postgres://USER:PASS@HOST/DB` (share
+    /// one PostgreSQL database between supervisors) [default: SQLite at
+    /// $XINFERENCE_HOME/identity.db].
+    #[arg(long, env = "XINFERENCE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// With --auth-config: keep only the config file's users and keys (no identity store, no
+    /// refresh tokens, no admin API for users and keys).
+    #[arg(
+        long,
+        env = "XINFERENCE_NO_IDENTITY_STORE",
+        conflicts_with = "auth_advanced"
+    )]
+    pub no_identity_store: bool,
     /// Require `admin` for GET /metrics (public by default, like upstream).
     #[arg(long, env = "XINFERENCE_METRICS_REQUIRE_AUTH")]
     pub metrics_require_auth: bool,
@@ -186,6 +204,9 @@ impl ApiArgs {
         config.keep_alive = keep_alive;
         config.max_connections = self.max_connections;
         config.auth_config = self.auth_config.clone();
+        config.auth_advanced = self.auth_advanced;
+        config.identity_store = !self.no_identity_store;
+        config.database_url = self.database_url.clone();
         config.metrics_require_auth = self.metrics_require_auth;
         config.max_body_bytes = self.max_body_bytes;
         config.throttle.per_user = self.login_failures_per_user;

@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# PostgreSQL for the tests that start a throwaway server of their own (installs Debian's
+# package when missing; starts no server).
+scripts/install-postgres.sh >/dev/null
 cargo test --workspace --locked "$@"
 scripts/compat-test.sh
 scripts/browser-test.sh

@@ -84,20 +84,36 @@ fn the_cli_logs_in_and_drives_models() {
     );
     assert!(out.ok, "{}", out.stderr);
     let auth_dir = home.join("auth");
-    let files: Vec<_> = std::fs::read_dir(&auth_dir).unwrap().collect();
-    assert_eq!(files.len(), 1, "one token file");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&auth_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".lock"))
+        .collect();
+    files.sort();
+    // Upstream's token file (the raw access token, named by the endpoint's sha256 hex) and,
+    // beside it, the identity store's refresh token.
+    assert_eq!(
+        files.len(),
+        2,
+        "the token file and its refresh token: {files:?}"
+    );
+    assert_eq!(
+        files[0].file_name().unwrap().len(),
+        64,
+        "sha256 hex of the endpoint"
+    );
+    assert!(
+        files[1].to_string_lossy().ends_with(".refresh"),
+        "{files:?}"
+    );
     #[cfg(unix)]
-    {
+    for path in &files {
         use std::os::unix::fs::PermissionsExt;
-        let path = files[0].as_ref().unwrap().path();
         assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            path.file_name().unwrap().len(),
-            64,
-            "sha256 hex of the endpoint"
+            std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            path.display()
         );
     }
 

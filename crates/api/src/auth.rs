@@ -19,7 +19,7 @@ impl std::fmt::Debug for LoginRequest {
 }
 
 /// `POST /token` success body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
     /// Always `"bearer"`.
@@ -28,6 +28,23 @@ pub struct TokenResponse {
     /// Seconds until the token expires (upstream Xinference does not send it: 0 then).
     #[serde(default)]
     pub expires_in: u64,
+    /// With an identity store: the refresh token (`POST /v1/auth/refresh`), single use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Set when the account must change its password before anything else.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub must_change_password: bool,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"***")
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
+            .field("must_change_password", &self.must_change_password)
+            .finish()
+    }
 }
 
 /// `GET /v1/cluster/auth` body.

@@ -1,7 +1,8 @@
 //! Wire types of xinference-rs: what crosses HTTP between clients, the supervisor and workers.
 //!
 //! Parts: [`permission`] (the permission names of the auth system and their aliases),
-//! [`auth`] (login and token shapes), [`models`] (launch/registration/description shapes),
+//! [`auth`] (login and token shapes), [`identity`] (users, api keys and sessions of the
+//! identity store), [`models`] (launch/registration/description shapes),
 //! [`launch`] (the typed launch options, parsed once), [`generation`] (the typed sampling fields
 //! of a generation request and their defaults), [`worker`] (the supervisor's view of a
 //! worker), [`cluster`] (the supervisor <-> worker protocol), [`names`] (the rules for names
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod generation;
+pub mod identity;
 pub mod launch;
 pub mod models;
 pub mod names;

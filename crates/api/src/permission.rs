@@ -13,12 +13,18 @@ pub enum Permission {
     ModelsStop,
     CacheList,
     CacheDelete,
+    /// Manage the identity store's users (`/v1/admin/users`).
+    UsersManage,
+    /// Create, list and revoke one's own api keys.
+    KeysCreate,
+    /// Manage everyone's api keys.
+    KeysManage,
     Admin,
 }
 
 impl Permission {
     /// Every permission, in the order the docs list them.
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 12] = [
         Permission::ModelsList,
         Permission::ModelsRead,
         Permission::ModelsRegister,
@@ -27,6 +33,9 @@ impl Permission {
         Permission::ModelsStop,
         Permission::CacheList,
         Permission::CacheDelete,
+        Permission::UsersManage,
+        Permission::KeysCreate,
+        Permission::KeysManage,
         Permission::Admin,
     ];
 
@@ -41,6 +50,9 @@ impl Permission {
             Permission::ModelsStop => "models:stop",
             Permission::CacheList => "cache:list",
             Permission::CacheDelete => "cache:delete",
+            Permission::UsersManage => "users:manage",
+            Permission::KeysCreate => "keys:create",
+            Permission::KeysManage => "keys:manage",
             Permission::Admin => "admin",
         }
     }
@@ -74,6 +86,8 @@ impl PermissionSet {
                 PermissionSet::of(Permission::ModelsStart).with(Permission::ModelsStop)
             }
             "models:add" => PermissionSet::of(Permission::ModelsRegister),
+            // Managing everyone's keys includes creating one's own.
+            "keys:manage" => PermissionSet::of(Permission::KeysManage).with(Permission::KeysCreate),
             "admin" => PermissionSet::ALL,
             other => {
                 let perm = Permission::ALL.into_iter().find(|p| p.as_str() == other)?;

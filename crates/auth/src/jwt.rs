@@ -22,6 +22,10 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// The identity store's session this token belongs to (logout, a password change or a
+    /// disabled user end it at once). Tokens of config-only servers have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Signs and verifies tokens for one (algorithm, secret) pair.

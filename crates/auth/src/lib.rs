@@ -30,5 +30,5 @@ pub use cluster_secret::{ClusterSecret, SecretSource};
 pub use config::{AuthSettings, JwtAlgorithm, UserEntry};
 pub use error::AuthError;
 pub use secret::Secret;
-pub use service::{AuthService, Credential, IssuedToken, Principal};
+pub use service::{AuthService, ConfigUser, Credential, IssuedToken, KeyScope, Principal};
 pub use throttle::ThrottlePolicy;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
+use xi_api::identity::{KeyLimits, ModelPermission};
 use xi_api::PermissionSet;
 
 use crate::clock::Clock;
@@ -29,6 +30,70 @@ pub struct Principal {
     pub username: String,
     pub permissions: PermissionSet,
     pub credential: Credential,
+    /// The identity store's user id; `None` for a user of the config file.
+    pub user_id: Option<i64>,
+    /// The identity store's session of a token login.
+    pub session: Option<String>,
+    /// The account must change its password before doing anything else.
+    pub must_change_password: bool,
+    /// What an identity-store api key restricts (its models and limits).
+    pub key: Option<Arc<KeyScope>>,
+}
+
+impl Principal {
+    /// A user of the config file.
+    pub fn config_user(username: &str, permissions: PermissionSet, credential: Credential) -> Self {
+        Principal {
+            username: username.to_string(),
+            permissions,
+            credential,
+            user_id: None,
+            session: None,
+            must_change_password: false,
+            key: None,
+        }
+    }
+
+    /// Whether this caller may see and use the model `uid` of type `model_type` (an api key
+    /// with a model list sees only those; everyone else sees every model).
+    pub fn may_use_model(&self, uid: &str, model_type: &str) -> bool {
+        self.key
+            .as_ref()
+            .is_none_or(|k| k.allows_model(uid, model_type))
+    }
+}
+
+/// The restrictions of one identity-store api key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyScope {
+    pub id: i64,
+    /// The key's display prefix (`xf-AbCd`), for logs and metrics.
+    pub prefix: String,
+    pub models: Vec<ModelPermission>,
+    pub limits: KeyLimits,
+}
+
+impl KeyScope {
+    /// Upstream's rule: `all`, or a `model_id` equal to the uid, or a `model_type` equal to the
+    /// model's type.
+    pub fn allows_model(&self, uid: &str, model_type: &str) -> bool {
+        self.models.iter().any(|m| {
+            let value = m.permission_value.as_deref().unwrap_or_default();
+            match m.permission_type.as_str() {
+                "all" => true,
+                "model_id" => value == uid,
+                "model_type" => value.eq_ignore_ascii_case(model_type),
+                _ => false,
+            }
+        })
+    }
+}
+
+/// A user of the config file, as the identity store sees it (for logins and token checks).
+#[derive(Debug, Clone)]
+pub struct ConfigUser {
+    pub password: PasswordHash,
+    pub permissions: PermissionSet,
 }
 
 /// A freshly issued access token. `Debug` hides the token.
@@ -215,6 +280,7 @@ impl AuthService {
             iat: now,
             exp: now.saturating_add(expires_in),
             nbf: None,
+            sid: None,
         };
         Ok(IssuedToken {
             access_token: state.codec.issue(&claims)?,
@@ -234,11 +300,11 @@ impl AuthService {
                 .get(&key_hash(token))
                 .ok_or(AuthError::InvalidCredentials)?;
             let user = &state.settings.users[*index];
-            return Ok(Principal {
-                username: user.username.clone(),
-                permissions: user.permissions,
-                credential: Credential::ApiKey,
-            });
+            return Ok(Principal::config_user(
+                &user.username,
+                user.permissions,
+                Credential::ApiKey,
+            ));
         }
         let now = self.clock.now_unix();
         let (sub_index, granted) = VERIFIED.with(|cell| {
@@ -262,11 +328,51 @@ impl AuthService {
             Ok::<_, AuthError>(result)
         })?;
         let user = &state.settings.users[sub_index.ok_or(AuthError::InvalidCredentials)?];
-        Ok(Principal {
-            username: user.username.clone(),
-            permissions: granted.intersect(user.permissions),
-            credential: Credential::Token,
+        Ok(Principal::config_user(
+            &user.username,
+            granted.intersect(user.permissions),
+            Credential::Token,
+        ))
+    }
+
+    /// The config file's user `username`, if there is one.
+    pub fn user(&self, username: &str) -> Option<ConfigUser> {
+        let state = self.current();
+        let user = &state.settings.users[*state.by_name.get(username)?];
+        Some(ConfigUser {
+            password: user.password.clone(),
+            permissions: user.permissions,
         })
+    }
+
+    /// Every user of the config file: name and permissions.
+    pub fn users(&self) -> Vec<(String, PermissionSet)> {
+        let state = self.current();
+        let users = state.settings.users.iter();
+        users.map(|u| (u.username.clone(), u.permissions)).collect()
+    }
+
+    /// A hash that costs what verifying a config user's password costs (for unknown names).
+    pub fn dummy_hash(&self) -> PasswordHash {
+        self.current().dummy.clone()
+    }
+
+    /// Signs `claims` with the config's algorithm and secret.
+    pub fn issue(&self, claims: &Claims) -> Result<String, AuthError> {
+        self.current().codec.issue(claims)
+    }
+
+    /// Checks a token's signature, algorithm and times against the config's secret.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.current().codec.verify(token, self.clock.as_ref())
+    }
+
+    /// Access-token lifetime from the config (`token_expire_in_minutes`), in seconds.
+    pub fn token_lifetime_secs(&self) -> u64 {
+        self.current()
+            .settings
+            .token_expire_in_minutes
+            .saturating_mul(60)
     }
 }
 
@@ -287,14 +393,14 @@ fn verify(state: &State, token: &str, clock: &dyn Clock) -> Result<VerifiedToken
 }
 
 /// The token of a `Bearer` header (scheme case-insensitive, as upstream's FastAPI dependency).
-fn bearer_token(header: Option<&str>) -> Option<&str> {
+pub fn bearer_token(header: Option<&str>) -> Option<&str> {
     let (scheme, token) = header?.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Upstream's key format: `sk-` and 13 ASCII letters or digits.
-fn is_api_key(token: &str) -> bool {
+pub fn is_api_key(token: &str) -> bool {
     token.len() == 16
         && token.starts_with("sk-")
         && token[3..].bytes().all(|b| b.is_ascii_alphanumeric())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 use xi_api::Permission;
@@ -27,6 +27,23 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Whether the caller may see and use model `uid` (an api key with a model list sees only
+    /// those models; to it the others do not exist).
+    pub fn may_use_model(&self, uid: &str, model_type: &str) -> bool {
+        match self {
+            Caller::AuthOff => true,
+            Caller::User(p) => p.may_use_model(uid, model_type),
+        }
+    }
+
+    /// The principal, when auth is on.
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Caller::AuthOff => None,
+            Caller::User(p) => Some(p),
+        }
+    }
+
     /// The username for logs, if there is one.
     pub fn username(&self) -> Option<&str> {
         match self {
@@ -37,26 +54,34 @@ impl Caller {
 }
 
 /// Authenticates every non-public request. Failures answer 401 here, before any handler runs.
+/// With the identity store, it authenticates (config principals too) and an account that must
+/// change its password may only do that (and see itself, and log out): anything else is 403.
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    // Borrow the state (no Arc clone: the counter would bounce between worker threads).
     let decision = match req.app_data::<web::Data<AppState>>() {
         None => Err(SupervisorError::internal("application state missing")),
-        Some(state) => match &state.auth {
-            None => Ok(Some(Caller::AuthOff)),
-            Some(_) if state.public.contains(req.method(), req.path()) => Ok(None),
-            Some(auth) => {
-                let header = req
-                    .headers()
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok());
-                auth.authenticate(header)
-                    .map(|p| Some(Caller::User(Arc::new(p))))
-                    .map_err(SupervisorError::Auth)
-            }
-        },
+        Some(state) if !state.auth_on() => Ok(Some(Caller::AuthOff)),
+        Some(state) if state.public.contains(req.method(), req.path()) => Ok(None),
+        Some(state) => {
+            let header = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let principal = match (&state.identity, &state.auth) {
+                (Some(identity), _) => identity
+                    .clone()
+                    .authenticate(header)
+                    .await
+                    .map_err(SupervisorError::from),
+                (None, Some(auth)) => auth.authenticate(header).map_err(SupervisorError::Auth),
+                (None, None) => Err(SupervisorError::internal("auth on without a source")),
+            };
+            principal
+                .and_then(|p| must_change_gate(&req, p))
+                .map(|p| Some(Caller::User(Arc::new(p))))
+        }
     };
     match decision {
         Ok(Some(caller)) => {
@@ -72,6 +97,29 @@ pub async fn authenticate(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)
+}
+
+/// Lets an account that must change its password through only to change it (its own), see
+/// itself, or log out.
+fn must_change_gate(req: &ServiceRequest, p: Principal) -> Result<Principal, SupervisorError> {
+    if !p.must_change_password {
+        return Ok(p);
+    }
+    let own_password = p
+        .user_id
+        .is_some_and(|id| req.path() == format!("/v1/admin/users/{id}/password"));
+    let allowed = match *req.method() {
+        Method::PUT => own_password,
+        Method::GET => req.path() == "/v1/auth/me",
+        Method::POST => req.path() == "/v1/auth/logout",
+        _ => false,
+    };
+    match allowed {
+        true => Ok(p),
+        false => Err(SupervisorError::Denied(
+            xi_identity::MUST_CHANGE_PASSWORD.into(),
+        )),
+    }
 }
 
 /// A permission a handler can require, as a type (so it sits in the handler's signature).
@@ -98,6 +146,8 @@ permission_markers! {
     ModelsUnregister => ModelsUnregister,
     ModelsStart => ModelsStart,
     ModelsStop => ModelsStop,
+    UsersManage => UsersManage,
+    KeysCreate => KeysCreate,
     Admin => Admin,
 }
 
@@ -129,6 +179,27 @@ impl<P: RequiredPermission> FromRequest for Require<P> {
             }),
         };
         ready(result)
+    }
+}
+
+/// Extractor: any authenticated caller, whatever its permissions (routes about the caller
+/// itself: `/v1/auth/me`, changing one's own password). 401 when the request was let through
+/// unauthenticated.
+pub struct Authenticated {
+    pub caller: Caller,
+}
+
+impl FromRequest for Authenticated {
+    type Error = SupervisorError;
+    type Future = Ready<Result<Self, SupervisorError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let caller = req.extensions().get::<Caller>().cloned();
+        ready(
+            caller
+                .map(|caller| Authenticated { caller })
+                .ok_or(SupervisorError::Auth(AuthError::NotAuthenticated)),
+        )
     }
 }
 

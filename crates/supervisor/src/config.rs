@@ -15,8 +15,20 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
 /// Everything the supervisor needs to start. No field is read from the environment below this.
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
-    /// The `--auth-config` file; `None` turns auth off (every route open).
+    /// The `--auth-config` file. Without it and without `auth_advanced`, auth is off (every
+    /// route open).
     pub auth_config: Option<PathBuf>,
+    /// `--auth`: auth on with the identity store alone (no config file): the first start
+    /// creates an `admin` with a random password, printed once.
+    pub auth_advanced: bool,
+    /// Keep users, keys and sessions in the identity store (on by default whenever auth is
+    /// on; off leaves only the config file's principals, as before the store existed).
+    pub identity_store: bool,
+    /// The identity store's database: `sqlite://...` or `postgres://...`; `None`: SQLite at
+    /// `$XINFERENCE_HOME/identity.db`.
+    pub database_url: Option<String>,
+    /// How the identity store behaves (token lifetimes, cache, poll interval, retention).
+    pub identity: xi_identity::IdentityOptions,
     /// `$XINFERENCE_HOME`: registrations, model cache, tokens.
     pub home: PathBuf,
     /// Require `admin` for `GET /metrics` (it is public by default, like upstream).
@@ -53,6 +65,10 @@ impl SupervisorConfig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             auth_config: None,
+            auth_advanced: false,
+            identity_store: true,
+            database_url: None,
+            identity: xi_identity::IdentityOptions::default(),
             home,
             metrics_require_auth: false,
             max_body_bytes: 16 * 1024 * 1024,

@@ -18,6 +18,7 @@ use thiserror::Error;
 use xi_api::worker::{WorkerError, WorkerErrorKind};
 use xi_api::{ErrorBody, Permission};
 use xi_auth::AuthError;
+use xi_identity::IdentityError;
 
 /// Which kind of route looked a model uid up. Upstream Xinference answers an unknown uid with
 /// 400 on the management routes (describe, terminate, cancel, ...) and 404 on the inference
@@ -36,6 +37,16 @@ pub enum SupervisorError {
     Auth(#[from] AuthError),
     #[error("Not enough permissions")]
     Forbidden { required: Permission },
+    /// Refused for a reason beyond a missing permission (granting what one does not hold,
+    /// the last admin, an account that must change its password).
+    #[error("{0}")]
+    Denied(String),
+    /// Bad credentials other than a login's: a used refresh token, a disabled key (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The request conflicts with what exists (a duplicate name, a config-file user).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -119,6 +130,30 @@ impl SupervisorError {
 /// The start of every internal failure's detail.
 pub const INTERNAL_DETAIL: &str = "Internal server error";
 
+/// The identity store's errors; an unreachable database is 503 with a retry hint (its cause
+/// is logged), everything else says what was wrong.
+impl From<IdentityError> for SupervisorError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::BadRequest(m) => SupervisorError::BadRequest(m),
+            IdentityError::NotFound(m) => SupervisorError::NotFound(m),
+            IdentityError::Conflict(m) => SupervisorError::Conflict(m),
+            IdentityError::Forbidden(m) => SupervisorError::Denied(m),
+            IdentityError::Unauthorized(m) => SupervisorError::Unauthorized(m),
+            IdentityError::Auth(e) => SupervisorError::Auth(e),
+            IdentityError::Unavailable(cause) => {
+                tracing::warn!(%cause, "identity store unavailable");
+                SupervisorError::Unavailable {
+                    detail: "The identity store (database) is unavailable; try again shortly"
+                        .into(),
+                    retry_after: Some(5),
+                }
+            }
+            IdentityError::Internal(cause) => SupervisorError::Internal(cause),
+        }
+    }
+}
+
 /// The one table from worker kinds to the client's errors (statuses follow from
 /// [`ResponseError::status_code`]).
 impl From<WorkerError> for SupervisorError {
@@ -157,7 +192,9 @@ impl ResponseError for SupervisorError {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
-            SupervisorError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            SupervisorError::Forbidden { .. } | SupervisorError::Denied(_) => StatusCode::FORBIDDEN,
+            SupervisorError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            SupervisorError::Conflict(_) => StatusCode::CONFLICT,
             SupervisorError::ClusterSecret => StatusCode::UNAUTHORIZED,
             SupervisorError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SupervisorError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -187,7 +224,8 @@ impl ResponseError for SupervisorError {
         match self {
             SupervisorError::Auth(
                 AuthError::BadLogin | AuthError::NotAuthenticated | AuthError::InvalidCredentials,
-            ) => {
+            )
+            | SupervisorError::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             SupervisorError::Forbidden { required } => {

@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 use tokio::sync::Notify;
 use xi_api::worker::Worker;
 use xi_auth::{AuthService, ClusterSecret, SecretSource, SystemClock};
+use xi_identity::{Identity, Store};
 
 use crate::authz;
 use crate::config::SupervisorConfig;
@@ -67,6 +68,47 @@ impl Supervisor {
         })
     }
 
+    /// Opens (creating and migrating it on first use) the identity store when auth is on and
+    /// the store is not switched off. An empty store without a config file gets an `admin`
+    /// whose random password is printed once on stderr and must be changed at first login.
+    async fn open_identity(&self) -> Result<Option<Arc<Identity>>, SupervisorError> {
+        let config = &self.config;
+        let auth_on = self.auth.is_some() || config.auth_advanced;
+        if !auth_on || !config.identity_store {
+            return Ok(None);
+        }
+        let url = match &config.database_url {
+            Some(url) => url.clone(),
+            None => Store::sqlite_url(&config.home.join("identity.db")),
+        };
+        let startup = |e: xi_identity::IdentityError| {
+            SupervisorError::Startup(format!("identity store: {e}"))
+        };
+        let store = Store::open(&url).await.map_err(startup)?;
+        // One throttle policy for every login, config users' and the store's.
+        let options = xi_identity::IdentityOptions {
+            throttle: config.throttle,
+            ..config.identity.clone()
+        };
+        let identity = Identity::open(store, self.auth.clone(), options, Arc::new(SystemClock))
+            .await
+            .map_err(startup)?;
+        if let Some(first) = identity.bootstrap().await.map_err(startup)? {
+            tracing::warn!(username = %first.username, "created the first admin of the identity store; its password is printed on stderr once");
+            eprintln!(
+                "\n  First admin of the identity store: username {:?}, password {:?}\n  \
+                 (shown once; it must be changed at the first login)\n",
+                first.username, first.password
+            );
+        }
+        tracing::info!(
+            database = %redact_url(&url),
+            with_config = identity.has_config(),
+            "identity store open"
+        );
+        Ok(Some(identity))
+    }
+
     /// Where the cluster secret came from (the launcher tells the user how workers get it).
     pub fn secret_source(&self) -> &SecretSource {
         &self.secret_source
@@ -104,6 +146,7 @@ impl Supervisor {
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| SupervisorError::Startup(format!("cannot build the HTTP client: {e}")))?;
+        let identity = self.open_identity().await?;
         let metrics = web::Data::new(Metrics::new().map_err(SupervisorError::internal)?);
         let cluster = Arc::new(Cluster::new(
             self.registry,
@@ -120,6 +163,7 @@ impl Supervisor {
             cluster: cluster.clone(),
             stop_workers: std::sync::atomic::AtomicBool::new(false),
             auth: self.auth,
+            identity,
             address: address.clone(),
             started: Instant::now(),
             stop: stop.clone(),
@@ -176,7 +220,7 @@ impl Supervisor {
         // Counting is only needed when some requests are unauthenticated: with auth off every
         // route is open anyway.
         let per_address = state.config.max_connections_per_address;
-        if per_address > 0 && state.auth.is_some() {
+        if per_address > 0 && state.auth_on() {
             let book = ConnectionBook::new(per_address);
             server =
                 server.on_connect(move |conn, data| ConnectionBook::on_connect(&book, conn, data));
@@ -187,7 +231,8 @@ impl Supervisor {
             .run();
         tracing::info!(
             %address,
-            auth = state.auth.is_some(),
+            auth = state.auth_on(),
+            identity_store = state.identity.is_some(),
             max_connections,
             open_files,
             per_address,
@@ -258,6 +303,9 @@ fn spawn_reload_on_sighup(state: web::Data<AppState>) {
                         tracing::warn!("{warning}");
                     }
                     state.metrics.auth_reloads.with_label_values(&["ok"]).inc();
+                    if let Some(identity) = &state.identity {
+                        identity.config_reloaded();
+                    }
                     tracing::info!("auth config reloaded");
                 }
                 Ok(Err(e)) => {
@@ -272,4 +320,16 @@ fn spawn_reload_on_sighup(state: web::Data<AppState>) {
             }
         }
     });
+}
+
+/// A database URL for logs: the password, if any, replaced.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }

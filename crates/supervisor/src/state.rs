@@ -10,6 +10,7 @@ use actix_web::http::Method;
 use actix_web::web;
 use tokio::sync::Notify;
 use xi_auth::AuthService;
+use xi_identity::Identity;
 
 use crate::config::SupervisorConfig;
 use crate::domain::Cluster;
@@ -20,8 +21,11 @@ pub struct AppState {
     pub config: SupervisorConfig,
     /// The models, the workers and the registry: every route about them calls this.
     pub cluster: Arc<Cluster>,
-    /// `None` when auth is off.
+    /// The config file's principals; `None` without `--auth-config`.
     pub auth: Option<Arc<AuthService>>,
+    /// The identity store (users, keys, sessions); `None` when auth is off or the store is
+    /// switched off. When present it authenticates every request (config principals too).
+    pub identity: Option<Arc<Identity>>,
     /// Also registered on its own, for the request-log middleware.
     pub metrics: web::Data<Metrics>,
     pub public: PublicRoutes,
@@ -37,6 +41,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Whether requests must authenticate.
+    pub fn auth_on(&self) -> bool {
+        self.auth.is_some() || self.identity.is_some()
+    }
+
     pub fn uptime_secs(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }

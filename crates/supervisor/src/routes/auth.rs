@@ -13,7 +13,7 @@ use crate::state::AppState;
 
 pub async fn cluster_auth(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(AuthStatus {
-        auth: state.auth.is_some(),
+        auth: state.auth_on(),
     })
 }
 
@@ -22,10 +22,16 @@ pub async fn token(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, SupervisorError> {
+    if !state.auth_on() {
+        return Err(AuthError::Disabled.into());
+    }
+    let login = parse_login(&req, &body)?;
+    if let Some(identity) = state.identity.clone() {
+        return store_login(&state, &identity, login, &super::identity::peer(&req)).await;
+    }
     let Some(auth) = state.auth.clone() else {
         return Err(AuthError::Disabled.into());
     };
-    let login = parse_login(&req, &body)?;
     // The peer address, not X-Forwarded-For: a header would let an attacker pick its own bucket.
     let address = req
         .peer_addr()
@@ -53,6 +59,8 @@ pub async fn token(
                     access_token: issued.access_token,
                     token_type: "bearer".into(),
                     expires_in: issued.expires_in,
+                    refresh_token: None,
+                    must_change_password: false,
                 }))
         }
         Err(err) => {
@@ -65,6 +73,26 @@ pub async fn token(
             Err(err.into())
         }
     }
+}
+
+/// A login through the identity store (config users too): a session with a refresh token.
+async fn store_login(
+    state: &AppState,
+    identity: &xi_identity::Identity,
+    login: LoginRequest,
+    address: &str,
+) -> Result<HttpResponse, SupervisorError> {
+    let result = identity
+        .login(&login.username, &login.password, address)
+        .await;
+    let label = match &result {
+        Ok(_) => "success",
+        Err(xi_identity::IdentityError::Auth(AuthError::Throttled { .. })) => "throttled",
+        Err(_) => "failure",
+    };
+    state.metrics.logins.with_label_values(&[label]).inc();
+    tracing::info!(user = %login.username, %address, outcome = label, "login");
+    Ok(super::identity::tokens(result?))
 }
 
 /// Reads `{"username","password"}` from JSON, or the OAuth2 password grant form.

@@ -59,11 +59,11 @@ fn content_text(content: &Option<Value>) -> Result<String, SupervisorError> {
 }
 
 pub async fn chat(
-    _: Require<ModelsRead>,
+    require: Require<ModelsRead>,
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = resolve(&state, &body, ModelType::Llm, "chat")?;
+    let entry = resolve(&state, &require.caller, &body, ModelType::Llm, "chat")?;
     let body = body.into_inner();
     let sampling: SamplingFields = serde_json::from_value(body.clone())
         .map_err(|e| SupervisorError::Unprocessable(format!("Invalid chat request: {e}")))?;
@@ -97,11 +97,17 @@ pub async fn chat(
 }
 
 pub async fn completions(
-    _: Require<ModelsRead>,
+    require: Require<ModelsRead>,
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = resolve(&state, &body, ModelType::Llm, "completions")?;
+    let entry = resolve(
+        &state,
+        &require.caller,
+        &body,
+        ModelType::Llm,
+        "completions",
+    )?;
     let body = body.into_inner();
     if body.get("logit_bias").is_some_and(|v| !v.is_null()) {
         return Err(SupervisorError::NotImplemented(

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use xi_api::models::ModelType;
 use xi_api::worker::{EmbedInput, EmbedRequest, RerankRequest};
 
-use crate::authz::{ModelsRead, Require};
-use crate::error::SupervisorError;
+use crate::authz::{Caller, ModelsRead, Require};
+use crate::error::{ModelLookup, SupervisorError};
 use crate::lifecycle::ModelEntry;
 use crate::state::AppState;
 
@@ -25,8 +25,10 @@ fn bad(message: impl Into<String>) -> SupervisorError {
 }
 
 /// The model a request names, ready to serve and of the right type.
+/// A model the caller may not use (an api key with a model list) does not exist for it: 404.
 pub(super) fn resolve(
     state: &AppState,
+    caller: &Caller,
     body: &Value,
     wanted: ModelType,
     ability: &str,
@@ -34,6 +36,14 @@ pub(super) fn resolve(
     let uid = body.get("model").and_then(Value::as_str).ok_or_else(|| {
         SupervisorError::Unprocessable("Field required: model (the model uid)".into())
     })?;
+    if let Some(entry) = state.cluster.model(uid) {
+        if !caller.may_use_model(&entry.uid, entry.model_type.as_str()) {
+            return Err(SupervisorError::model_not_found(
+                uid,
+                ModelLookup::Inference,
+            ));
+        }
+    }
     state.cluster.serving(uid, wanted, ability)
 }
 
@@ -92,11 +102,17 @@ fn embed_inputs(input: &Value) -> Result<Vec<EmbedInput>, SupervisorError> {
 }
 
 pub async fn embeddings(
-    _: Require<ModelsRead>,
+    require: Require<ModelsRead>,
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = resolve(&state, &body, ModelType::Embedding, "embeddings")?;
+    let entry = resolve(
+        &state,
+        &require.caller,
+        &body,
+        ModelType::Embedding,
+        "embeddings",
+    )?;
     let request: EmbeddingsBody = serde_json::from_value(body.into_inner())
         .map_err(|e| SupervisorError::Unprocessable(format!("Invalid embeddings request: {e}")))?;
     let base64 = match request.encoding_format.as_deref() {
@@ -171,11 +187,11 @@ struct RerankBody {
 }
 
 pub async fn rerank(
-    _: Require<ModelsRead>,
+    require: Require<ModelsRead>,
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = resolve(&state, &body, ModelType::Rerank, "rerank")?;
+    let entry = resolve(&state, &require.caller, &body, ModelType::Rerank, "rerank")?;
     let request: RerankBody = serde_json::from_value(body.into_inner())
         .map_err(|e| SupervisorError::Unprocessable(format!("Invalid rerank request: {e}")))?;
     if request.documents.is_empty() {

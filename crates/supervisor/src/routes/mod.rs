@@ -10,6 +10,7 @@ mod auth;
 mod catalogue;
 mod cluster;
 mod generation;
+mod identity;
 mod inference;
 mod internal;
 mod models;
@@ -29,6 +30,7 @@ use crate::state::PublicRoutes;
 pub enum Verb {
     Get,
     Post,
+    Put,
     Delete,
 }
 
@@ -37,6 +39,7 @@ impl Verb {
         match self {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
             Verb::Delete => Method::DELETE,
         }
     }
@@ -45,6 +48,7 @@ impl Verb {
         match self {
             Verb::Get => "GET",
             Verb::Post => "POST",
+            Verb::Put => "PUT",
             Verb::Delete => "DELETE",
         }
     }
@@ -57,6 +61,9 @@ pub enum Access {
     Public,
     /// A caller holding this permission (or `admin`).
     Requires(Permission),
+    /// Any authenticated caller, whatever its permissions (routes about the caller itself;
+    /// the handler decides what it may do there).
+    Authenticated,
     /// Public by default; this permission when the server is started with
     /// `--metrics-require-auth` (the one such switch; it protects every row of this kind).
     PublicOrRequires(Permission),
@@ -94,9 +101,9 @@ const fn row(
     }
 }
 
-use Access::{Cluster, Public, PublicOrRequires, Requires};
+use Access::{Authenticated, Cluster, Public, PublicOrRequires, Requires};
 use Permission::*;
-use Verb::{Delete, Get, Post};
+use Verb::{Delete, Get, Post, Put};
 
 /// Every route of the API. Literal paths come before parameterised ones that would match them
 /// (`/v1/models/instances` before `/v1/models/{model_uid}`): actix matches in this order.
@@ -219,6 +226,73 @@ pub fn route_table() -> Vec<RouteDef> {
         row(Post, "/v1/rerank", Requires(ModelsRead), |r| {
             r.to(inference::rerank)
         }),
+        // Sessions of the identity store: a refresh token is its own credential.
+        row(Post, "/v1/auth/refresh", Public, |r| {
+            r.to(identity::refresh)
+        }),
+        row(Post, "/v1/auth/logout", Public, |r| r.to(identity::logout)),
+        row(Get, "/v1/auth/me", Authenticated, |r| r.to(identity::me)),
+        // Users and api keys of the identity store.
+        row(Post, "/v1/admin/users", Requires(UsersManage), |r| {
+            r.to(identity::create_user)
+        }),
+        row(Get, "/v1/admin/users", Requires(UsersManage), |r| {
+            r.to(identity::users)
+        }),
+        row(Get, "/v1/admin/users/{id}", Requires(UsersManage), |r| {
+            r.to(identity::user)
+        }),
+        row(Put, "/v1/admin/users/{id}", Requires(UsersManage), |r| {
+            r.to(identity::update_user)
+        }),
+        row(Delete, "/v1/admin/users/{id}", Requires(UsersManage), |r| {
+            r.to(identity::delete_user)
+        }),
+        row(Put, "/v1/admin/users/{id}/password", Authenticated, |r| {
+            r.to(identity::change_password)
+        }),
+        row(
+            Get,
+            "/v1/admin/users/{id}/permissions",
+            Requires(UsersManage),
+            |r| r.to(identity::user_permissions),
+        ),
+        row(
+            Put,
+            "/v1/admin/users/{id}/permissions",
+            Requires(UsersManage),
+            |r| r.to(identity::set_user_permissions),
+        ),
+        row(Post, "/v1/admin/keys", Requires(KeysCreate), |r| {
+            r.to(identity::create_key)
+        }),
+        row(Get, "/v1/admin/keys", Requires(KeysCreate), |r| {
+            r.to(identity::keys)
+        }),
+        row(Get, "/v1/admin/keys/{id}", Requires(KeysCreate), |r| {
+            r.to(identity::key)
+        }),
+        row(Put, "/v1/admin/keys/{id}", Requires(KeysCreate), |r| {
+            r.to(identity::update_key)
+        }),
+        row(Delete, "/v1/admin/keys/{id}", Requires(KeysCreate), |r| {
+            r.to(identity::delete_key)
+        }),
+        row(
+            Get,
+            "/v1/admin/keys/{id}/permissions",
+            Requires(KeysCreate),
+            |r| r.to(identity::key_models),
+        ),
+        row(
+            Put,
+            "/v1/admin/keys/{id}/permissions",
+            Requires(KeysCreate),
+            |r| r.to(identity::set_key_models),
+        ),
+        row(Get, "/v1/admin/audit", Requires(Admin), |r| {
+            r.to(identity::audit)
+        }),
         // Cluster members (workers joining, heartbeats, leaving).
         row(Post, "/internal/v1/workers/join", Cluster, |r| {
             r.to(internal::join)
@@ -241,7 +315,7 @@ pub fn public_routes(table: &[RouteDef], metrics_require_auth: bool) -> PublicRo
         .filter(|r| match r.access {
             Access::Public | Access::Cluster => true,
             Access::PublicOrRequires(_) => !metrics_require_auth,
-            Access::Requires(_) => false,
+            Access::Requires(_) | Access::Authenticated => false,
         })
         .map(|r| (r.verb.method(), ResourceDef::new(r.path)))
         .collect();

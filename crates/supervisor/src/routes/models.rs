@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use xi_api::models::{LaunchModelRequest, LaunchStatus, ModelUidResponse};
 
-use crate::authz::{ModelsList, ModelsRead, ModelsStart, ModelsStop, Require};
+use crate::authz::{Caller, ModelsList, ModelsRead, ModelsStart, ModelsStop, Require};
 use crate::error::{ModelLookup, SupervisorError};
 use crate::lifecycle::ModelEntry;
 use crate::state::AppState;
@@ -14,11 +14,26 @@ fn not_found(uid: &str) -> SupervisorError {
     SupervisorError::model_not_found(uid, ModelLookup::Management)
 }
 
-/// A model that is ready, for the routes that describe running models.
-fn ready(state: &AppState, uid: &str) -> Result<std::sync::Arc<ModelEntry>, SupervisorError> {
+/// Model `uid`, if the caller may see it (an api key with a model list sees only those).
+fn visible(
+    state: &AppState,
+    caller: &Caller,
+    uid: &str,
+) -> Result<std::sync::Arc<ModelEntry>, SupervisorError> {
     state
         .cluster
         .model(uid)
+        .filter(|e| caller.may_use_model(&e.uid, e.model_type.as_str()))
+        .ok_or_else(|| not_found(uid))
+}
+
+/// A model that is ready, for the routes that describe running models.
+fn ready(
+    state: &AppState,
+    caller: &Caller,
+    uid: &str,
+) -> Result<std::sync::Arc<ModelEntry>, SupervisorError> {
+    Some(visible(state, caller, uid)?)
         .filter(|e| e.status() == LaunchStatus::Ready)
         .ok_or_else(|| not_found(uid))
 }
@@ -29,12 +44,13 @@ fn description(entry: &ModelEntry) -> Value {
     Value::Object(body)
 }
 
-pub async fn list(_: Require<ModelsList>, state: web::Data<AppState>) -> HttpResponse {
+pub async fn list(require: Require<ModelsList>, state: web::Data<AppState>) -> HttpResponse {
     let data: Vec<Value> = state
         .cluster
         .models()
         .ready()
         .iter()
+        .filter(|m| require.caller.may_use_model(&m.uid, m.model_type.as_str()))
         .map(|m| {
             let mut entry = json!({ "id": m.uid, "object": "model", "created": m.created_ts, "owned_by": "xinference" });
             if let (Some(entry), Value::Object(desc)) = (entry.as_object_mut(), description(m)) {
@@ -77,11 +93,11 @@ pub async fn launch(
 }
 
 pub async fn describe(
-    _: Require<ModelsList>,
+    require: Require<ModelsList>,
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = ready(&state, &uid)?;
+    let entry = ready(&state, &require.caller, &uid)?;
     Ok(HttpResponse::Ok().json(description(&entry)))
 }
 
@@ -90,18 +106,18 @@ pub async fn terminate(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = state.cluster.model(&uid).ok_or_else(|| not_found(&uid))?;
+    let entry = visible(&state, &require.caller, &uid)?;
     tracing::info!(user = ?require.caller.username(), uid = %entry.uid, "terminate requested");
     state.cluster.terminate(&entry).await;
     Ok(HttpResponse::Ok().json(Value::Null))
 }
 
 pub async fn progress(
-    _: Require<ModelsRead>,
+    require: Require<ModelsRead>,
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = state.cluster.model(&uid).ok_or_else(|| not_found(&uid))?;
+    let entry = visible(&state, &require.caller, &uid)?;
     Ok(HttpResponse::Ok().json(json!({ "progress": state.cluster.progress(&entry).await })))
 }
 
@@ -110,7 +126,7 @@ pub async fn cancel(
     state: web::Data<AppState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let entry = state.cluster.model(&uid).ok_or_else(|| not_found(&uid))?;
+    let entry = visible(&state, &require.caller, &uid)?;
     state.cluster.cancel(&entry).await?;
     tracing::info!(user = ?require.caller.username(), uid = %entry.uid, "launch cancelled");
     Ok(HttpResponse::Ok().json(Value::Null))
@@ -123,7 +139,7 @@ pub struct InstancesQuery {
 }
 
 pub async fn instances(
-    _: Require<ModelsList>,
+    require: Require<ModelsList>,
     state: web::Data<AppState>,
     query: web::Query<InstancesQuery>,
 ) -> HttpResponse {
@@ -132,6 +148,7 @@ pub async fn instances(
         .models()
         .all()
         .into_iter()
+        .filter(|m| require.caller.may_use_model(&m.uid, m.model_type.as_str()))
         .filter(|m| query.model_name.as_deref().is_none_or(|n| n == m.model_name))
         .filter(|m| query.model_uid.as_deref().is_none_or(|u| u == m.uid))
         .map(|m| {

@@ -21,6 +21,7 @@ fn permission_table() -> String {
         let needs = match def.access {
             Access::Public => "public".to_string(),
             Access::Requires(p) => format!("`{p}`"),
+            Access::Authenticated => "any authenticated caller".to_string(),
             Access::PublicOrRequires(p) => format!("public; `{p}` with `--metrics-require-auth`"),
             Access::Cluster => "the cluster secret only".to_string(),
         };

@@ -3,6 +3,7 @@
 mod docs;
 mod errors;
 mod fake_workers;
+mod identity;
 mod launch_options;
 mod lifecycle;
 mod permissions;

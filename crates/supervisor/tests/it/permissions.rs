@@ -14,12 +14,14 @@ fn concrete_path(def: &RouteDef) -> String {
         .replace("{model_type}", "LLM")
         .replace("{model_name}", "smollm2-instruct")
         .replace("{file}", "app.js")
+        .replace("{id}", "1")
 }
 
 fn method(verb: Verb) -> Method {
     match verb {
         Verb::Get => Method::GET,
         Verb::Post => Method::POST,
+        Verb::Put => Method::PUT,
         Verb::Delete => Method::DELETE,
     }
 }
@@ -27,6 +29,12 @@ fn method(verb: Verb) -> Method {
 /// DELETE /v1/clusters stops the server when allowed, so those calls get a server of their own.
 fn stops_server(def: &RouteDef) -> bool {
     def.verb == Verb::Delete && def.path == "/v1/clusters"
+}
+
+/// POST /v1/auth/logout ends the session of the token it is given (it is public: the
+/// unauthenticated callers cover it here, and the identity tests cover logging out).
+fn ends_session(def: &RouteDef) -> bool {
+    def.verb == Verb::Post && def.path == "/v1/auth/logout"
 }
 
 async fn call(
@@ -39,7 +47,7 @@ async fn call(
     if let Some(header) = auth {
         req = req.header("Authorization", header);
     }
-    if def.verb == Verb::Post {
+    if matches!(def.verb, Verb::Post | Verb::Put) {
         req = req.json(&json!({}));
     }
     let res = req.send().await.unwrap();
@@ -59,7 +67,7 @@ async fn call(
     json_of(res).await
 }
 
-const USERS: [(&str, &str); 9] = [
+const USERS: [(&str, &str); 12] = [
     ("u-models-list", "models:list"),
     ("u-models-read", "models:read"),
     ("u-models-register", "models:register"),
@@ -68,6 +76,9 @@ const USERS: [(&str, &str); 9] = [
     ("u-models-stop", "models:stop"),
     ("u-cache-list", "cache:list"),
     ("u-cache-delete", "cache:delete"),
+    ("u-users-manage", "users:manage"),
+    ("u-keys-create", "keys:create"),
+    ("u-keys-manage", "keys:manage"),
     ("u-admin", "admin"),
 ];
 
@@ -147,7 +158,7 @@ async fn every_route_answers_each_caller_exactly_as_the_table_says() {
                     status != 401 && status != 403,
                     "{def:?} is public but {label} got {status} {body}"
                 ),
-                Access::Requires(_) => {
+                Access::Requires(_) | Access::Authenticated => {
                     assert_eq!(status, 401, "{def:?} with {label}: {body}");
                     assert_eq!(body["detail"], detail, "{def:?} with {label}");
                 }
@@ -160,12 +171,12 @@ async fn every_route_answers_each_caller_exactly_as_the_table_says() {
         }
         for (label, header, perms) in &callers {
             let allowed = match def.access {
-                Access::Public | Access::PublicOrRequires(_) => true,
+                Access::Public | Access::PublicOrRequires(_) | Access::Authenticated => true,
                 Access::Requires(p) => perms.allows(p),
                 // Worker routes: no user credential opens them, not even admin's.
                 Access::Cluster => false,
             };
-            if stops_server(def) && allowed {
+            if (stops_server(def) && allowed) || ends_session(def) {
                 continue;
             }
             let (status, body) = call(&client, &server.url, def, Some(header)).await;

@@ -1,0 +1,381 @@
+//! Logins, sessions and authentication: `POST /token`, `/v1/auth/refresh`, `/v1/auth/logout`,
+//! and what every request's `Authorization` header becomes.
+
+use std::sync::Arc;
+
+use xi_api::identity::{SOURCE_CONFIG, SOURCE_LOCAL};
+use xi_api::{Permission, PermissionSet};
+use xi_auth::jwt::Claims;
+use xi_auth::password::PasswordHash;
+use xi_auth::service::{bearer_token, is_api_key};
+use xi_auth::{AuthError, Credential, KeyScope, Principal};
+
+use super::{blocking, Identity, SessionState};
+use crate::audit::Event;
+use crate::error::{IdentityError, Result};
+use crate::{keys, sessions, users};
+
+/// Tokens of a login or a refresh. `Debug` hides them.
+#[derive(Clone)]
+pub struct Issued {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: String,
+    pub must_change_password: bool,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("expires_in", &self.expires_in)
+            .field("must_change_password", &self.must_change_password)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whose password a login checks.
+enum Account {
+    Config(PermissionSet),
+    Local(users::UserRow),
+    Unknown,
+}
+
+impl Identity {
+    /// Checks a username and password (config users first, then the store's) and opens a
+    /// session. Unknown users cost what a wrong password costs; throttled per user and address.
+    pub async fn login(&self, username: &str, password: &str, address: &str) -> Result<Issued> {
+        let now = self.now();
+        if let Some(retry_after_secs) = self.throttle.retry_after(username, address, now as u64) {
+            return Err(AuthError::Throttled { retry_after_secs }.into());
+        }
+        let config_user = self.config.as_ref().and_then(|c| c.user(username));
+        let (account, hash) = match config_user {
+            Some(user) => (Account::Config(user.permissions), user.password),
+            None => match users::by_name(self.store.pool(), username).await? {
+                Some(row) => match row.password_hash.as_deref().map(PasswordHash::parse_stored) {
+                    Some(Ok(Some(hash))) => (Account::Local(row), hash),
+                    _ => (Account::Unknown, self.dummy.clone()),
+                },
+                None => (Account::Unknown, self.dummy.clone()),
+            },
+        };
+        let candidate = password.to_string();
+        let verified = blocking(move || hash.verify(&candidate)).await?;
+        let refused = match &account {
+            _ if !verified => Some("bad_password"),
+            Account::Unknown => Some("bad_password"),
+            Account::Local(row) if !row.enabled => Some("disabled"),
+            _ => None,
+        };
+        if let Some(outcome) = refused {
+            self.throttle.record_failure(username, address, now as u64);
+            self.record(Event {
+                action: "login",
+                outcome,
+                username: Some(username),
+                address: Some(address),
+                ..Event::default()
+            })
+            .await;
+            return Err(AuthError::BadLogin.into());
+        }
+        self.throttle.record_success(username);
+        let (user_id, source, permissions, must_change) = match account {
+            Account::Config(permissions) => (None, SOURCE_CONFIG, permissions, false),
+            Account::Local(row) => (
+                Some(row.id),
+                SOURCE_LOCAL,
+                row.permissions,
+                row.must_change_password,
+            ),
+            Account::Unknown => unreachable!("refused above"),
+        };
+        let session = sessions::SessionRow {
+            id: sessions::random_hex(16),
+            user_id,
+            username: username.to_string(),
+            source: source.to_string(),
+            expires_at: now + self.refresh_secs(),
+            revoked_at: None,
+        };
+        let mut tx = self.store.pool().begin().await?;
+        sessions::insert(&mut *tx, &session, now).await?;
+        let refresh_token =
+            sessions::new_refresh_token(&mut *tx, &session.id, now, session.expires_at).await?;
+        crate::audit::record(
+            &mut *tx,
+            now,
+            &Event {
+                action: "login",
+                outcome: "ok",
+                username: Some(username),
+                address: Some(address),
+                ..Event::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        let (access_token, expires_in) = self.access_token(username, permissions, &session.id)?;
+        Ok(Issued {
+            access_token,
+            expires_in,
+            refresh_token,
+            must_change_password: must_change,
+        })
+    }
+
+    fn refresh_secs(&self) -> i64 {
+        i64::try_from(self.options.refresh_token_secs).unwrap_or(i64::MAX)
+    }
+
+    fn access_token(
+        &self,
+        username: &str,
+        permissions: PermissionSet,
+        session: &str,
+    ) -> Result<(String, u64)> {
+        let now = self.clock.now_unix();
+        let expires_in = self.access_token_secs();
+        let claims = Claims {
+            sub: username.to_string(),
+            scopes: permissions.names().into_iter().map(String::from).collect(),
+            iat: now,
+            exp: now.saturating_add(expires_in),
+            nbf: None,
+            sid: Some(session.to_string()),
+        };
+        Ok((self.issue(&claims)?, expires_in))
+    }
+
+    /// Rotates a refresh token: the old one stops working, a new pair is returned. A token used
+    /// before (a copy raced its owner) ends the whole session.
+    pub async fn refresh(&self, refresh_token: &str, address: &str) -> Result<Issued> {
+        let invalid = || IdentityError::Unauthorized("Invalid or expired refresh token".into());
+        if refresh_token.is_empty() {
+            return Err(IdentityError::BadRequest("refresh_token required".into()));
+        }
+        let now = self.now();
+        let row = sessions::refresh_token(self.store.pool(), refresh_token)
+            .await?
+            .ok_or_else(invalid)?;
+        let session = &row.session;
+        let event = |outcome| Event {
+            action: "refresh",
+            outcome,
+            username: Some(&session.username),
+            address: Some(address),
+            ..Event::default()
+        };
+        if row.used_at.is_some() {
+            self.end_reused(&session.id, event("reuse")).await?;
+            return Err(IdentityError::Unauthorized(
+                "This refresh token was already used; the session has been ended".into(),
+            ));
+        }
+        if row.token_expires_at <= now || session.expires_at <= now || session.revoked_at.is_some()
+        {
+            return Err(invalid());
+        }
+        let state = self.session_state(&session.id).await?.ok_or_else(invalid)?;
+        if state.ended {
+            return Err(invalid());
+        }
+        let mut tx = self.store.pool().begin().await?;
+        if !sessions::mark_used(&mut *tx, refresh_token, now).await? {
+            drop(tx);
+            self.end_reused(&session.id, event("reuse")).await?;
+            return Err(invalid());
+        }
+        let new_token =
+            sessions::new_refresh_token(&mut *tx, &session.id, now, session.expires_at).await?;
+        crate::audit::record(&mut *tx, now, &event("ok")).await?;
+        tx.commit().await?;
+        let (access_token, expires_in) =
+            self.access_token(&state.username, state.permissions, &session.id)?;
+        Ok(Issued {
+            access_token,
+            expires_in,
+            refresh_token: new_token,
+            must_change_password: state.must_change_password,
+        })
+    }
+
+    async fn end_reused(&self, session: &str, event: Event<'_>) -> Result<()> {
+        let now = self.now();
+        let mut w = self.store.write().await?;
+        sessions::revoke(&mut *w.tx, session, now).await?;
+        crate::audit::record(&mut *w.tx, now, &event).await?;
+        w.tx.commit().await?;
+        self.observe(w.revision);
+        tracing::warn!(
+            session,
+            "a used refresh token was presented again: session ended"
+        );
+        Ok(())
+    }
+
+    /// Ends the session of `refresh_token`, or else of the calling token (`caller`).
+    pub async fn logout(
+        &self,
+        refresh_token: &str,
+        caller: Option<&Principal>,
+        address: &str,
+    ) -> Result<()> {
+        // The session and whose it is (the audit event names its user even when only the
+        // refresh token is presented).
+        let session = if refresh_token.is_empty() {
+            caller.and_then(|c| Some((c.session.clone()?, c.username.clone())))
+        } else {
+            sessions::refresh_token(self.store.pool(), refresh_token)
+                .await?
+                .map(|r| (r.session.id, r.session.username))
+        };
+        let Some((session, username)) = session else {
+            return Ok(());
+        };
+        let now = self.now();
+        let mut w = self.store.write().await?;
+        sessions::revoke(&mut *w.tx, &session, now).await?;
+        let event = Event {
+            action: "logout",
+            outcome: "ok",
+            username: Some(&username),
+            address: Some(address),
+            ..Event::default()
+        };
+        crate::audit::record(&mut *w.tx, now, &event).await?;
+        w.tx.commit().await?;
+        self.observe(w.revision);
+        Ok(())
+    }
+
+    /// A session as it is now (cached). `None`: no such session.
+    async fn session_state(&self, id: &str) -> Result<Option<SessionState>> {
+        if let Some(state) = self.sessions.get(id) {
+            return Ok(Some(state));
+        }
+        let revision = self.sessions.revision();
+        let Some(row) = sessions::by_id(self.store.pool(), id).await? else {
+            return Ok(None);
+        };
+        let (permissions, must_change, live) = match row.user_id {
+            Some(user_id) => match users::by_id(self.store.pool(), user_id).await? {
+                Some(user) => (user.permissions, user.must_change_password, user.enabled),
+                None => (PermissionSet::EMPTY, false, false),
+            },
+            None => match self.config.as_ref().and_then(|c| c.user(&row.username)) {
+                Some(user) => (user.permissions, false, true),
+                None => (PermissionSet::EMPTY, false, false),
+            },
+        };
+        let state = SessionState {
+            user_id: row.user_id,
+            username: row.username,
+            permissions,
+            must_change_password: must_change,
+            expires_at: row.expires_at,
+            ended: row.revoked_at.is_some() || !live,
+        };
+        self.sessions.put(id.to_string(), state.clone(), revision);
+        Ok(Some(state))
+    }
+
+    /// Authenticates an `Authorization` header: an identity-store key (`xf-...`), a config
+    /// key (`sk-...`), or a token (with a session: checked against it; without: a config
+    /// token). Known credentials are answered from the cache.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+        let token = bearer_token(authorization).ok_or(AuthError::NotAuthenticated)?;
+        if keys::looks_like_key(token) {
+            return self.authenticate_key(token).await;
+        }
+        if is_api_key(token) {
+            return self.config_authenticate(authorization);
+        }
+        let claims = self.verify(token)?;
+        let Some(sid) = claims.sid.as_deref() else {
+            return self.config_authenticate(authorization);
+        };
+        let state = self
+            .session_state(sid)
+            .await?
+            .ok_or(AuthError::InvalidCredentials)?;
+        if state.ended || state.expires_at <= self.now() || state.username != claims.sub {
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        let granted = claims
+            .scopes
+            .iter()
+            .filter_map(|s| PermissionSet::parse_name(s))
+            .fold(PermissionSet::EMPTY, PermissionSet::union);
+        Ok(Principal {
+            username: state.username,
+            permissions: granted.intersect(state.permissions),
+            credential: Credential::Token,
+            user_id: state.user_id,
+            session: Some(sid.to_string()),
+            must_change_password: state.must_change_password,
+            key: None,
+        })
+    }
+
+    fn config_authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+        match &self.config {
+            Some(config) => Ok(config.authenticate(authorization)?),
+            None => Err(AuthError::InvalidCredentials.into()),
+        }
+    }
+
+    async fn authenticate_key(&self, token: &str) -> Result<Principal> {
+        let hash = keys::hash(token);
+        let row = match self.keys.get(&hash) {
+            Some(cached) => cached,
+            None => {
+                let revision = self.keys.revision();
+                let mut conn = self.store.pool().acquire().await?;
+                let row = keys::by_hash(&mut conn, &hash).await?.map(Arc::new);
+                self.keys.put(hash, row.clone(), revision);
+                row
+            }
+        };
+        let row = row.ok_or(AuthError::InvalidCredentials)?;
+        if !row.enabled {
+            return Err(IdentityError::Unauthorized("API key is disabled".into()));
+        }
+        if row.expires_at.is_some_and(|at| at <= self.now()) {
+            return Err(IdentityError::Unauthorized("API key has expired".into()));
+        }
+        if !row.owner_enabled {
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        if row.owner_must_change_password {
+            return Err(IdentityError::Forbidden(MUST_CHANGE_PASSWORD.into()));
+        }
+        Ok(key_principal(&row))
+    }
+}
+
+/// What a usable key authenticates as: its own permissions (by default model use) within its
+/// owner's current ones, restricted to its models.
+fn key_principal(row: &keys::KeyRow) -> Principal {
+    let default = PermissionSet::of(Permission::ModelsList).with(Permission::ModelsRead);
+    Principal {
+        username: row.owner_username.clone(),
+        permissions: row
+            .permissions
+            .unwrap_or(default)
+            .intersect(row.owner_permissions),
+        credential: Credential::ApiKey,
+        user_id: Some(row.user_id),
+        session: None,
+        must_change_password: false,
+        key: Some(Arc::new(KeyScope {
+            id: row.id,
+            prefix: row.key_prefix.clone(),
+            models: row.models.clone(),
+            limits: row.limits,
+        })),
+    }
+}
+
+/// The answer to anything but a password change from an account that must change it.
+pub const MUST_CHANGE_PASSWORD: &str = "Password change required before using this account.";

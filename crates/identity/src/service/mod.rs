@@ -1,0 +1,246 @@
+//! [`Identity`]: the identity store as the supervisor sees it: logins and sessions
+//! ([`sessions`](self)), authentication with its cache, and the admin operations on users and
+//! keys with their rules (nobody grants what they do not hold, the last admin stays, config
+//! principals are read-only). No HTTP here: the routes call these methods with the caller.
+
+mod keys;
+mod login;
+mod users;
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use xi_api::PermissionSet;
+use xi_auth::jwt::{Claims, JwtCodec};
+use xi_auth::password::PasswordHash;
+use xi_auth::throttle::LoginThrottle;
+use xi_auth::{AuthError, AuthService, Clock, JwtAlgorithm, Secret, ThrottlePolicy};
+
+use crate::audit::{self, AuditEvent, Event, Filter};
+use crate::cache::Cache;
+use crate::error::{IdentityError, Result};
+use crate::store::Store;
+
+pub use login::{Issued, MUST_CHANGE_PASSWORD};
+pub use users::Bootstrap;
+
+/// How the identity store behaves; every default is here.
+#[derive(Debug, Clone)]
+pub struct IdentityOptions {
+    /// Access-token lifetime when no auth config file sets one (upstream: 30 minutes).
+    pub access_token_secs: u64,
+    /// Refresh-token (and session) lifetime (upstream: 7 days).
+    pub refresh_token_secs: u64,
+    /// How often the store's revision is read, so that changes made through another
+    /// supervisor reach this one's cache: the bound on how stale a cached credential can be.
+    pub poll_interval: Duration,
+    /// How long a verified key or session is trusted without the database confirming it: how
+    /// long credentials keep working through a database outage.
+    pub cache_ttl: Duration,
+    pub throttle: ThrottlePolicy,
+    pub min_password_len: usize,
+    /// Audit events and ended sessions older than this are deleted.
+    pub retention_secs: u64,
+}
+
+impl Default for IdentityOptions {
+    fn default() -> Self {
+        IdentityOptions {
+            access_token_secs: 30 * 60,
+            refresh_token_secs: 7 * 24 * 3600,
+            poll_interval: Duration::from_secs(1),
+            cache_ttl: Duration::from_secs(300),
+            throttle: ThrottlePolicy::default(),
+            min_password_len: 8,
+            retention_secs: 90 * 24 * 3600,
+        }
+    }
+}
+
+/// Who signs tokens: the auth config file's secret when there is one, else a secret kept in
+/// the database (so supervisors sharing it accept each other's tokens).
+enum Signer {
+    Config(Arc<AuthService>),
+    Own(Box<JwtCodec>),
+}
+
+/// What a session is now, as authentication needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionState {
+    user_id: Option<i64>,
+    username: String,
+    /// The user's permissions now (a token's grant is cut down to them).
+    permissions: PermissionSet,
+    must_change_password: bool,
+    /// Unix time the session ends.
+    expires_at: i64,
+    /// Revoked, or its user disabled or gone.
+    ended: bool,
+}
+
+pub struct Identity {
+    store: Store,
+    config: Option<Arc<AuthService>>,
+    signer: Signer,
+    clock: Arc<dyn Clock>,
+    throttle: LoginThrottle,
+    options: IdentityOptions,
+    /// Verified for unknown usernames, so they cost what a wrong password costs.
+    dummy: PasswordHash,
+    keys: Cache<Option<Arc<crate::keys::KeyRow>>>,
+    sessions: Cache<SessionState>,
+}
+
+impl Identity {
+    /// The identity store on `store`, beside the config file's principals (`config`), if any.
+    /// Starts the revision poller; it stops when the `Identity` is dropped.
+    pub async fn open(
+        store: Store,
+        config: Option<Arc<AuthService>>,
+        options: IdentityOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Identity>> {
+        let signer = match &config {
+            Some(config) => Signer::Config(config.clone()),
+            None => {
+                let secret = store
+                    .meta_or_init("jwt_secret", || crate::sessions::random_hex(32))
+                    .await?;
+                let codec = JwtCodec::new(JwtAlgorithm::HS256, &Secret::new(secret))?;
+                Signer::Own(Box::new(codec))
+            }
+        };
+        let dummy = match &config {
+            Some(config) => config.dummy_hash(),
+            None => PasswordHash::hash_plain(&crate::sessions::random_hex(16))?,
+        };
+        let identity = Arc::new(Identity {
+            throttle: LoginThrottle::new(options.throttle),
+            keys: Cache::new(options.cache_ttl),
+            sessions: Cache::new(options.cache_ttl),
+            store,
+            config,
+            signer,
+            clock,
+            options,
+            dummy,
+        });
+        let revision = identity.store.revision().await?;
+        identity.observe(revision);
+        tokio::spawn(poll(Arc::downgrade(&identity)));
+        Ok(identity)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether users come from an auth config file too.
+    pub fn has_config(&self) -> bool {
+        self.config.is_some()
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.now_unix()).unwrap_or(i64::MAX)
+    }
+
+    /// The store has reached `revision`: caches read before it are emptied.
+    fn observe(&self, revision: i64) {
+        self.keys.observe(revision);
+        self.sessions.observe(revision);
+    }
+
+    /// The auth config file was reloaded: sessions of its users are checked against it again.
+    pub fn config_reloaded(&self) {
+        self.keys.clear();
+        self.sessions.clear();
+    }
+
+    fn access_token_secs(&self) -> u64 {
+        match &self.signer {
+            Signer::Config(config) => config.token_lifetime_secs(),
+            Signer::Own(_) => self.options.access_token_secs,
+        }
+    }
+
+    fn issue(&self, claims: &Claims) -> Result<String> {
+        Ok(match &self.signer {
+            Signer::Config(config) => config.issue(claims)?,
+            Signer::Own(codec) => codec.issue(claims)?,
+        })
+    }
+
+    fn verify(&self, token: &str) -> std::result::Result<Claims, AuthError> {
+        match &self.signer {
+            Signer::Config(config) => config.verify(token),
+            Signer::Own(codec) => codec.verify(token, self.clock.as_ref()),
+        }
+    }
+
+    /// Records an event outside any transaction (logins, denials); a database fault is logged,
+    /// never the caller's problem.
+    pub async fn record(&self, event: Event<'_>) {
+        if let Err(e) = audit::record(self.store.pool(), self.now(), &event).await {
+            tracing::warn!(error = %e, action = event.action, "audit event not recorded");
+        }
+    }
+
+    /// Audit events, newest first (`admin` only: the route requires it).
+    pub async fn audit(&self, filter: &Filter) -> Result<Vec<AuditEvent>> {
+        let mut filter = filter.clone();
+        filter.limit = filter.limit.clamp(1, 1000);
+        audit::list(self.store.pool(), &filter).await
+    }
+
+    /// Ends sessions and deletes audit events past the retention time.
+    async fn prune(&self) -> Result<()> {
+        let before = self.now() - i64::try_from(self.options.retention_secs).unwrap_or(i64::MAX);
+        let sessions = crate::sessions::prune(self.store.pool(), before).await?;
+        let events = audit::prune(self.store.pool(), before).await?;
+        if sessions + events > 0 {
+            tracing::info!(sessions, events, "pruned the identity store");
+        }
+        Ok(())
+    }
+}
+
+/// Follows the store's revision (changes through other supervisors) until `identity` is gone;
+/// prunes old rows once an hour.
+async fn poll(identity: Weak<Identity>) {
+    let mut last_prune = std::time::Instant::now() - Duration::from_secs(3600);
+    let mut failing = false;
+    loop {
+        let Some(id) = identity.upgrade() else { return };
+        let interval = id.options.poll_interval;
+        match id.store.revision().await {
+            Ok(revision) => {
+                if failing {
+                    tracing::info!("the identity store is reachable again");
+                    failing = false;
+                }
+                id.observe(revision);
+            }
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "cannot read the identity store; cached credentials \
+                    keep working for at most their cache lifetime");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        if last_prune.elapsed() >= Duration::from_secs(3600) {
+            last_prune = std::time::Instant::now();
+            if let Err(e) = id.prune().await {
+                tracing::warn!(error = %e, "cannot prune the identity store");
+            }
+        }
+        drop(id);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Runs blocking work (password hashing) off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| IdentityError::Internal(format!("a blocking task failed: {e}")))
+}

@@ -1,0 +1,360 @@
+//! The identity store's routes: sessions (`/v1/auth/refresh`, `/v1/auth/logout`,
+//! `/v1/auth/me`), users (`/v1/admin/users`), api keys (`/v1/admin/keys`) and the audit log
+//! (`/v1/admin/audit`), in upstream's advanced-auth shapes. Each handler takes the caller from
+//! its `Require`/`Authenticated` extractor and hands it to `xi_identity::Identity`, which
+//! applies the rules (nobody grants what they do not hold, the last admin stays, ...).
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use xi_api::auth::TokenResponse;
+use xi_api::identity::{
+    ChangePasswordRequest, CreateKeyRequest, CreateUserRequest, KeyModelPermissions, MeResponse,
+    Ok as Done, RefreshRequest, UpdateKeyRequest, UpdateUserRequest, UserPermissions,
+    SOURCE_CONFIG, SOURCE_LOCAL,
+};
+use xi_auth::{Credential, Principal};
+use xi_identity::audit::Filter;
+use xi_identity::{Identity, Issued};
+
+use crate::authz::{Admin, Authenticated, Caller, KeysCreate, Require, UsersManage};
+use crate::error::SupervisorError;
+use crate::state::AppState;
+
+/// The identity store, or 404 as if these routes did not exist (auth off, or the store off).
+fn identity(state: &AppState) -> Result<Arc<Identity>, SupervisorError> {
+    state.identity.clone().ok_or_else(|| {
+        SupervisorError::NotFound(
+            "The identity store is not enabled (start with --auth-config or --auth)".into(),
+        )
+    })
+}
+
+/// The caller's principal (these routes are never reached with auth off: see [`identity`]).
+fn principal(caller: &Caller) -> Result<&Principal, SupervisorError> {
+    caller
+        .principal()
+        .ok_or_else(|| SupervisorError::internal("identity route without a principal"))
+}
+
+/// The client's address as the socket sees it.
+pub(super) fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// The answer to a login or a refresh (never cached by proxies).
+pub(super) fn tokens(issued: Issued) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(TokenResponse {
+            access_token: issued.access_token,
+            token_type: "bearer".into(),
+            expires_in: issued.expires_in,
+            refresh_token: Some(issued.refresh_token),
+            must_change_password: issued.must_change_password,
+        })
+}
+
+fn done() -> HttpResponse {
+    HttpResponse::Ok().json(Done::YES)
+}
+
+pub async fn refresh(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let issued = identity.refresh(&body.refresh_token, &peer(&req)).await?;
+    Ok(tokens(issued))
+}
+
+/// Public: a refresh token alone ends its session (so an expired access token is no obstacle);
+/// without one, the session of the bearer token presented.
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Option<web::Json<RefreshRequest>>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let refresh_token = body
+        .map(|b| b.into_inner().refresh_token)
+        .unwrap_or_default();
+    // Logging out is idempotent: a bearer that no longer authenticates has nothing to end.
+    let caller = match refresh_token.is_empty() {
+        true => {
+            let header = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            identity.authenticate(header).await.ok()
+        }
+        false => None,
+    };
+    identity
+        .logout(&refresh_token, caller.as_ref(), &peer(&req))
+        .await?;
+    Ok(done())
+}
+
+pub async fn me(
+    who: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, SupervisorError> {
+    identity(&state)?;
+    let p = principal(&who.caller)?;
+    Ok(HttpResponse::Ok().json(MeResponse {
+        id: p.user_id,
+        username: p.username.clone(),
+        source: match p.user_id {
+            Some(_) => SOURCE_LOCAL.into(),
+            None => SOURCE_CONFIG.into(),
+        },
+        permissions: p
+            .permissions
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        must_change_password: p.must_change_password,
+        credential: match p.credential {
+            Credential::Token => "token".into(),
+            Credential::ApiKey => "api_key".into(),
+        },
+    }))
+}
+
+pub async fn create_user(
+    req: HttpRequest,
+    require: Require<UsersManage>,
+    state: web::Data<AppState>,
+    body: web::Json<CreateUserRequest>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    let created = identity
+        .create_user(actor, body.into_inner(), &peer(&req))
+        .await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+pub async fn users(
+    _: Require<UsersManage>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, SupervisorError> {
+    Ok(HttpResponse::Ok().json(identity(&state)?.users().await?))
+}
+
+pub async fn user(
+    _: Require<UsersManage>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, SupervisorError> {
+    Ok(HttpResponse::Ok().json(identity(&state)?.user(*id).await?))
+}
+
+pub async fn update_user(
+    req: HttpRequest,
+    require: Require<UsersManage>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: web::Json<UpdateUserRequest>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    identity
+        .update_user(actor, *id, body.into_inner(), &peer(&req))
+        .await?;
+    Ok(done())
+}
+
+pub async fn delete_user(
+    req: HttpRequest,
+    require: Require<UsersManage>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    identity.delete_user(actor, *id, &peer(&req)).await?;
+    Ok(done())
+}
+
+/// Anyone authenticated: one's own password (with the current one), or with `users:manage`
+/// anyone's (the store checks which).
+pub async fn change_password(
+    req: HttpRequest,
+    who: Authenticated,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: web::Json<ChangePasswordRequest>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&who.caller)?;
+    identity
+        .change_password(actor, *id, body.into_inner(), &peer(&req))
+        .await?;
+    Ok(done())
+}
+
+pub async fn user_permissions(
+    _: Require<UsersManage>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, SupervisorError> {
+    let user = identity(&state)?.user(*id).await?;
+    Ok(HttpResponse::Ok().json(UserPermissions {
+        permissions: user.permissions,
+    }))
+}
+
+pub async fn set_user_permissions(
+    req: HttpRequest,
+    require: Require<UsersManage>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: web::Json<UserPermissions>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    let change = UpdateUserRequest {
+        permissions: Some(body.into_inner().permissions),
+        ..UpdateUserRequest::default()
+    };
+    identity
+        .update_user(actor, *id, change, &peer(&req))
+        .await?;
+    Ok(done())
+}
+
+pub async fn create_key(
+    req: HttpRequest,
+    require: Require<KeysCreate>,
+    state: web::Data<AppState>,
+    body: web::Json<CreateKeyRequest>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    let created = identity
+        .create_key(actor, body.into_inner(), &peer(&req))
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(created))
+}
+
+#[derive(Deserialize)]
+pub struct KeysQuery {
+    owner: Option<i64>,
+}
+
+pub async fn keys(
+    require: Require<KeysCreate>,
+    state: web::Data<AppState>,
+    query: web::Query<KeysQuery>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    Ok(HttpResponse::Ok().json(identity.keys(actor, query.owner).await?))
+}
+
+pub async fn key(
+    require: Require<KeysCreate>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    Ok(HttpResponse::Ok().json(identity.key(actor, *id).await?))
+}
+
+pub async fn update_key(
+    req: HttpRequest,
+    require: Require<KeysCreate>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: web::Json<UpdateKeyRequest>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    identity
+        .update_key(actor, *id, body.into_inner(), &peer(&req))
+        .await?;
+    Ok(done())
+}
+
+pub async fn delete_key(
+    req: HttpRequest,
+    require: Require<KeysCreate>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    identity.delete_key(actor, *id, &peer(&req)).await?;
+    Ok(done())
+}
+
+pub async fn key_models(
+    require: Require<KeysCreate>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    let key = identity.key(actor, *id).await?;
+    Ok(HttpResponse::Ok().json(KeyModelPermissions {
+        model_permissions: key.model_permissions,
+    }))
+}
+
+pub async fn set_key_models(
+    req: HttpRequest,
+    require: Require<KeysCreate>,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    body: web::Json<KeyModelPermissions>,
+) -> Result<HttpResponse, SupervisorError> {
+    let identity = identity(&state)?;
+    let actor = principal(&require.caller)?;
+    let change = UpdateKeyRequest {
+        model_permissions: Some(body.into_inner().model_permissions),
+        ..UpdateKeyRequest::default()
+    };
+    identity.update_key(actor, *id, change, &peer(&req)).await?;
+    Ok(done())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    username: Option<String>,
+    key_prefix: Option<String>,
+    action: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    before_id: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub async fn audit(
+    _: Require<Admin>,
+    state: web::Data<AppState>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, SupervisorError> {
+    let q = query.into_inner();
+    let filter = Filter {
+        username: q.username,
+        key_prefix: q.key_prefix,
+        action: q.action,
+        since: q.since,
+        until: q.until,
+        before_id: q.before_id,
+        limit: q.limit.unwrap_or(100),
+    };
+    Ok(HttpResponse::Ok().json(identity(&state)?.audit(&filter).await?))
+}
