@@ -6,6 +6,7 @@ mod cluster;
 mod deploy;
 mod gpu;
 mod hub;
+mod identity;
 mod llm;
 mod local;
 mod models;

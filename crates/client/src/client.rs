@@ -1,7 +1,7 @@
 //! [`Client`]: the REST API of an xinference-rs (or Xinference) server, async. Requests and
 //! answers that `xi-api` has a type for (login, auth status, launch body and answer,
 //! registration, error bodies) go through those types; the OpenAI-shaped answers stay JSON
-//! values.
+//! values. The identity store's routes (users, api keys, sessions) are in `identity.rs`.
 
 use futures_util::{Stream, StreamExt};
 use reqwest::{Method, RequestBuilder, Response};
@@ -36,7 +36,7 @@ impl Client {
         &self.endpoint
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let builder = self
             .http
             .request(method, format!("{}{path}", self.endpoint));
@@ -63,7 +63,10 @@ impl Client {
     }
 
     /// The answer as `T` (a wire type of `xi-api`).
-    async fn typed<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T, ClientError> {
+    pub(crate) async fn typed<T: DeserializeOwned>(
+        &self,
+        builder: RequestBuilder,
+    ) -> Result<T, ClientError> {
         let response = self.send(builder).await?;
         let text = response.text().await.map_err(|e| ClientError::Connect {
             endpoint: self.endpoint.clone(),
@@ -74,7 +77,7 @@ impl Client {
         })
     }
 
-    fn post_json(&self, path: &str, body: &impl Serialize) -> RequestBuilder {
+    pub(crate) fn post_json(&self, path: &str, body: &impl Serialize) -> RequestBuilder {
         self.request(Method::POST, path).json(body)
     }
 
@@ -113,12 +116,21 @@ impl Client {
 
     /// `POST /token`; returns the access token.
     pub async fn login(&self, username: &str, password: &str) -> Result<String, ClientError> {
+        Ok(self.login_full(username, password).await?.access_token)
+    }
+
+    /// `POST /token`; the whole answer (with an identity store: the refresh token too, and
+    /// whether the account must change its password).
+    pub async fn login_full(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<TokenResponse, ClientError> {
         let body = LoginRequest {
             username: username.to_string(),
             password: password.to_string(),
         };
-        let reply: TokenResponse = self.typed(self.post_json("/token", &body)).await?;
-        Ok(reply.access_token)
+        self.typed(self.post_json("/token", &body)).await
     }
 
     /// Running models (`GET /v1/models`): the `data` list.

@@ -22,12 +22,17 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The identity store's routes (users, api keys, refresh and logout) are typed methods too:
+//! [`Client::create_user`], [`Client::users`], [`Client::create_key`], [`Client::keys`],
+//! [`Client::refresh`], [`Client::logout`], [`Client::me`], ...
+//!
 //! Errors are one [`ClientError`]: the server's `detail` with its status, a connection
 //! problem, or a missing login.
 
 pub mod cli;
 mod client;
 mod error;
+mod identity;
 pub mod token_store;
 
 pub use client::Client;

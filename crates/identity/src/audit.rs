@@ -58,9 +58,9 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
-/// What to list: every field optional; newest first, `limit` at most, before the id `before`
-/// (for paging).
-#[derive(Debug, Clone, Default)]
+/// What to list: every field optional; newest first, `limit` at most (100 by default), before
+/// the id `before_id` (for paging).
+#[derive(Debug, Clone)]
 pub struct Filter {
     pub username: Option<String>,
     pub key_prefix: Option<String>,
@@ -69,6 +69,20 @@ pub struct Filter {
     pub until: Option<i64>,
     pub before_id: Option<i64>,
     pub limit: i64,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            username: None,
+            key_prefix: None,
+            action: None,
+            since: None,
+            until: None,
+            before_id: None,
+            limit: 100,
+        }
+    }
 }
 
 pub async fn list<'e>(e: impl Executor<'e, Database = Any>, f: &Filter) -> Result<Vec<AuditEvent>> {

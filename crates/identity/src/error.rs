@@ -51,7 +51,8 @@ impl From<sqlx::Error> for IdentityError {
 impl From<sqlx::migrate::MigrateError> for IdentityError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         match e {
-            sqlx::migrate::MigrateError::Execute(inner) => inner.into(),
+            sqlx::migrate::MigrateError::Execute(inner)
+            | sqlx::migrate::MigrateError::ExecuteMigration(inner, _) => inner.into(),
             other => IdentityError::Internal(format!("cannot migrate the database: {other}")),
         }
     }

@@ -105,10 +105,7 @@ fn admit<B: Backend>(model: &Llm<B>, job: Job, running: &mut Vec<Running<B>>) {
     }
 }
 
-fn start<B: Backend>(
-    model: &Llm<B>,
-    request: GenerateRequest,
-) -> Result<Sequence<B>, WorkerError> {
+fn start<B: Backend>(model: &Llm<B>, request: GenerateRequest) -> Result<Sequence<B>, WorkerError> {
     let prompt = match &request.prompt {
         Prompt::Text(text) => text,
         // The worker renders chats before queueing them; templates never run on this thread.

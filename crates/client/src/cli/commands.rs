@@ -1,19 +1,20 @@
 //! What each command does.
 
 use std::io::{BufRead, Write};
+use std::path::Path;
 
 use clap::Args;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 
-use super::table;
 use super::Command;
+use super::{prompt, table};
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::token_store;
 use xi_api::models::LaunchModelRequest;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct LaunchArgs {
     #[arg(short = 'n', long = "model-name")]
     pub model_name: String,
@@ -42,7 +43,7 @@ pub struct LaunchArgs {
     pub extra: Vec<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ChatArgs {
     #[arg(short = 'u', long = "model-uid")]
     pub model_uid: String,
@@ -58,7 +59,7 @@ pub struct ChatArgs {
     pub temperature: Option<f64>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct GenerateArgs {
     #[arg(short = 'u', long = "model-uid")]
     pub model_uid: String,
@@ -70,19 +71,78 @@ pub struct GenerateArgs {
     pub temperature: Option<f64>,
 }
 
-pub async fn login(endpoint: &str, username: &str, password: &str) -> Result<(), ClientError> {
+/// `xinference login`: stores the access token (upstream's file) and, when the server gives
+/// one, the refresh token beside it; a refresh token of an earlier login is removed otherwise.
+pub async fn login(
+    endpoint: &str,
+    home: &Path,
+    username: &str,
+    password: Option<String>,
+) -> Result<(), ClientError> {
     let client = Client::new(endpoint, None);
     if !client.auth_enabled().await? {
         println!("{endpoint} has auth off: no login needed, nothing stored");
         return Ok(());
     }
-    let token = client.login(username, password).await?;
-    let path = token_store::save(&token_store::home()?, endpoint, &token)?;
+    let password = match password {
+        Some(p) => p,
+        None => prompt::password(&format!("Password for {username}"))?,
+    };
+    let reply = client.login_full(username, &password).await?;
+    let path = token_store::save(home, endpoint, &reply.access_token)?;
+    match &reply.refresh_token {
+        Some(refresh) => {
+            token_store::save_refresh(home, endpoint, refresh)?;
+        }
+        None => {
+            token_store::remove_refresh(home, endpoint)?;
+        }
+    }
+    let renewal = if reply.refresh_token.is_some() {
+        ", renewed automatically when it expires"
+    } else {
+        ""
+    };
     println!(
-        "logged in to {endpoint} as {username} (token stored in {})",
+        "logged in to {endpoint} as {username} (token stored in {}{renewal})",
         path.display()
     );
+    if reply.must_change_password {
+        println!(
+            "{username} must change the password first: run `xinference user passwd --username {username} --old-password`"
+        );
+    }
     Ok(())
+}
+
+/// `xinference logout`: ends the server's session of the stored refresh token (a 401 means it
+/// had already ended), then removes both token files, even when the server could not be
+/// reached (that error is returned after).
+pub async fn logout(endpoint: &str, home: &Path) -> Result<(), ClientError> {
+    let mut failure = None;
+    if let Some(refresh) = token_store::load_refresh(home, endpoint) {
+        let client = Client::new(endpoint, token_store::load(home, endpoint));
+        match client.logout(&refresh).await {
+            Ok(()) => println!("ended the session on {endpoint}"),
+            Err(e) if e.is_unauthorized() => {
+                println!("the session on {endpoint} had already ended")
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    let removed = token_store::remove(home, endpoint)?;
+    if removed.is_empty() {
+        println!("no stored login for {endpoint}");
+    }
+    for path in removed {
+        println!("removed {}", path.display());
+    }
+    match failure {
+        Some(e) => Err(ClientError::Invalid(format!(
+            "the server did not end the session (the stored tokens are removed anyway): {e}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn text(v: &Value) -> String {
@@ -268,8 +328,12 @@ pub async fn dispatch(client: &Client, command: Command) -> Result<(), ClientErr
             println!("the cluster at {} is stopping", client.endpoint());
             Ok(())
         }
-        // Served before a client exists (`cli::main`, `cli::run`).
-        Command::Login { .. } | Command::HashPassword { .. } => Ok(()),
+        // Served before a client exists, or with their own (`cli::main`, `cli::run`).
+        Command::Login { .. }
+        | Command::Logout
+        | Command::User { .. }
+        | Command::Key { .. }
+        | Command::HashPassword { .. } => Ok(()),
     }
 }
 
@@ -309,19 +373,17 @@ async fn list(client: &Client) -> Result<(), ClientError> {
 fn launch_request(args: LaunchArgs) -> Result<LaunchModelRequest, ClientError> {
     let mut body = extra_options(&args.extra)?;
     let options: Vec<String> = body.keys().cloned().collect();
-    let mut request: LaunchModelRequest = serde_json::from_value(Value::Object(std::mem::take(
-        &mut body,
-    )))
-    .map_err(|e| {
-        ClientError::Invalid(format!(
-            "engine options {}: {e}",
-            options
-                .iter()
-                .map(|k| format!("--{}", k.replace('_', "-")))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ))
-    })?;
+    let mut request: LaunchModelRequest =
+        serde_json::from_value(Value::Object(std::mem::take(&mut body))).map_err(|e| {
+            ClientError::Invalid(format!(
+                "engine options {}: {e}",
+                options
+                    .iter()
+                    .map(|k| format!("--{}", k.replace('_', "-")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+        })?;
     request.model_name = Some(args.model_name);
     request.model_type = Some(args.model_type);
     request.replica = Some(i64::from(args.replica));
@@ -397,6 +459,7 @@ async fn chat(client: &Client, args: ChatArgs) -> Result<(), ClientError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_server::server;
     use super::*;
 
     #[test]
@@ -460,6 +523,86 @@ mod tests {
             .as_object()
             .unwrap()
             .contains_key("n_gpu"));
+    }
+
+    #[tokio::test]
+    async fn login_stores_both_tokens_and_logout_ends_the_session_and_removes_them() {
+        let (endpoint, seen) = server(vec![
+            (200, json!({"auth": true})),
+            (
+                200,
+                json!({"access_token": "a1", "token_type": "bearer", "refresh_token": "r1"}),
+            ),
+            (200, json!({"ok": true})),
+        ])
+        .await;
+        let home = tempfile::tempdir().unwrap();
+        login(&endpoint, home.path(), "ann", Some("pw".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            token_store::load(home.path(), &endpoint).as_deref(),
+            Some("a1")
+        );
+        assert_eq!(
+            token_store::load_refresh(home.path(), &endpoint).as_deref(),
+            Some("r1")
+        );
+        logout(&endpoint, home.path()).await.unwrap();
+        assert_eq!(token_store::load(home.path(), &endpoint), None);
+        assert_eq!(token_store::load_refresh(home.path(), &endpoint), None);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[2].line, "POST /v1/auth/logout HTTP/1.1");
+        assert_eq!(seen[2].authorization.as_deref(), Some("Bearer a1"));
+        assert_eq!(
+            serde_json::from_str::<Value>(&seen[2].body).unwrap(),
+            json!({"refresh_token": "r1"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_login_without_a_refresh_token_drops_an_old_one_and_logout_ignores_a_401() {
+        let (endpoint, seen) = server(vec![
+            (200, json!({"auth": true})),
+            (200, json!({"access_token": "a2"})),
+        ])
+        .await;
+        let home = tempfile::tempdir().unwrap();
+        token_store::save_refresh(home.path(), &endpoint, "old").unwrap();
+        login(&endpoint, home.path(), "ann", Some("pw".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            token_store::load(home.path(), &endpoint).as_deref(),
+            Some("a2")
+        );
+        assert_eq!(token_store::load_refresh(home.path(), &endpoint), None);
+        // No refresh token: logout asks the server nothing.
+        logout(&endpoint, home.path()).await.unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 2);
+        assert_eq!(token_store::load(home.path(), &endpoint), None);
+
+        let (endpoint, seen) = server(vec![(401, json!({"detail": "Invalid token"}))]).await;
+        token_store::save(home.path(), &endpoint, "a3").unwrap();
+        token_store::save_refresh(home.path(), &endpoint, "r3").unwrap();
+        logout(&endpoint, home.path()).await.unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert!(token_store::remove(home.path(), &endpoint)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn logout_removes_the_tokens_even_when_the_server_fails() {
+        let (endpoint, _) = server(vec![(500, json!({"detail": "boom"}))]).await;
+        let home = tempfile::tempdir().unwrap();
+        token_store::save(home.path(), &endpoint, "a").unwrap();
+        token_store::save_refresh(home.path(), &endpoint, "r").unwrap();
+        let err = logout(&endpoint, home.path()).await.unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
+        assert!(token_store::remove(home.path(), &endpoint)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

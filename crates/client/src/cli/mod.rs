@@ -1,15 +1,21 @@
 //! The `xinference` command line: upstream's commands and flags on top of [`Client`].
 
 mod commands;
+mod identity;
+mod prompt;
+mod session;
 mod table;
+#[cfg(test)]
+mod test_server;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::client::Client;
 use crate::error::ClientError;
 use crate::token_store;
+use identity::{KeyAction, KeyCommand, UserAction, UserCommand};
+use session::Session;
 
 /// Talk to an xinference-rs (or Xinference) server: log in, launch and stop models, chat,
 /// embed, rerank, manage custom registrations.
@@ -32,14 +38,29 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum Command {
-    /// Log in and store the access token for this endpoint ($XINFERENCE_HOME/auth/, mode 0600).
+    /// Log in and store the access token for this endpoint ($XINFERENCE_HOME/auth/, mode 0600),
+    /// with the refresh token beside it when the server gives one. Without --password the
+    /// password is read from the terminal (no echo) or one line of standard input.
     Login {
         #[arg(long)]
         username: String,
         #[arg(long)]
-        password: String,
+        password: Option<String>,
+    },
+    /// End the stored login: the server's session (when it gave a refresh token) and the
+    /// stored token files.
+    Logout,
+    /// Manage the server's users (identity store).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage api keys (identity store).
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
     },
     /// List the running models.
     List,
@@ -170,35 +191,66 @@ pub fn main(hash_password: impl FnOnce(Option<String>) -> ExitCode) -> ExitCode 
     }
 }
 
-/// The credentials of a command: `--api-key`, else the stored login for this endpoint.
-fn credentials(cli: &Cli) -> Result<(Option<String>, bool), ClientError> {
-    if let Some(key) = &cli.api_key {
-        return Ok((Some(key.clone()), false));
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let home = token_store::home();
+    match &cli.command {
+        Command::Login { username, password } => {
+            return commands::login(&cli.endpoint, &home?, username, password.clone()).await;
+        }
+        Command::Logout => return commands::logout(&cli.endpoint, &home?).await,
+        _ => {}
     }
-    let stored = token_store::load(&token_store::home()?, &cli.endpoint);
-    let from_store = stored.is_some();
-    Ok((stored, from_store))
+    let session = match &cli.api_key {
+        Some(key) => Session::with_key(&cli.endpoint, key.clone()),
+        None => Session::stored(&cli.endpoint, home?),
+    };
+    let result = match cli.command {
+        // Passwords are read and bodies built once, before the first try.
+        Command::User { command } => {
+            let action = UserAction::read(command)?;
+            session
+                .run(|client| {
+                    let action = action.clone();
+                    async move { identity::run_user(&client, action).await }
+                })
+                .await
+        }
+        Command::Key { command } => {
+            let action = KeyAction::build(command)?;
+            session
+                .run(|client| {
+                    let action = action.clone();
+                    async move { identity::run_key(&client, action).await }
+                })
+                .await
+        }
+        command => {
+            session
+                .run(|client| {
+                    let command = command.clone();
+                    async move { commands::dispatch(&client, command).await }
+                })
+                .await
+        }
+    };
+    explain_refusal(result, &session, &cli.endpoint)
 }
 
-async fn run(cli: Cli) -> Result<(), ClientError> {
-    if let Command::Login { username, password } = &cli.command {
-        return commands::login(&cli.endpoint, username, password).await;
-    }
-    let (token, from_store) = credentials(&cli)?;
-    let had_token = token.is_some();
-    let client = Client::new(&cli.endpoint, token);
-    let result = commands::dispatch(&client, cli.command).await;
-    // Explain a 401 in terms of what the user can do about it.
+/// Explains a 401 in terms of what the user can do about it.
+fn explain_refusal(
+    result: Result<(), ClientError>,
+    session: &Session,
+    endpoint: &str,
+) -> Result<(), ClientError> {
     match result {
-        Err(e) if e.is_unauthorized() && !had_token => Err(ClientError::NotLoggedIn {
-            endpoint: cli.endpoint,
+        Err(e) if e.is_unauthorized() && !session.has_token() => Err(ClientError::NotLoggedIn {
+            endpoint: endpoint.to_string(),
         }),
-        Err(ClientError::Server { status: 401, detail }) if from_store => {
+        Err(ClientError::Server { status: 401, detail }) if session.uses_stored_login() => {
             Err(ClientError::Server {
                 status: 401,
                 detail: format!(
-                    "{detail}; the stored login for {} was refused (expired?): run `xinference login` again",
-                    cli.endpoint
+                    "{detail}; the stored login for {endpoint} was refused (expired?): run `xinference login` again"
                 ),
             })
         }
@@ -209,6 +261,12 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn upstream_two_letter_flags_parse() {

@@ -57,11 +57,13 @@ pub fn parse_expiry(expiry: &Expiry) -> Result<i64> {
 }
 
 /// A request's model list: `model_permissions` (upstream's shape), `models` (uids), or every
-/// model when neither is given.
+/// model when neither is given. A list given empty is refused: it would read as "no model" to
+/// some and "every model" to others.
 fn model_list(
     model_permissions: Option<Vec<ModelPermission>>,
     models: Option<Vec<String>>,
 ) -> Result<Vec<ModelPermission>> {
+    let given = model_permissions.is_some() || models.is_some();
     let mut list = model_permissions.unwrap_or_default();
     list.extend(
         models
@@ -72,6 +74,13 @@ fn model_list(
                 permission_value: Some(uid),
             }),
     );
+    if list.is_empty() && given {
+        return Err(IdentityError::BadRequest(
+            "model_permissions: the list is empty; leave it out for every model, or use \
+             [{\"permission_type\": \"all\"}]"
+                .into(),
+        ));
+    }
     if list.is_empty() {
         list.push(ModelPermission {
             permission_type: "all".into(),
@@ -390,5 +399,10 @@ mod tests {
             permission_value: None,
         };
         assert!(model_list(Some(vec![empty]), None).is_err());
+        assert!(
+            model_list(Some(vec![]), None).is_err(),
+            "an empty list given"
+        );
+        assert!(model_list(None, Some(vec![])).is_err());
     }
 }
