@@ -16,10 +16,12 @@ pub mod audit;
 pub mod cache;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod perms;
 pub mod service;
 pub mod sessions;
 pub mod store;
+pub mod usage;
 pub mod users;
 
 pub use error::IdentityError;

@@ -6,7 +6,7 @@ use std::future::{ready, Ready};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
@@ -16,6 +16,7 @@ use xi_auth::{AuthError, Principal};
 
 use crate::error::SupervisorError;
 use crate::state::AppState;
+use crate::usage;
 
 /// Who is calling, as decided by the middleware.
 #[derive(Debug, Clone)]
@@ -62,7 +63,7 @@ pub async fn authenticate(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let decision = match req.app_data::<web::Data<AppState>>() {
         None => Err(SupervisorError::internal("application state missing")),
-        Some(state) if !state.auth_on() => Ok(Some(Caller::AuthOff)),
+        Some(state) if !state.auth_on() => Ok(Some((Caller::AuthOff, None))),
         Some(state) if state.public.contains(req.method(), req.path()) => Ok(None),
         Some(state) => {
             let header = req
@@ -80,23 +81,32 @@ pub async fn authenticate(
             };
             principal
                 .and_then(|p| must_change_gate(&req, p))
-                .map(|p| Some(Caller::User(Arc::new(p))))
+                .and_then(|p| {
+                    let permit = usage::admit(state, &p)?;
+                    Ok(Some((Caller::User(Arc::new(p)), permit)))
+                })
         }
     };
-    match decision {
-        Ok(Some(caller)) => {
+    let permit = match decision {
+        Ok(Some((caller, permit))) => {
             req.extensions_mut().insert(caller);
+            permit
         }
-        Ok(None) => {}
+        Ok(None) => None,
         Err(err) => {
             return Ok(req
                 .into_response(err.error_response())
                 .map_into_right_body())
         }
-    }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+    };
+    let res = next.call(req).await?;
+    Ok(match permit {
+        // A key's in-flight slot is held until the whole answer (a stream too) is sent.
+        Some(permit) => res.map_body(|_, body| {
+            EitherBody::left(EitherBody::right(usage::Guarded::new(body, permit)))
+        }),
+        None => res.map_into_left_body().map_into_left_body(),
+    })
 }
 
 /// Lets an account that must change its password through only to change it (its own), see

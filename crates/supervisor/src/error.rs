@@ -47,6 +47,9 @@ pub enum SupervisorError {
     /// The request conflicts with what exists (a duplicate name, a config-file user).
     #[error("{0}")]
     Conflict(String),
+    /// An api key over one of its limits (429 with `Retry-After`).
+    #[error("{detail}")]
+    Limited { detail: String, retry_after: u64 },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -195,6 +198,7 @@ impl ResponseError for SupervisorError {
             SupervisorError::Forbidden { .. } | SupervisorError::Denied(_) => StatusCode::FORBIDDEN,
             SupervisorError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             SupervisorError::Conflict(_) => StatusCode::CONFLICT,
+            SupervisorError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             SupervisorError::ClusterSecret => StatusCode::UNAUTHORIZED,
             SupervisorError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SupervisorError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -234,7 +238,11 @@ impl ResponseError for SupervisorError {
                     format!("Bearer scope=\"{required}\""),
                 ));
             }
-            SupervisorError::Auth(AuthError::Throttled { retry_after_secs }) => {
+            SupervisorError::Auth(AuthError::Throttled { retry_after_secs })
+            | SupervisorError::Limited {
+                retry_after: retry_after_secs,
+                ..
+            } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             SupervisorError::Unavailable {

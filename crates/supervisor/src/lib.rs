@@ -46,6 +46,7 @@ mod registry;
 mod routes;
 mod server;
 mod state;
+mod usage;
 
 pub use config::SupervisorConfig;
 pub use error::SupervisorError;

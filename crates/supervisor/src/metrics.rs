@@ -20,6 +20,11 @@ pub struct Metrics {
     /// Workers joining, leaving and declared dead.
     pub cluster_events: IntCounterVec,
     pub live_workers: IntGauge,
+    /// Requests and tokens by api key (display prefix; `-` for token logins) and user.
+    pub usage_requests: IntCounterVec,
+    pub usage_tokens: IntCounterVec,
+    /// Requests refused by a key's limit, by limit.
+    pub limited: IntCounterVec,
 }
 
 impl Metrics {
@@ -62,6 +67,30 @@ impl Metrics {
             &["event"],
         )?;
         let live_workers = IntGauge::new("xinference_live_workers", "Workers alive now")?;
+        let usage_requests = IntCounterVec::new(
+            Opts::new(
+                "xinference_usage_requests_total",
+                "Authenticated requests by api key prefix (- for token logins) and user",
+            ),
+            &["key", "user"],
+        )?;
+        let usage_tokens = IntCounterVec::new(
+            Opts::new(
+                "xinference_usage_tokens_total",
+                "Prompt and completion tokens by api key prefix (- for token logins) and user",
+            ),
+            &["key", "user", "kind"],
+        )?;
+        let limited = IntCounterVec::new(
+            Opts::new(
+                "xinference_key_limited_total",
+                "Requests refused (429) by an api key's limit",
+            ),
+            &["limit"],
+        )?;
+        registry.register(Box::new(usage_requests.clone()))?;
+        registry.register(Box::new(usage_tokens.clone()))?;
+        registry.register(Box::new(limited.clone()))?;
         registry.register(Box::new(cluster_events.clone()))?;
         registry.register(Box::new(live_workers.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -78,6 +107,9 @@ impl Metrics {
             running_models,
             cluster_events,
             live_workers,
+            usage_requests,
+            usage_tokens,
+            limited,
         })
     }
 

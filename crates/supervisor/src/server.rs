@@ -270,6 +270,9 @@ impl Running {
             .stop_workers
             .load(std::sync::atomic::Ordering::SeqCst);
         self.state.cluster.shutdown(whole_cluster).await;
+        if let Some(identity) = &self.state.identity {
+            identity.flush_usage().await;
+        }
         tracing::info!("supervisor stopped");
         Ok(())
     }

@@ -1,6 +1,7 @@
 // Every call to the REST API goes through `request`: it adds the bearer token, turns error
-// answers into ApiError with the server's `detail`, sends the user back to the login page on 401
-// and words a 403 as "Not enough permissions for <action>".
+// answers into ApiError with the server's `detail`, renews the session once on a 401 (with the
+// refresh token, when the server gave one) and otherwise sends the user back to the login page,
+// and words a 403 for a missing permission as "Not enough permissions for <action>".
 
 import * as session from './session.js';
 import { notify } from './dom.js';
@@ -9,6 +10,8 @@ import { notify } from './dom.js';
 const ROOT = new URL('../', document.baseURI);
 
 export const SESSION_EXPIRED = 'Your session expired, please log in.';
+// The server's 403 for an account that must choose a new password first.
+const MUST_CHANGE = 'Password change required';
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -19,10 +22,16 @@ export class ApiError extends Error {
 }
 
 let onUnauthorized = () => {};
+let onPasswordRequired = () => {};
 
 /** Called (once per 401) after the stored token has been dropped. */
 export function setUnauthorizedHandler(handler) {
   onUnauthorized = handler;
+}
+
+/** Called on a 403 saying the account must change its password first. */
+export function setPasswordRequiredHandler(handler) {
+  onPasswordRequired = handler;
 }
 
 async function detailOf(res) {
@@ -43,21 +52,28 @@ async function detailOf(res) {
  * Resolves to the Response when it is 2xx, else throws ApiError.
  */
 export async function request(method, path, { body, action = path, signal, anonymous = false } = {}) {
-  const headers = { Accept: 'application/json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const token = session.token();
-  if (!anonymous && session.authOn() && token) headers.Authorization = `Bearer ${token}`;
-  const res = await fetch(new URL(path, ROOT), {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal,
-    cache: 'no-store',
-    credentials: 'omit',
-  });
+  let sent = null;
+  const call = () => {
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    sent = session.token();
+    if (!anonymous && session.authOn() && sent) headers.Authorization = `Bearer ${sent}`;
+    return fetch(new URL(path, ROOT), {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+      cache: 'no-store',
+      credentials: 'omit',
+    });
+  };
+  let res = await call();
+  const guarded = !anonymous && session.authOn();
+  // A refused access token: renew it once and send the request again.
+  if (res.status === 401 && guarded && (await refreshSession(sent))) res = await call();
   if (res.ok) return res;
   const detail = await detailOf(res);
-  if (res.status === 401 && !anonymous && session.authOn()) {
+  if (res.status === 401 && guarded) {
     session.clear();
     onUnauthorized();
     throw new ApiError(401, SESSION_EXPIRED);
@@ -65,10 +81,40 @@ export async function request(method, path, { body, action = path, signal, anony
   if (res.status === 403) {
     // The server names the missing permission: `WWW-Authenticate: Bearer scope="models:start"`.
     const scope = /scope="([^"]+)"/.exec(res.headers.get('WWW-Authenticate') || '');
-    const needs = scope ? ` (requires ${scope[1]})` : '';
-    throw new ApiError(403, `Not enough permissions for ${action}${needs}.`);
+    if (scope) throw new ApiError(403, `Not enough permissions for ${action} (requires ${scope[1]}).`);
+    // Otherwise a rule of the server ("Cannot grant permissions you do not hold: admin").
+    if (guarded && detail.startsWith(MUST_CHANGE)) onPasswordRequired();
+    throw new ApiError(403, detail);
   }
   throw new ApiError(res.status, detail);
+}
+
+let refreshing = null;
+
+/**
+ * `POST /v1/auth/refresh` with the stored refresh token: stores the new pair and resolves to
+ * true, or to false when there is none or the server refuses it. Calls that fail together share
+ * one refresh (a refresh token works once: presenting it twice would end the session).
+ * `usedToken`: the access token the server refused; if another call has replaced it meanwhile,
+ * the caller just retries with the new one.
+ */
+export function refreshSession(usedToken) {
+  if (refreshing) return refreshing;
+  if (usedToken && session.token() && usedToken !== session.token()) return Promise.resolve(true);
+  const refreshToken = session.refreshToken();
+  if (!refreshToken) return Promise.resolve(false);
+  refreshing = (async () => {
+    try {
+      const res = await post('v1/auth/refresh', { refresh_token: refreshToken }, { anonymous: true });
+      session.store(res.access_token, res.refresh_token);
+      return true;
+    } catch {
+      return false;
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
 }
 
 /** `request`, then the JSON body. */
@@ -86,6 +132,10 @@ export function post(path, body, options = {}) {
   return json('POST', path, { ...options, body });
 }
 
+export function put(path, body, options = {}) {
+  return json('PUT', path, { ...options, body });
+}
+
 export function del(path, options) {
   return json('DELETE', path, options);
 }
@@ -93,6 +143,27 @@ export function del(path, options) {
 /** `POST /token` with the JSON body the SDK sends. */
 export function login(username, password) {
   return post('token', { username, password }, { anonymous: true, action: 'logging in' });
+}
+
+/** Ends the session on the server (best effort: the tab forgets it either way). */
+export async function logout() {
+  const refreshToken = session.refreshToken();
+  if (!refreshToken) return;
+  try {
+    await post('v1/auth/logout', { refresh_token: refreshToken }, { anonymous: true });
+  } catch {
+    // The session is gone already, or the server is away: nothing left to end from here.
+  }
+}
+
+/** `GET /v1/auth/me`, or null when the server has no identity store (404). */
+export async function me() {
+  try {
+    return await get('v1/auth/me', { action: 'reading your account' });
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return null;
+    throw err;
+  }
 }
 
 /**

@@ -1,24 +1,40 @@
 // The page's entry point: asks the server whether auth is on, then routes `#/<page>` to the
-// page modules. With auth on and no valid token stored, every page leads to the login page.
+// page modules. With auth on and no valid token stored, every page leads to the login page;
+// an account that must choose a new password gets only the password page until it has.
 
 import * as api from './api.js';
 import * as session from './session.js';
 import { clearNotices, h, parseHash } from './dom.js';
 import * as login from './page-login.js';
+import * as password from './page-password.js';
 import * as models from './page-models.js';
 import * as launch from './page-launch.js';
 import * as chat from './page-chat.js';
 import * as tryout from './page-try.js';
 import * as registrations from './page-registrations.js';
 import * as cluster from './page-cluster.js';
+import * as users from './page-users.js';
+import * as keys from './page-keys.js';
+import * as audit from './page-audit.js';
 
-const PAGES = { login, models, launch, chat, try: tryout, registrations, cluster };
+const PAGES = { login, password, models, launch, chat, try: tryout, registrations, cluster, users, keys, audit };
 const HOME = 'models';
+
+// The pages of the identity store, and who sees their link (the server refuses the others).
+const STORE_PAGES = {
+  users: () => session.can('users:manage'),
+  keys: () => session.can('keys:create') || session.can('keys:manage'),
+  audit: () => session.can('admin'),
+};
 
 let cleanup = null;
 // What the login page says (session expired, logged out) and where to go after it.
 let loginMessage = '';
 let afterLogin = HOME;
+// The password typed at the login, kept only until the forced password change has used it.
+let typedPassword = '';
+// Routing awaits the server (refresh, /v1/auth/me): a newer hash change wins.
+let routing = 0;
 
 function go(page) {
   const hash = `#/${page}`;
@@ -26,11 +42,17 @@ function go(page) {
   else location.hash = hash;
 }
 
-function route() {
+async function route() {
+  const turn = ++routing;
   const { page: wanted, params } = parseHash(location.hash);
   let page = PAGES[wanted] ? wanted : HOME;
   if (session.authOn()) {
-    const state = session.state();
+    let state = session.state();
+    // An expired access token with a refresh token: renew it before anything is sent.
+    if (page !== 'login' && state === 'expired' && session.refreshToken()) {
+      if (await api.refreshSession()) state = session.state();
+      if (turn !== routing) return;
+    }
     if (page !== 'login' && state !== 'valid') {
       if (state === 'expired') {
         session.clear();
@@ -41,9 +63,23 @@ function route() {
       return;
     }
     if (page === 'login' && state === 'valid') page = HOME;
-  } else if (page === 'login') {
+    if (state === 'valid' && !session.meKnown()) {
+      try {
+        session.setMe(await api.me());
+      } catch (err) {
+        // A 401 has already moved the page to the login; anything else: fall back to the token.
+        if (err instanceof api.ApiError && err.status === 401) return;
+        session.setMe(null);
+        api.report(err);
+      }
+      if (turn !== routing) return;
+    }
+    if (page !== 'login' && session.mustChangePassword()) page = 'password';
+    if (page === 'password' && !session.storeOn()) page = HOME;
+  } else if (page === 'login' || page === 'password') {
     page = HOME;
   }
+  if (STORE_PAGES[page] && !session.storeOn()) page = HOME;
   // An unknown or refused page: show where the user really is, without a history entry.
   if (wanted !== page) history.replaceState(null, '', `#/${page}`);
   show(page, params);
@@ -60,11 +96,20 @@ function show(page, params) {
   const context = { params, go };
   if (page === 'login') {
     context.message = loginMessage;
-    context.onLoggedIn = () => {
+    context.onLoggedIn = (typed) => {
       loginMessage = '';
+      typedPassword = typed;
       clearNotices();
-      go(afterLogin === 'login' ? HOME : afterLogin);
+      go(afterLogin === 'login' || afterLogin === 'password' ? HOME : afterLogin);
     };
+  }
+  if (page === 'password') {
+    context.forced = session.mustChangePassword();
+    context.currentPassword = context.forced ? typedPassword : '';
+    typedPassword = '';
+    context.onChanged = () => go(context.forced && afterLogin !== 'password' && afterLogin !== 'login' ? afterLogin : HOME);
+  } else if (page !== 'login') {
+    typedPassword = '';
   }
   const result = PAGES[page].render(main, context);
   cleanup = typeof result === 'function' ? result : null;
@@ -72,15 +117,25 @@ function show(page, params) {
 
 function updateHeader(page) {
   const loggedIn = page !== 'login';
-  document.getElementById('nav').hidden = !loggedIn;
+  // Until a forced password change is done, the other pages would all answer 403.
+  document.getElementById('nav').hidden = !loggedIn || session.mustChangePassword();
   document.getElementById('who').hidden = !(loggedIn && session.authOn());
   document.getElementById('auth-off').hidden = session.authOn();
   document.getElementById('who-name').replaceChildren(
     h('strong', {}, session.username()),
     h('span', { class: 'muted' }, ` (${session.scopeList().join(', ') || 'no permissions'})`),
   );
+  // Config-file users have no id: their password is changed in the file.
+  const me = session.me();
+  const changePassword = document.getElementById('change-password');
+  changePassword.hidden = !(me && me.id !== null && me.id !== undefined) || page === 'password';
   for (const link of document.querySelectorAll('#nav a')) {
     link.classList.toggle('active', link.dataset.page === page);
+    const shown = STORE_PAGES[link.dataset.page];
+    if (shown) link.hidden = !(session.storeOn() && shown());
+    if (link.dataset.page === 'keys') {
+      link.textContent = session.can('keys:manage') ? 'API keys' : 'My keys';
+    }
     if (link.dataset.page === 'cluster') {
       const denied = !session.can('admin');
       link.classList.toggle('denied', denied);
@@ -91,7 +146,11 @@ function updateHeader(page) {
   }
 }
 
-function logout() {
+async function logout() {
+  const button = document.getElementById('logout');
+  button.disabled = true;
+  await api.logout();
+  button.disabled = false;
   session.clear();
   loginMessage = 'You are logged out.';
   afterLogin = HOME;
@@ -104,6 +163,11 @@ async function boot() {
     const { page } = parseHash(location.hash);
     afterLogin = PAGES[page] && page !== 'login' ? page : HOME;
     go('login');
+  });
+  api.setPasswordRequiredHandler(() => {
+    // Set since the page was loaded (by an admin): ask the server again, which routes there.
+    session.setMe(undefined);
+    go('password');
   });
   window.addEventListener('unhandledrejection', (event) => api.report(event.reason));
   document.getElementById('logout').addEventListener('click', logout);

@@ -1,4 +1,5 @@
-// The login page: `POST /token` with username and password; the token goes to sessionStorage.
+// The login page: `POST /token` with username and password; the tokens go to sessionStorage.
+// An answer with `must_change_password` leads to the password page (app.js routes there).
 
 import * as api from './api.js';
 import * as session from './session.js';
@@ -16,8 +17,9 @@ export function render(main, { message, onLoggedIn }) {
     error.textContent = '';
     try {
       const res = await api.login(username.value, password.value);
-      session.store(res.access_token);
-      onLoggedIn();
+      session.store(res.access_token, res.refresh_token);
+      session.setMe(undefined);
+      onLoggedIn(res.must_change_password ? password.value : '');
     } catch (err) {
       // 401: "Incorrect username or password"; 429: too many failures, with the wait.
       error.textContent = err.message || String(err);

@@ -1,11 +1,15 @@
-// The login session of this tab: the token lives in sessionStorage (gone when the tab closes,
-// not shared with other sites' scripts thanks to the CSP), and the permissions are read from the
-// token's `scopes` claim. The server checks every call again; these only decide what the page
-// enables.
+// The login session of this tab: the access token and the refresh token live in sessionStorage
+// (gone when the tab closes, not shared with other tabs or sites' scripts thanks to the CSP).
+// Who the user is and what they may do come from `GET /v1/auth/me` when the server has an
+// identity store (kept in memory, read again on each page load), else from the token's `scopes`
+// claim. The server checks every call again; these only decide what the page shows and enables.
 
 const KEY = 'xinference.token';
+const REFRESH_KEY = 'xinference.refresh';
 
 let authEnabled = true;
+// `GET /v1/auth/me`'s answer; `undefined`: not asked yet this session, `null`: no identity store.
+let account;
 
 export function setAuthEnabled(enabled) {
   authEnabled = enabled;
@@ -19,12 +23,44 @@ export function token() {
   return sessionStorage.getItem(KEY);
 }
 
-export function store(accessToken) {
+export function refreshToken() {
+  return sessionStorage.getItem(REFRESH_KEY);
+}
+
+/** Keeps a login's or a refresh's tokens; a server without the store sends no refresh token. */
+export function store(accessToken, newRefreshToken) {
   sessionStorage.setItem(KEY, accessToken);
+  if (newRefreshToken) sessionStorage.setItem(REFRESH_KEY, newRefreshToken);
+  else sessionStorage.removeItem(REFRESH_KEY);
 }
 
 export function clear() {
   sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(REFRESH_KEY);
+  account = undefined;
+}
+
+/** Records `GET /v1/auth/me` (null: the server has no identity store). */
+export function setMe(me) {
+  account = me;
+}
+
+/** Whether `GET /v1/auth/me` has been asked since the login (or the page load). */
+export function meKnown() {
+  return account !== undefined;
+}
+
+export function me() {
+  return account || null;
+}
+
+/** Whether the server keeps users, keys and sessions (the admin pages exist). */
+export function storeOn() {
+  return authEnabled && Boolean(account);
+}
+
+export function mustChangePassword() {
+  return Boolean(account && account.must_change_password);
 }
 
 /** The token's claims, or null when there is none or it is not a JWT. */
@@ -44,7 +80,7 @@ export function claims() {
   }
 }
 
-/** 'none' (log in), 'expired' (log in again) or 'valid' (as far as the page can tell). */
+/** 'none' (log in), 'expired' (refresh or log in again) or 'valid' (as far as the page can tell). */
 export function state() {
   const c = claims();
   if (!c) return 'none';
@@ -53,11 +89,13 @@ export function state() {
 }
 
 export function username() {
+  if (account && typeof account.username === 'string') return account.username;
   const c = claims();
   return c && typeof c.sub === 'string' ? c.sub : '';
 }
 
 function scopes() {
+  if (account && Array.isArray(account.permissions)) return account.permissions.filter((s) => typeof s === 'string');
   const c = claims();
   return c && Array.isArray(c.scopes) ? c.scopes.filter((s) => typeof s === 'string') : [];
 }

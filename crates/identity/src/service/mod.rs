@@ -14,11 +14,12 @@ use xi_api::PermissionSet;
 use xi_auth::jwt::{Claims, JwtCodec};
 use xi_auth::password::PasswordHash;
 use xi_auth::throttle::LoginThrottle;
-use xi_auth::{AuthError, AuthService, Clock, JwtAlgorithm, Secret, ThrottlePolicy};
+use xi_auth::{AuthError, AuthService, Clock, JwtAlgorithm, KeyScope, Secret, ThrottlePolicy};
 
 use crate::audit::{self, AuditEvent, Event, Filter};
 use crate::cache::Cache;
 use crate::error::{IdentityError, Result};
+use crate::limits::{periods, Limiter, Permit, Refusal};
 use crate::store::Store;
 
 pub use login::{Issued, MUST_CHANGE_PASSWORD};
@@ -89,6 +90,7 @@ pub struct Identity {
     dummy: PasswordHash,
     keys: Cache<Option<Arc<crate::keys::KeyRow>>>,
     sessions: Cache<SessionState>,
+    limiter: Limiter,
 }
 
 impl Identity {
@@ -118,6 +120,7 @@ impl Identity {
             throttle: LoginThrottle::new(options.throttle),
             keys: Cache::new(options.cache_ttl),
             sessions: Cache::new(options.cache_ttl),
+            limiter: Limiter::default(),
             store,
             config,
             signer,
@@ -192,6 +195,37 @@ impl Identity {
         audit::list(self.store.pool(), &filter).await
     }
 
+    /// Admits one request of an api key within its limits; the permit is held until the
+    /// response has been sent.
+    pub fn admit(&self, key: &KeyScope) -> std::result::Result<Permit, Refusal> {
+        self.limiter.admit(key, self.clock.now_unix())
+    }
+
+    /// Counts the tokens of a request made with key `key`.
+    pub fn record_tokens(&self, key: i64, prompt: u64, completion: u64) {
+        self.limiter
+            .record_tokens(key, prompt, completion, self.clock.now_unix());
+    }
+
+    /// Writes the keys' use to the store and reads back the budgets' shared counts.
+    pub async fn flush_usage(&self) {
+        let now = self.clock.now_unix();
+        let (day, month) = periods(now);
+        for (key, pending) in self.limiter.take_pending() {
+            if let Err(e) = crate::usage::write(&self.store, key, &pending, (day, month)).await {
+                match e {
+                    IdentityError::Unavailable(_) => self.limiter.restore_pending(key, pending),
+                    other => tracing::warn!(key, error = %other, "key usage not written"),
+                }
+            }
+        }
+        for key in self.limiter.budgeted_keys() {
+            if let Ok((d, m)) = crate::usage::read(&self.store, key, (day, month)).await {
+                self.limiter.set_budget_base(key, (day, d), (month, m));
+            }
+        }
+    }
+
     /// Ends sessions and deletes audit events past the retention time.
     async fn prune(&self) -> Result<()> {
         let before = self.now() - i64::try_from(self.options.retention_secs).unwrap_or(i64::MAX);
@@ -227,6 +261,7 @@ async fn poll(identity: Weak<Identity>) {
             }
             Err(_) => {}
         }
+        id.flush_usage().await;
         if last_prune.elapsed() >= Duration::from_secs(3600) {
             last_prune = std::time::Instant::now();
             if let Err(e) = id.prune().await {

@@ -16,6 +16,7 @@ use crate::domain::Cluster;
 use crate::error::SupervisorError;
 use crate::lifecycle::ModelEntry;
 use crate::state::AppState;
+use crate::usage::Meter;
 
 fn bad(message: impl Into<String>) -> SupervisorError {
     SupervisorError::BadRequest(message.into())
@@ -93,7 +94,16 @@ pub async fn chat(
         prompt: Prompt::Chat(turns),
         sampling: sampling_of(&sampling)?,
     };
-    run(&state.cluster, &entry, request, sampling.stream, Kind::Chat).await
+    let meter = Meter::of(&state, &require.caller);
+    run(
+        &state.cluster,
+        &entry,
+        request,
+        sampling.stream,
+        Kind::Chat,
+        meter,
+    )
+    .await
 }
 
 pub async fn completions(
@@ -124,12 +134,14 @@ pub async fn completions(
         prompt: Prompt::Text(prompt),
         sampling: sampling_of(&sampling)?,
     };
+    let meter = Meter::of(&state, &require.caller);
     run(
         &state.cluster,
         &entry,
         request,
         sampling.stream,
         Kind::Completion,
+        meter,
     )
     .await
 }
@@ -160,6 +172,7 @@ async fn run(
     request: GenerateRequest,
     stream: bool,
     kind: Kind,
+    meter: Meter,
 ) -> Result<HttpResponse, SupervisorError> {
     let (_, mut events) = cluster
         .dispatch(entry, |replica, worker| {
@@ -176,6 +189,7 @@ async fn run(
             match events.next().await {
                 Some(GenerateEvent::Text(piece)) => text.push_str(&piece),
                 Some(GenerateEvent::Done(done)) => {
+                    meter.record(done.prompt_tokens, done.completion_tokens);
                     let choice = match kind {
                         Kind::Chat => {
                             json!({ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": done.finish_reason })
@@ -223,6 +237,7 @@ async fn run(
         .chain(events.map(move |event| match event {
             GenerateEvent::Text(piece) => chunk(json!({ "content": piece }), Value::Null, None),
             GenerateEvent::Done(done) => {
+                meter.record(done.prompt_tokens, done.completion_tokens);
                 let last = chunk(
                     json!({}),
                     json!(done.finish_reason),

@@ -14,6 +14,7 @@ use crate::authz::{Caller, ModelsRead, Require};
 use crate::error::{ModelLookup, SupervisorError};
 use crate::lifecycle::ModelEntry;
 use crate::state::AppState;
+use crate::usage::Meter;
 
 /// Inputs accepted in one embeddings request.
 const MAX_INPUTS: usize = 2048;
@@ -163,6 +164,7 @@ pub async fn embeddings(
             json!({ "index": index, "object": "embedding", "embedding": embedding })
         })
         .collect();
+    Meter::of(&state, &require.caller).record(result.prompt_tokens, 0);
     Ok(HttpResponse::Ok().json(json!({
         "object": "list",
         "model": entry.uid,

@@ -511,3 +511,97 @@ async fn two_supervisors_share_users_keys_and_revocations_through_postgres() {
         "the revoked key still works on the other supervisor after 5 s"
     );
 }
+
+#[tokio::test]
+async fn a_keys_limits_answer_429_and_its_use_is_counted() {
+    let worker = FakeWorker::new("10.0.0.1:7001");
+    let (server, files) = config_server(vec![worker.clone() as Arc<dyn Worker>]);
+    let root_token = login(&Client::new(), &server, "root", "root-password").await;
+    let root = Api::new(&server, Some(&root_token));
+    let body = json!({
+        "model_uid": "emb", "model_name": "all-MiniLM-L6-v2", "model_type": "embedding",
+        "model_path": files.path().to_str().unwrap(),
+    });
+    assert_eq!(root.post("/v1/models", body).await.0, 200);
+    let user = json!({"username": "app", "password": "app-password", "permissions": ["models:read", "models:list"]});
+    let (_, created) = root.post("/v1/admin/users", user).await;
+    let owner = created["id"].as_i64().unwrap();
+    let (status, created) = root
+        .post(
+            "/v1/admin/keys",
+            json!({"owner": owner, "limits": {"requests_per_minute": 3}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    let key_id = created["id"].as_i64().unwrap();
+    let (status, body) = root
+        .post(
+            "/v1/admin/keys",
+            json!({"owner": owner, "limits": {"requests_per_minute": 0}}),
+        )
+        .await;
+    assert_eq!(status, 400, "a zero limit is refused: {body}");
+
+    let as_key = Api::new(&server, Some(&key));
+    for _ in 0..3 {
+        let (status, body) = as_key
+            .post(
+                "/v1/embeddings",
+                json!({"model": "emb", "input": "four words of text"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let res = Client::new()
+        .post(server.url("/v1/embeddings"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "emb", "input": "again"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let (_, body) = json_of(res).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("requests_per_minute = 3"),
+        "{body}"
+    );
+
+    // The use reaches the store within a poll, and /metrics by key prefix and user.
+    let mut usage = Value::Null;
+    for _ in 0..50 {
+        let (_, info) = root.get(&format!("/v1/admin/keys/{key_id}")).await;
+        usage = info["usage"].clone();
+        if usage["requests"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(usage["requests"], 3, "{usage}");
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0, "{usage}");
+    let metrics = Client::new()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = &key[..7];
+    assert!(
+        metrics.contains(&format!(
+            "xinference_usage_requests_total{{key=\"{prefix}\",user=\"app\"}} 3"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("xinference_key_limited_total{limit=\"requests_per_minute\"} 1"));
+}
