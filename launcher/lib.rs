@@ -42,6 +42,15 @@ pub struct ApiArgs {
     /// $XINFERENCE_HOME/identity.db].
     #[arg(long, env = "XINFERENCE_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A reverse proxy whose X-Forwarded-For is believed for the client address of login
+    /// throttling and the audit log (repeat it, or give a comma-separated list). Without it the
+    /// header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "XINFERENCE_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// With --auth-config: keep only the config file's users and keys (no identity store, no
     /// refresh tokens, no admin API for users and keys).
     #[arg(
@@ -207,6 +216,7 @@ impl ApiArgs {
         config.auth_advanced = self.auth_advanced;
         config.identity_store = !self.no_identity_store;
         config.database_url = self.database_url.clone();
+        config.trusted_proxies = self.trusted_proxies.clone();
         config.metrics_require_auth = self.metrics_require_auth;
         config.max_body_bytes = self.max_body_bytes;
         config.throttle.per_user = self.login_failures_per_user;

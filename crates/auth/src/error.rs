@@ -23,6 +23,9 @@ pub enum AuthError {
     /// Too many failed logins; retry after this many seconds.
     #[error("Too many failed login attempts, retry in {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
+    /// Too many password checks are waiting; retry shortly (503).
+    #[error("Too many logins in progress, retry shortly")]
+    Busy,
     /// `/token` was called while auth is off.
     #[error("Authentication is not enabled")]
     Disabled,

@@ -29,6 +29,10 @@ pub struct SupervisorConfig {
     pub database_url: Option<String>,
     /// How the identity store behaves (token lifetimes, cache, poll interval, retention).
     pub identity: xi_identity::IdentityOptions,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: a request from one of them is
+    /// throttled and audited under the client address it forwards. Empty: the socket's address
+    /// always (the header is ignored).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// `$XINFERENCE_HOME`: registrations, model cache, tokens.
     pub home: PathBuf,
     /// Require `admin` for `GET /metrics` (it is public by default, like upstream).
@@ -69,6 +73,7 @@ impl SupervisorConfig {
             identity_store: true,
             database_url: None,
             identity: xi_identity::IdentityOptions::default(),
+            trusted_proxies: Vec::new(),
             home,
             metrics_require_auth: false,
             max_body_bytes: 16 * 1024 * 1024,

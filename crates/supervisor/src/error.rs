@@ -190,6 +190,7 @@ impl ResponseError for SupervisorError {
                 | AuthError::NotAuthenticated
                 | AuthError::InvalidCredentials => StatusCode::UNAUTHORIZED,
                 AuthError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+                AuthError::Busy => StatusCode::SERVICE_UNAVAILABLE,
                 AuthError::Disabled => StatusCode::BAD_REQUEST,
                 AuthError::Config { .. } | AuthError::ClusterSecret(_) | AuthError::Internal(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
@@ -250,6 +251,9 @@ impl ResponseError for SupervisorError {
                 ..
             } => {
                 response.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            SupervisorError::Auth(AuthError::Busy) => {
+                response.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
         }

@@ -33,6 +33,7 @@
 //! actix (but `RemoteWorker`, an HTTP client, streams its byte type).
 
 mod authz;
+mod client_address;
 mod clock;
 mod cluster;
 pub mod config;
@@ -40,7 +41,6 @@ mod domain;
 mod error;
 mod lifecycle;
 pub mod limits;
-mod login_pool;
 mod metrics;
 mod registry;
 mod routes;

@@ -10,7 +10,7 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use tokio::sync::Notify;
 use xi_api::worker::Worker;
-use xi_auth::{AuthService, ClusterSecret, SecretSource, SystemClock};
+use xi_auth::{AuthService, ClusterSecret, HashPool, SecretSource, SystemClock};
 use xi_identity::{Identity, Store};
 
 use crate::authz;
@@ -18,7 +18,6 @@ use crate::config::SupervisorConfig;
 use crate::domain::Cluster;
 use crate::error::{self, SupervisorError};
 use crate::limits::{self, ConnectionBook};
-use crate::login_pool::LoginPool;
 use crate::metrics::{self, Metrics};
 use crate::registry::Registry;
 use crate::routes;
@@ -71,7 +70,10 @@ impl Supervisor {
     /// Opens (creating and migrating it on first use) the identity store when auth is on and
     /// the store is not switched off. An empty store without a config file gets an `admin`
     /// whose random password is printed once on stderr and must be changed at first login.
-    async fn open_identity(&self) -> Result<Option<Arc<Identity>>, SupervisorError> {
+    async fn open_identity(
+        &self,
+        hashing: Arc<HashPool>,
+    ) -> Result<Option<Arc<Identity>>, SupervisorError> {
         let config = &self.config;
         let auth_on = self.auth.is_some() || config.auth_advanced;
         if !auth_on || !config.identity_store {
@@ -90,9 +92,15 @@ impl Supervisor {
             throttle: config.throttle,
             ..config.identity.clone()
         };
-        let identity = Identity::open(store, self.auth.clone(), options, Arc::new(SystemClock))
-            .await
-            .map_err(startup)?;
+        let identity = Identity::open(
+            store,
+            self.auth.clone(),
+            options,
+            Arc::new(SystemClock),
+            hashing,
+        )
+        .await
+        .map_err(startup)?;
         if let Some(first) = identity.bootstrap().await.map_err(startup)? {
             tracing::warn!(username = %first.username, "created the first admin of the identity store; its password is printed on stderr once");
             eprintln!(
@@ -146,7 +154,8 @@ impl Supervisor {
             .pool_idle_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| SupervisorError::Startup(format!("cannot build the HTTP client: {e}")))?;
-        let identity = self.open_identity().await?;
+        let login_pool = Arc::new(HashPool::new(self.config.login_concurrency)?);
+        let identity = self.open_identity(login_pool.clone()).await?;
         let metrics = web::Data::new(Metrics::new().map_err(SupervisorError::internal)?);
         let cluster = Arc::new(Cluster::new(
             self.registry,
@@ -158,7 +167,7 @@ impl Supervisor {
         ));
         let state = web::Data::new(AppState {
             public: routes::public_routes(&table, self.config.metrics_require_auth),
-            login_pool: LoginPool::new(self.config.login_concurrency)?,
+            login_pool,
             metrics: metrics.clone(),
             cluster: cluster.clone(),
             stop_workers: std::sync::atomic::AtomicBool::new(false),

@@ -9,12 +9,11 @@ use actix_web::dev::ResourceDef;
 use actix_web::http::Method;
 use actix_web::web;
 use tokio::sync::Notify;
-use xi_auth::AuthService;
+use xi_auth::{AuthService, HashPool};
 use xi_identity::Identity;
 
 use crate::config::SupervisorConfig;
 use crate::domain::Cluster;
-use crate::login_pool::LoginPool;
 use crate::metrics::Metrics;
 
 pub struct AppState {
@@ -30,7 +29,7 @@ pub struct AppState {
     pub metrics: web::Data<Metrics>,
     pub public: PublicRoutes,
     /// Password checks run here, off the request threads and at low priority.
-    pub login_pool: LoginPool,
+    pub login_pool: Arc<HashPool>,
     /// The address we serve on, `host:port`, as reported by `/v1/supervisor` and `/status`.
     pub address: String,
     pub started: Instant,

@@ -106,8 +106,10 @@ function show(page, params) {
   if (page === 'password') {
     context.forced = session.mustChangePassword();
     context.currentPassword = context.forced ? typedPassword : '';
-    typedPassword = '';
-    context.onChanged = () => go(context.forced && afterLogin !== 'password' && afterLogin !== 'login' ? afterLogin : HOME);
+    context.onChanged = () => {
+      typedPassword = '';
+      go(context.forced && afterLogin !== 'password' && afterLogin !== 'login' ? afterLogin : HOME);
+    };
   } else if (page !== 'login') {
     typedPassword = '';
   }
@@ -152,6 +154,7 @@ async function logout() {
   await api.logout();
   button.disabled = false;
   session.clear();
+  typedPassword = '';
   loginMessage = 'You are logged out.';
   afterLogin = HOME;
   go('login');

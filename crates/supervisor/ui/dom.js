@@ -46,6 +46,28 @@ export function allow(allowed, permission, ...controls) {
   }
 }
 
+/** A button that acts on the second click: the first arms it for a few seconds (no modal
+ *  dialog). `props` are its attributes besides the class `danger small`. */
+export function confirmButton(label, armedLabel, props, action) {
+  const button = h('button', { type: 'button', class: 'danger small', ...props }, label);
+  let armed = null;
+  button.addEventListener('click', () => {
+    if (!armed) {
+      button.textContent = armedLabel;
+      armed = setTimeout(() => {
+        armed = null;
+        button.textContent = label;
+      }, 4000);
+      return;
+    }
+    clearTimeout(armed);
+    armed = null;
+    button.disabled = true;
+    action();
+  });
+  return button;
+}
+
 /** A line telling the user why a form is disabled (tooltips are easy to miss). */
 export function deniedHint(allowed, permission, what) {
   if (allowed) return null;

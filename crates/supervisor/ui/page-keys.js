@@ -5,8 +5,7 @@
 
 import * as api from './api.js';
 import * as session from './session.js';
-import { field, h, notify, table } from './dom.js';
-import { confirmButton } from './page-users.js';
+import { confirmButton, field, h, notify, table } from './dom.js';
 
 const LIMITS = [
   ['requests_per_minute', 'Requests per minute'],

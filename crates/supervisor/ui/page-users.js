@@ -6,7 +6,7 @@
 
 import * as api from './api.js';
 import * as session from './session.js';
-import { deniedHint, field, h, notify, table } from './dom.js';
+import { confirmButton, deniedHint, field, h, notify, table } from './dom.js';
 
 export const PERMISSIONS = [
   'models:list', 'models:read', 'models:register', 'models:unregister', 'models:start',
@@ -30,27 +30,6 @@ export function permissionBoxes(idPrefix, checked = []) {
   });
   const picked = () => boxes.map((l) => l.querySelector('input')).filter((b) => b.checked).map((b) => b.value);
   return { element: h('div', { class: 'checks' }, boxes), picked };
-}
-
-/** A button that acts on the second click (the first arms it for a few seconds). */
-export function confirmButton(label, armedLabel, props, action) {
-  const button = h('button', { type: 'button', class: 'danger small', ...props }, label);
-  let armed = null;
-  button.addEventListener('click', () => {
-    if (!armed) {
-      button.textContent = armedLabel;
-      armed = setTimeout(() => {
-        armed = null;
-        button.textContent = label;
-      }, 4000);
-      return;
-    }
-    clearTimeout(armed);
-    armed = null;
-    button.disabled = true;
-    action();
-  });
-  return button;
 }
 
 export function render(main) {

@@ -10,7 +10,7 @@ use xi_auth::password::PasswordHash;
 use xi_auth::service::{bearer_token, is_api_key};
 use xi_auth::{AuthError, Credential, KeyScope, Principal};
 
-use super::{blocking, Identity, SessionState};
+use super::{Identity, SessionState};
 use crate::audit::Event;
 use crate::error::{IdentityError, Result};
 use crate::{keys, sessions, users};
@@ -60,7 +60,7 @@ impl Identity {
             },
         };
         let candidate = password.to_string();
-        let verified = blocking(move || hash.verify(&candidate)).await?;
+        let verified = self.hash(move || hash.verify(&candidate)).await?;
         let refused = match &account {
             _ if !verified => Some("bad_password"),
             Account::Unknown => Some("bad_password"),

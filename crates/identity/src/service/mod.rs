@@ -14,7 +14,9 @@ use xi_api::PermissionSet;
 use xi_auth::jwt::{Claims, JwtCodec};
 use xi_auth::password::PasswordHash;
 use xi_auth::throttle::LoginThrottle;
-use xi_auth::{AuthError, AuthService, Clock, JwtAlgorithm, KeyScope, Secret, ThrottlePolicy};
+use xi_auth::{
+    AuthError, AuthService, Clock, HashPool, JwtAlgorithm, KeyScope, Secret, ThrottlePolicy,
+};
 
 use crate::audit::{self, AuditEvent, Event, Filter};
 use crate::cache::Cache;
@@ -91,6 +93,9 @@ pub struct Identity {
     keys: Cache<Option<Arc<crate::keys::KeyRow>>>,
     sessions: Cache<SessionState>,
     limiter: Limiter,
+    /// Password checks and hashing: bounded, low-priority threads (a login storm cannot
+    /// starve the request threads).
+    hashing: Arc<HashPool>,
 }
 
 impl Identity {
@@ -101,6 +106,7 @@ impl Identity {
         config: Option<Arc<AuthService>>,
         options: IdentityOptions,
         clock: Arc<dyn Clock>,
+        hashing: Arc<HashPool>,
     ) -> Result<Arc<Identity>> {
         let signer = match &config {
             Some(config) => Signer::Config(config.clone()),
@@ -121,6 +127,7 @@ impl Identity {
             keys: Cache::new(options.cache_ttl),
             sessions: Cache::new(options.cache_ttl),
             limiter: Limiter::default(),
+            hashing,
             store,
             config,
             signer,
@@ -273,9 +280,9 @@ async fn poll(identity: Weak<Identity>) {
     }
 }
 
-/// Runs blocking work (password hashing) off the async runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| IdentityError::Internal(format!("a blocking task failed: {e}")))
+impl Identity {
+    /// Runs password work on the hashing threads (503 when too many wait).
+    async fn hash<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        Ok(self.hashing.run(f).await?)
+    }
 }

@@ -10,7 +10,7 @@ use xi_api::{Permission, PermissionSet};
 use xi_auth::password::PasswordHash;
 use xi_auth::Principal;
 
-use super::{blocking, Identity};
+use super::Identity;
 use crate::audit::Event;
 use crate::error::{IdentityError, Result};
 use crate::{perms, sessions, users};
@@ -106,7 +106,9 @@ impl Identity {
         Self::check_grant(actor, wanted)?;
         self.check_config_name(&request.username)?;
         let password = request.password;
-        let hash = blocking(move || PasswordHash::hash_plain(&password)).await??;
+        let hash = self
+            .hash(move || PasswordHash::hash_plain(&password))
+            .await??;
         let now = self.now();
         let mut w = self.store.write().await?;
         if users::by_name(&mut *w.tx, &request.username)
@@ -323,13 +325,14 @@ impl Identity {
                 )
             })?;
             let stored = target.password_hash.clone().unwrap_or_default();
-            let ok = blocking(move || {
-                PasswordHash::parse_stored(&stored)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|h| h.verify(&old))
-            })
-            .await?;
+            let ok = self
+                .hash(move || {
+                    PasswordHash::parse_stored(&stored)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|h| h.verify(&old))
+                })
+                .await?;
             if !ok {
                 return Err(IdentityError::Unauthorized(
                     "The current password is wrong".into(),
@@ -337,7 +340,9 @@ impl Identity {
             }
         }
         let password = request.new_password;
-        let hash = blocking(move || PasswordHash::hash_plain(&password)).await??;
+        let hash = self
+            .hash(move || PasswordHash::hash_plain(&password))
+            .await??;
         let now = self.now();
         let mut w = self.store.write().await?;
         if users::by_id(&mut *w.tx, id).await?.is_none() {
@@ -369,7 +374,9 @@ impl Identity {
         }
         let password = crate::sessions::random_hex(12);
         let plain = password.clone();
-        let hash = blocking(move || PasswordHash::hash_plain(&plain)).await??;
+        let hash = self
+            .hash(move || PasswordHash::hash_plain(&plain))
+            .await??;
         let now = self.now();
         let mut w = self.store.write().await?;
         if users::count(&mut *w.tx).await? > 0 {

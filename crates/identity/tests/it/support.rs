@@ -105,7 +105,7 @@ pub async fn open(
     clock: Arc<dyn Clock>,
 ) -> Arc<Identity> {
     let store = Store::open(url).await.expect("open the store");
-    Identity::open(store, config, options(), clock)
+    Identity::open(store, config, options(), clock, hashing())
         .await
         .expect("open the identity store")
 }
@@ -192,4 +192,9 @@ pub fn sqlite() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = Store::sqlite_url(&dir.path().join("identity.db"));
     (dir, url)
+}
+
+/// Two hashing threads, as a small supervisor has.
+pub fn hashing() -> Arc<xi_auth::HashPool> {
+    Arc::new(xi_auth::HashPool::new(2).expect("hashing threads start"))
 }

@@ -27,16 +27,15 @@ pub async fn token(
     }
     let login = parse_login(&req, &body)?;
     if let Some(identity) = state.identity.clone() {
-        return store_login(&state, &identity, login, &super::identity::peer(&req)).await;
+        let address = super::identity::peer(&state, &req);
+        return store_login(&state, &identity, login, &address).await;
     }
     let Some(auth) = state.auth.clone() else {
         return Err(AuthError::Disabled.into());
     };
-    // The peer address, not X-Forwarded-For: a header would let an attacker pick its own bucket.
-    let address = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    // The peer address (X-Forwarded-For only from a --trusted-proxy): a header anyone may
+    // write would let an attacker pick its own bucket.
+    let address = super::identity::peer(&state, &req);
 
     if let Some(retry_after_secs) = auth.throttled(&login.username, &address) {
         state.metrics.logins.with_label_values(&["throttled"]).inc();

@@ -39,11 +39,9 @@ fn principal(caller: &Caller) -> Result<&Principal, SupervisorError> {
         .ok_or_else(|| SupervisorError::internal("identity route without a principal"))
 }
 
-/// The client's address as the socket sees it.
-pub(super) fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+/// The client's address: the socket's peer, or what a `--trusted-proxy` forwards.
+pub(super) fn peer(state: &AppState, req: &HttpRequest) -> String {
+    crate::client_address::of(req, &state.config.trusted_proxies)
 }
 
 /// The answer to a login or a refresh (never cached by proxies).
@@ -69,7 +67,9 @@ pub async fn refresh(
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, SupervisorError> {
     let identity = identity(&state)?;
-    let issued = identity.refresh(&body.refresh_token, &peer(&req)).await?;
+    let issued = identity
+        .refresh(&body.refresh_token, &peer(&state, &req))
+        .await?;
     Ok(tokens(issued))
 }
 
@@ -96,7 +96,7 @@ pub async fn logout(
         false => None,
     };
     identity
-        .logout(&refresh_token, caller.as_ref(), &peer(&req))
+        .logout(&refresh_token, caller.as_ref(), &peer(&state, &req))
         .await?;
     Ok(done())
 }
@@ -137,7 +137,7 @@ pub async fn create_user(
     let identity = identity(&state)?;
     let actor = principal(&require.caller)?;
     let created = identity
-        .create_user(actor, body.into_inner(), &peer(&req))
+        .create_user(actor, body.into_inner(), &peer(&state, &req))
         .await?;
     Ok(HttpResponse::Created().json(created))
 }
@@ -167,7 +167,7 @@ pub async fn update_user(
     let identity = identity(&state)?;
     let actor = principal(&require.caller)?;
     identity
-        .update_user(actor, *id, body.into_inner(), &peer(&req))
+        .update_user(actor, *id, body.into_inner(), &peer(&state, &req))
         .await?;
     Ok(done())
 }
@@ -180,7 +180,9 @@ pub async fn delete_user(
 ) -> Result<HttpResponse, SupervisorError> {
     let identity = identity(&state)?;
     let actor = principal(&require.caller)?;
-    identity.delete_user(actor, *id, &peer(&req)).await?;
+    identity
+        .delete_user(actor, *id, &peer(&state, &req))
+        .await?;
     Ok(done())
 }
 
@@ -196,7 +198,7 @@ pub async fn change_password(
     let identity = identity(&state)?;
     let actor = principal(&who.caller)?;
     identity
-        .change_password(actor, *id, body.into_inner(), &peer(&req))
+        .change_password(actor, *id, body.into_inner(), &peer(&state, &req))
         .await?;
     Ok(done())
 }
@@ -226,7 +228,7 @@ pub async fn set_user_permissions(
         ..UpdateUserRequest::default()
     };
     identity
-        .update_user(actor, *id, change, &peer(&req))
+        .update_user(actor, *id, change, &peer(&state, &req))
         .await?;
     Ok(done())
 }
@@ -240,7 +242,7 @@ pub async fn create_key(
     let identity = identity(&state)?;
     let actor = principal(&require.caller)?;
     let created = identity
-        .create_key(actor, body.into_inner(), &peer(&req))
+        .create_key(actor, body.into_inner(), &peer(&state, &req))
         .await?;
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -282,7 +284,7 @@ pub async fn update_key(
     let identity = identity(&state)?;
     let actor = principal(&require.caller)?;
     identity
-        .update_key(actor, *id, body.into_inner(), &peer(&req))
+        .update_key(actor, *id, body.into_inner(), &peer(&state, &req))
         .await?;
     Ok(done())
 }
@@ -295,7 +297,7 @@ pub async fn delete_key(
 ) -> Result<HttpResponse, SupervisorError> {
     let identity = identity(&state)?;
     let actor = principal(&require.caller)?;
-    identity.delete_key(actor, *id, &peer(&req)).await?;
+    identity.delete_key(actor, *id, &peer(&state, &req)).await?;
     Ok(done())
 }
 
@@ -325,7 +327,9 @@ pub async fn set_key_models(
         model_permissions: Some(body.into_inner().model_permissions),
         ..UpdateKeyRequest::default()
     };
-    identity.update_key(actor, *id, change, &peer(&req)).await?;
+    identity
+        .update_key(actor, *id, change, &peer(&state, &req))
+        .await?;
     Ok(done())
 }
 

@@ -331,11 +331,13 @@ async fn users_keys_and_sessions_over_http_with_config_admins() {
 /// prints it on stderr; here the test opens the same database first).
 async fn bootstrap(url: &str) -> String {
     let store = Store::open(url).await.unwrap();
+    let hashing = Arc::new(xi_auth::HashPool::new(1).unwrap());
     let identity = Identity::open(
         store,
         None,
         IdentityOptions::default(),
         Arc::new(SystemClock),
+        hashing,
     )
     .await
     .unwrap();
@@ -604,4 +606,44 @@ async fn a_keys_limits_answer_429_and_its_use_is_counted() {
         "{metrics}"
     );
     assert!(metrics.contains("xinference_key_limited_total{limit=\"requests_per_minute\"} 1"));
+}
+
+/// The address a failed login is audited under, sent with `X-Forwarded-For`.
+async fn audited_address(trusted: Vec<std::net::IpAddr>) -> String {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("auth.json");
+    let auth = auth_config(&[("root", "root-password", &["admin"], &[])]);
+    std::fs::write(&path, serde_json::to_vec(&auth).unwrap()).unwrap();
+    let mut config = SupervisorConfig::new(dir.path().join("home"));
+    config.auth_config = Some(path);
+    config.trusted_proxies = trusted;
+    let server = TestServer::start(config, Some(dir));
+    let client = Client::new();
+    let res = client
+        .post(server.url("/token"))
+        .header("X-Forwarded-For", "6.6.6.6, 198.51.100.7")
+        .json(&json!({"username": "root", "password": "wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let token = login(&client, &server, "root", "root-password").await;
+    let (_, events) = Api::new(&server, Some(&token))
+        .get("/v1/admin/audit?action=login")
+        .await;
+    let failed = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["outcome"] == "bad_password")
+        .cloned()
+        .unwrap();
+    failed["address"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy_and_from_the_right() {
+    assert_eq!(audited_address(Vec::new()).await, "127.0.0.1");
+    let loopback = "127.0.0.1".parse().unwrap();
+    assert_eq!(audited_address(vec![loopback]).await, "198.51.100.7");
 }

@@ -1,4 +1,5 @@
-//! Password checks on a few dedicated, low-priority threads.
+//! [`HashPool`]: password checks and hashing on a few dedicated, low-priority threads (the
+//! config file's logins and the identity store's alike).
 //!
 //! Argon2/bcrypt are built to be slow; run on the request threads (as upstream does) a login
 //! storm stalls every other request. Here they run on their own threads at a lower CPU
@@ -9,7 +10,7 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 
 use tokio::sync::oneshot;
 
-use crate::error::SupervisorError;
+use crate::error::AuthError;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -18,12 +19,12 @@ const QUEUE: usize = 256;
 /// `nice` value of the hashing threads (0 is normal, 19 the lowest).
 const NICENESS: i32 = 10;
 
-pub struct LoginPool {
+pub struct HashPool {
     sender: SyncSender<Job>,
 }
 
-impl LoginPool {
-    pub fn new(threads: usize) -> Result<LoginPool, SupervisorError> {
+impl HashPool {
+    pub fn new(threads: usize) -> Result<HashPool, AuthError> {
         let (sender, receiver) = mpsc::sync_channel::<Job>(QUEUE);
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
         for i in 0..threads.max(1) {
@@ -43,36 +44,29 @@ impl LoginPool {
                         }
                     }
                 })
-                .map_err(|e| {
-                    SupervisorError::Startup(format!("cannot start a login thread: {e}"))
-                })?;
+                .map_err(|e| AuthError::Internal(format!("cannot start a login thread: {e}")))?;
         }
-        Ok(LoginPool { sender })
+        Ok(HashPool { sender })
     }
 
     /// Runs `work` on a hashing thread and waits for its result.
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, SupervisorError> {
+    ) -> Result<T, AuthError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(work());
         });
         match self.sender.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(SupervisorError::Unavailable {
-                    detail: "Too many logins in progress, retry shortly".into(),
-                    retry_after: Some(1),
-                })
-            }
+            Err(TrySendError::Full(_)) => return Err(AuthError::Busy),
             Err(TrySendError::Disconnected(_)) => {
-                return Err(SupervisorError::internal("login threads stopped"))
+                return Err(AuthError::Internal("login threads stopped".into()))
             }
         }
         rx.await
-            .map_err(|_| SupervisorError::internal("a login thread failed"))
+            .map_err(|_| AuthError::Internal("a login thread failed".into()))
     }
 }
 
