@@ -379,3 +379,66 @@ pub fn hash_password(program: &str, given: Option<String>) -> ExitCode {
         }
     }
 }
+
+/// `import-auth-config`: copies the users and api keys of `--auth-config` into the identity
+/// store (`--database-url`, else SQLite under the home folder), all or nothing; users already
+/// there are left alone. Then start with `--auth` instead of `--auth-config`.
+pub fn import_auth_config(program: &str, api: &ApiArgs, home: PathBuf) -> ExitCode {
+    let result = (|| -> Result<xi_identity::ImportReport, String> {
+        let path = api
+            .auth_config
+            .as_ref()
+            .ok_or("give the file to import with --auth-config")?;
+        let settings = xi_auth::AuthSettings::load(path).map_err(|e| e.to_string())?;
+        let url = api
+            .database_url
+            .clone()
+            .unwrap_or_else(|| xi_identity::Store::sqlite_url(&home.join("identity.db")));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let store = xi_identity::Store::open(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let hashing =
+                std::sync::Arc::new(xi_auth::HashPool::new(1).map_err(|e| e.to_string())?);
+            let identity = xi_identity::Identity::open(
+                store,
+                None,
+                xi_identity::IdentityOptions::default(),
+                std::sync::Arc::new(xi_auth::SystemClock),
+                hashing,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            identity
+                .import_config(&settings)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })();
+    match result {
+        Ok(report) => {
+            println!(
+                "imported {} users ({}) and {} api keys",
+                report.users_created.len(),
+                report.users_created.join(", "),
+                report.keys_created
+            );
+            if !report.users_skipped.is_empty() {
+                println!(
+                    "left alone, already in the store: {}",
+                    report.users_skipped.join(", ")
+                );
+            }
+            println!("start the server with --auth (and without --auth-config) to use them");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{program}: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

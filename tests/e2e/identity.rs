@@ -153,3 +153,74 @@ fn the_first_admin_then_users_and_keys_through_the_cli() {
         "{err}"
     );
 }
+
+#[test]
+fn a_config_file_is_imported_into_the_store_and_its_logins_and_keys_keep_working() {
+    let dir = TempDir::new().unwrap();
+    let auth = dir.path().join("auth.json");
+    crate::support::write_json(
+        &auth,
+        &crate::support::config(serde_json::json!([
+            { "username": "admin", "password": "pw-admin-long", "permissions": ["admin"], "api_keys": ["sk-importadmin01"] },
+            { "username": "reader", "password": "pw-reader-long", "permissions": ["models:list"] },
+        ])),
+    );
+    let home = dir.path().join("server");
+    let out = Command::new(env!("CARGO_BIN_EXE_xinference-local"))
+        .args([
+            "--home",
+            home.to_str().unwrap(),
+            "--auth-config",
+            auth.to_str().unwrap(),
+            "import-auth-config",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("imported 2 users (admin, reader) and 1 api keys"),
+        "{stdout}"
+    );
+    // Importing again changes nothing.
+    let again = Command::new(env!("CARGO_BIN_EXE_xinference-local"))
+        .args([
+            "--home",
+            home.to_str().unwrap(),
+            "--auth-config",
+            auth.to_str().unwrap(),
+            "import-auth-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already in the store: admin, reader"));
+
+    // Without the file: the same logins and key work from the store, no first admin is made.
+    let local = Local::start(&home, &["--auth"]);
+    assert!(!local.logs().contains("First admin"), "{}", local.logs());
+    let cli_home = dir.path().join("cli");
+    let (ok, _, err) = cli(
+        &cli_home,
+        &local,
+        &[
+            "login",
+            "--username",
+            "reader",
+            "--password",
+            "pw-reader-long",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&cli_home, &local, &["list"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(
+        &cli_home,
+        &local,
+        &["user", "list", "--api-key", "sk-importadmin01"],
+    );
+    assert!(ok, "the imported key acts for its admin: {err}");
+}

@@ -53,6 +53,9 @@ enum Command {
         #[arg(long)]
         password: Option<String>,
     },
+    /// Copy the users and api keys of --auth-config into the identity store (--database-url,
+    /// else $XINFERENCE_HOME/identity.db), all or nothing; then start with --auth.
+    ImportAuthConfig,
     /// Convert a GGUF LLM (llama, mistral, qwen2, qwen3) into a Hugging Face folder:
     /// config.json, tokenizer.json, tokenizer_config.json, generation_config.json and
     /// model.safetensors with f32 weights. The folder loads with `model_format: "pytorch"`
@@ -75,6 +78,15 @@ fn main() -> ExitCode {
             return xi_launch::hash_password("xinference-local", password)
         }
         Some(Command::ConvertGguf { gguf, out }) => return convert_gguf(&gguf, &out),
+        Some(Command::ImportAuthConfig) => {
+            return match cli.common.home() {
+                Ok(home) => xi_launch::import_auth_config("xinference-local", &cli.api, home),
+                Err(e) => {
+                    eprintln!("xinference-local: error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {}
     }
     cli.models.apply_threads();

@@ -27,10 +27,28 @@ struct Cli {
     common: CommonArgs,
     #[command(flatten)]
     api: ApiArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Copy the users and api keys of --auth-config into the identity store (--database-url,
+    /// else $XINFERENCE_HOME/identity.db), all or nothing; then start with --auth.
+    ImportAuthConfig,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ImportAuthConfig) = cli.command {
+        return match cli.common.home() {
+            Ok(home) => xi_launch::import_auth_config("xinference-supervisor", &cli.api, home),
+            Err(e) => {
+                eprintln!("xinference-supervisor: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(&cli.common.log_level);
     raise_open_file_limit();
     exit_code("xinference-supervisor", serve(cli))

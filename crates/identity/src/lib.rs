@@ -25,5 +25,7 @@ pub mod usage;
 pub mod users;
 
 pub use error::IdentityError;
-pub use service::{Bootstrap, Identity, IdentityOptions, Issued, MUST_CHANGE_PASSWORD};
+pub use service::{
+    Bootstrap, Identity, IdentityOptions, ImportReport, Issued, MUST_CHANGE_PASSWORD,
+};
 pub use store::Store;

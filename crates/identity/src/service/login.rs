@@ -289,7 +289,11 @@ impl Identity {
             return self.authenticate_key(token).await;
         }
         if is_api_key(token) {
-            return self.config_authenticate(authorization);
+            // A config key, or one imported from a config file into the store.
+            return match self.config_authenticate(authorization) {
+                Ok(principal) => Ok(principal),
+                Err(_) => self.authenticate_key(token).await,
+            };
         }
         let claims = self.verify(token)?;
         let Some(sid) = claims.sid.as_deref() else {

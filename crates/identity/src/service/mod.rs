@@ -3,6 +3,7 @@
 //! keys with their rules (nobody grants what they do not hold, the last admin stays, config
 //! principals are read-only). No HTTP here: the routes call these methods with the caller.
 
+mod import;
 mod keys;
 mod login;
 mod users;
@@ -24,6 +25,7 @@ use crate::error::{IdentityError, Result};
 use crate::limits::{periods, Limiter, Permit, Refusal};
 use crate::store::Store;
 
+pub use import::ImportReport;
 pub use login::{Issued, MUST_CHANGE_PASSWORD};
 pub use users::Bootstrap;
 
