@@ -282,6 +282,12 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
     mapped.into()
 }
 
+/// Path parameters of the wrong type (`/v1/admin/users/abc`) are 422 naming the problem, as
+/// FastAPI answers them.
+pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    SupervisorError::Unprocessable(format!("Invalid path parameter: {err}")).into()
+}
+
 /// Query-string errors (`?detailed=maybe`) are 422, as FastAPI answers them.
 pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     SupervisorError::Unprocessable(format!("Invalid query string: {err}")).into()

@@ -202,6 +202,7 @@ impl Supervisor {
                 )
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .app_data(body_limits)
                 .configure(|cfg| routes::configure(&table, cfg))
                 .default_service(web::to(routes::not_found))

@@ -441,6 +441,9 @@ async fn without_a_config_the_first_admin_must_change_its_password_and_stays_the
     assert_eq!(admin.delete("/v1/admin/users/1").await.0, 403);
     // Unknown ids and bodies are clear 4xx.
     assert_eq!(admin.get("/v1/admin/users/99").await.0, 404);
+    let (status, body) = admin.get("/v1/admin/users/abc").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("path"), "{body}");
     // A body of the wrong shape is 422, as upstream (FastAPI) answers it.
     assert_eq!(
         admin
