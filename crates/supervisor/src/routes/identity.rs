@@ -4,10 +4,13 @@
 //! its `Require`/`Authenticated` extractor and hands it to `xi_identity::Identity`, which
 //! applies the rules (nobody grants what they do not hold, the last admin stays, ...).
 
+use std::future::{ready, Ready};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
+use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use xi_api::auth::TokenResponse;
 use xi_api::identity::{
@@ -19,7 +22,9 @@ use xi_auth::{Credential, Principal};
 use xi_identity::audit::Filter;
 use xi_identity::{Identity, Issued};
 
-use crate::authz::{Admin, Authenticated, Caller, KeysCreate, Require, UsersManage};
+use crate::authz::{
+    Admin, Authenticated, Caller, KeysCreate, Require, RequiredPermission, UsersManage,
+};
 use crate::error::SupervisorError;
 use crate::state::AppState;
 
@@ -37,6 +42,48 @@ fn principal(caller: &Caller) -> Result<&Principal, SupervisorError> {
     caller
         .principal()
         .ok_or_else(|| SupervisorError::internal("identity route without a principal"))
+}
+
+/// What an admin handler acts with: the identity store, the caller holding permission `P`
+/// (checked by [`Require<P>`], so the row's permission is in the handler's signature), and the
+/// client's address for the audit log.
+pub struct Acting<P: RequiredPermission> {
+    identity: Arc<Identity>,
+    actor: Arc<Principal>,
+    address: String,
+    _permission: PhantomData<P>,
+}
+
+impl<P: RequiredPermission> Acting<P> {
+    fn actor(&self) -> &Principal {
+        &self.actor
+    }
+}
+
+impl<P: RequiredPermission> FromRequest for Acting<P> {
+    type Error = SupervisorError;
+    type Future = Ready<Result<Self, SupervisorError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let acting = (|| {
+            let require = Require::<P>::from_request(req, payload).into_inner()?;
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| SupervisorError::internal("application state missing"))?;
+            let Caller::User(actor) = require.caller else {
+                return Err(SupervisorError::internal(
+                    "identity route without a principal",
+                ));
+            };
+            Ok(Acting {
+                identity: identity(state)?,
+                actor,
+                address: peer(state, req),
+                _permission: PhantomData,
+            })
+        })();
+        ready(acting)
+    }
 }
 
 /// The client's address: the socket's peer, or what a `--trusted-proxy` forwards.
@@ -129,60 +176,43 @@ pub async fn me(
 }
 
 pub async fn create_user(
-    req: HttpRequest,
-    require: Require<UsersManage>,
-    state: web::Data<AppState>,
+    a: Acting<UsersManage>,
     body: web::Json<CreateUserRequest>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
-    let created = identity
-        .create_user(actor, body.into_inner(), &peer(&state, &req))
+    let created = a
+        .identity
+        .create_user(a.actor(), body.into_inner(), &a.address)
         .await?;
     Ok(HttpResponse::Created().json(created))
 }
 
-pub async fn users(
-    _: Require<UsersManage>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, SupervisorError> {
-    Ok(HttpResponse::Ok().json(identity(&state)?.users().await?))
+pub async fn users(a: Acting<UsersManage>) -> Result<HttpResponse, SupervisorError> {
+    Ok(HttpResponse::Ok().json(a.identity.users().await?))
 }
 
 pub async fn user(
-    _: Require<UsersManage>,
-    state: web::Data<AppState>,
+    a: Acting<UsersManage>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, SupervisorError> {
-    Ok(HttpResponse::Ok().json(identity(&state)?.user(*id).await?))
+    Ok(HttpResponse::Ok().json(a.identity.user(*id).await?))
 }
 
 pub async fn update_user(
-    req: HttpRequest,
-    require: Require<UsersManage>,
-    state: web::Data<AppState>,
+    a: Acting<UsersManage>,
     id: web::Path<i64>,
     body: web::Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
-    identity
-        .update_user(actor, *id, body.into_inner(), &peer(&state, &req))
+    a.identity
+        .update_user(a.actor(), *id, body.into_inner(), &a.address)
         .await?;
     Ok(done())
 }
 
 pub async fn delete_user(
-    req: HttpRequest,
-    require: Require<UsersManage>,
-    state: web::Data<AppState>,
+    a: Acting<UsersManage>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
-    identity
-        .delete_user(actor, *id, &peer(&state, &req))
-        .await?;
+    a.identity.delete_user(a.actor(), *id, &a.address).await?;
     Ok(done())
 }
 
@@ -204,45 +234,35 @@ pub async fn change_password(
 }
 
 pub async fn user_permissions(
-    _: Require<UsersManage>,
-    state: web::Data<AppState>,
+    a: Acting<UsersManage>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let user = identity(&state)?.user(*id).await?;
-    Ok(HttpResponse::Ok().json(UserPermissions {
-        permissions: user.permissions,
-    }))
+    let permissions = a.identity.user(*id).await?.permissions;
+    Ok(HttpResponse::Ok().json(UserPermissions { permissions }))
 }
 
 pub async fn set_user_permissions(
-    req: HttpRequest,
-    require: Require<UsersManage>,
-    state: web::Data<AppState>,
+    a: Acting<UsersManage>,
     id: web::Path<i64>,
     body: web::Json<UserPermissions>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
     let change = UpdateUserRequest {
         permissions: Some(body.into_inner().permissions),
         ..UpdateUserRequest::default()
     };
-    identity
-        .update_user(actor, *id, change, &peer(&state, &req))
+    a.identity
+        .update_user(a.actor(), *id, change, &a.address)
         .await?;
     Ok(done())
 }
 
 pub async fn create_key(
-    req: HttpRequest,
-    require: Require<KeysCreate>,
-    state: web::Data<AppState>,
+    a: Acting<KeysCreate>,
     body: web::Json<CreateKeyRequest>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
-    let created = identity
-        .create_key(actor, body.into_inner(), &peer(&state, &req))
+    let created = a
+        .identity
+        .create_key(a.actor(), body.into_inner(), &a.address)
         .await?;
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -255,80 +275,57 @@ pub struct KeysQuery {
 }
 
 pub async fn keys(
-    require: Require<KeysCreate>,
-    state: web::Data<AppState>,
+    a: Acting<KeysCreate>,
     query: web::Query<KeysQuery>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
-    Ok(HttpResponse::Ok().json(identity.keys(actor, query.owner).await?))
+    Ok(HttpResponse::Ok().json(a.identity.keys(a.actor(), query.owner).await?))
 }
 
 pub async fn key(
-    require: Require<KeysCreate>,
-    state: web::Data<AppState>,
+    a: Acting<KeysCreate>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
-    Ok(HttpResponse::Ok().json(identity.key(actor, *id).await?))
+    Ok(HttpResponse::Ok().json(a.identity.key(a.actor(), *id).await?))
 }
 
 pub async fn update_key(
-    req: HttpRequest,
-    require: Require<KeysCreate>,
-    state: web::Data<AppState>,
+    a: Acting<KeysCreate>,
     id: web::Path<i64>,
     body: web::Json<UpdateKeyRequest>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
-    identity
-        .update_key(actor, *id, body.into_inner(), &peer(&state, &req))
+    a.identity
+        .update_key(a.actor(), *id, body.into_inner(), &a.address)
         .await?;
     Ok(done())
 }
 
 pub async fn delete_key(
-    req: HttpRequest,
-    require: Require<KeysCreate>,
-    state: web::Data<AppState>,
+    a: Acting<KeysCreate>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
-    identity.delete_key(actor, *id, &peer(&state, &req)).await?;
+    a.identity.delete_key(a.actor(), *id, &a.address).await?;
     Ok(done())
 }
 
 pub async fn key_models(
-    require: Require<KeysCreate>,
-    state: web::Data<AppState>,
+    a: Acting<KeysCreate>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
-    let key = identity.key(actor, *id).await?;
-    Ok(HttpResponse::Ok().json(KeyModelPermissions {
-        model_permissions: key.model_permissions,
-    }))
+    let model_permissions = a.identity.key(a.actor(), *id).await?.model_permissions;
+    Ok(HttpResponse::Ok().json(KeyModelPermissions { model_permissions }))
 }
 
 pub async fn set_key_models(
-    req: HttpRequest,
-    require: Require<KeysCreate>,
-    state: web::Data<AppState>,
+    a: Acting<KeysCreate>,
     id: web::Path<i64>,
     body: web::Json<KeyModelPermissions>,
 ) -> Result<HttpResponse, SupervisorError> {
-    let identity = identity(&state)?;
-    let actor = principal(&require.caller)?;
     let change = UpdateKeyRequest {
         model_permissions: Some(body.into_inner().model_permissions),
         ..UpdateKeyRequest::default()
     };
-    identity
-        .update_key(actor, *id, change, &peer(&state, &req))
+    a.identity
+        .update_key(a.actor(), *id, change, &a.address)
         .await?;
     Ok(done())
 }
@@ -346,8 +343,7 @@ pub struct AuditQuery {
 }
 
 pub async fn audit(
-    _: Require<Admin>,
-    state: web::Data<AppState>,
+    a: Acting<Admin>,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, SupervisorError> {
     let q = query.into_inner();
@@ -360,5 +356,5 @@ pub async fn audit(
         before_id: q.before_id,
         limit: q.limit.unwrap_or(100),
     };
-    Ok(HttpResponse::Ok().json(identity(&state)?.audit(&filter).await?))
+    Ok(HttpResponse::Ok().json(a.identity.audit(&filter).await?))
 }

@@ -4,7 +4,8 @@
 //! `Access::Public` rows (and the `PublicOrRequires` rows unless `--metrics-require-auth`); the
 //! permission-matrix test walks this table, and `docs/auth.md`'s permission table is generated
 //! from it (`tests/it/docs.rs`). A handler enforces its row's permission through `Require<P>`
-//! (or `RequireUnlessPublic<P>`) in its signature, and the test proves the two agree.
+//! (or `RequireUnlessPublic<P>`, or the identity routes' `Acting<P>`, which wraps `Require<P>`)
+//! in its signature, and the test proves the two agree.
 
 mod auth;
 mod catalogue;
