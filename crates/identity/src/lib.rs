@@ -26,6 +26,6 @@ pub mod users;
 
 pub use error::IdentityError;
 pub use service::{
-    Bootstrap, Identity, IdentityOptions, ImportReport, Issued, MUST_CHANGE_PASSWORD,
+    Bootstrap, Denial, Identity, IdentityOptions, ImportReport, Issued, MUST_CHANGE_PASSWORD,
 };
 pub use store::Store;

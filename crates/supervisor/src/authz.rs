@@ -82,7 +82,9 @@ pub async fn authenticate(
             principal
                 .and_then(|p| must_change_gate(&req, p))
                 .and_then(|p| {
-                    let permit = usage::admit(state, &p)?;
+                    // Refused for this principal: audited here, with who it was.
+                    let permit = usage::admit(state, &p)
+                        .inspect_err(|e| audit_denial(state, req.request(), e, Some(&p)))?;
                     Ok(Some((Caller::User(Arc::new(p)), permit)))
                 })
         }
@@ -94,9 +96,16 @@ pub async fn authenticate(
         }
         Ok(None) => None,
         Err(err) => {
+            let audited_already = matches!(err, SupervisorError::Limited { .. });
+            if let Some(state) = req
+                .app_data::<web::Data<AppState>>()
+                .filter(|_| !audited_already)
+            {
+                audit_denial(state, req.request(), &err, None);
+            }
             return Ok(req
                 .into_response(err.error_response())
-                .map_into_right_body())
+                .map_into_right_body());
         }
     };
     let res = next.call(req).await?;
@@ -107,6 +116,34 @@ pub async fn authenticate(
         }),
         None => res.map_into_left_body().map_into_left_body(),
     })
+}
+
+/// Records a refused request in the identity store's audit log (when there is one).
+pub fn audit_denial(
+    state: &AppState,
+    req: &HttpRequest,
+    err: &SupervisorError,
+    caller: Option<&Principal>,
+) {
+    let Some(identity) = &state.identity else {
+        return;
+    };
+    let outcome = match err {
+        SupervisorError::Auth(AuthError::NotAuthenticated) => "not_authenticated",
+        SupervisorError::Auth(_) | SupervisorError::Unauthorized(_) => "invalid_credentials",
+        SupervisorError::Forbidden { .. } => "forbidden",
+        SupervisorError::Denied(_) => "refused",
+        SupervisorError::Limited { .. } => "limited",
+        _ => return,
+    };
+    identity.note_denied(xi_identity::Denial {
+        outcome,
+        username: caller.map(|p| p.username.clone()),
+        key_prefix: caller.and_then(|p| p.key.as_ref().map(|k| k.prefix.clone())),
+        target: format!("{} {}", req.method(), req.path()),
+        address: crate::client_address::of(req, &state.config.trusted_proxies),
+        detail: Some(err.to_string()),
+    });
 }
 
 /// Lets an account that must change its password through only to change it (its own), see
@@ -179,9 +216,13 @@ impl<P: RequiredPermission> FromRequest for Require<P> {
             None => Err(SupervisorError::Auth(AuthError::NotAuthenticated)),
             Some(Caller::User(p)) if !p.permissions.allows(P::PERMISSION) => {
                 tracing::info!(user = %p.username, required = %P::PERMISSION, path = %req.path(), "permission denied");
-                Err(SupervisorError::Forbidden {
+                let err = SupervisorError::Forbidden {
                     required: P::PERMISSION,
-                })
+                };
+                if let Some(state) = req.app_data::<web::Data<AppState>>() {
+                    audit_denial(state, req, &err, Some(&p));
+                }
+                Err(err)
             }
             Some(caller) => Ok(Require {
                 caller,

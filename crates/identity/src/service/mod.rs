@@ -8,6 +8,7 @@ mod keys;
 mod login;
 mod users;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::limits::{periods, Limiter, Permit, Refusal};
 use crate::store::Store;
 
 pub use import::ImportReport;
+
 pub use login::{Issued, MUST_CHANGE_PASSWORD};
 pub use users::Bootstrap;
 
@@ -98,6 +100,25 @@ pub struct Identity {
     /// Password checks and hashing: bounded, low-priority threads (a login storm cannot
     /// starve the request threads).
     hashing: Arc<HashPool>,
+    /// Denied requests being written to the audit log.
+    denials: Arc<tokio::sync::Semaphore>,
+    denials_dropped: AtomicU64,
+}
+
+/// Denied-request events written at once, at most.
+pub const DENIAL_WRITES: usize = 64;
+
+/// A denied request, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Denial {
+    /// `invalid_credentials`, `forbidden`, `limited`, `must_change_password`, ...
+    pub outcome: &'static str,
+    pub username: Option<String>,
+    pub key_prefix: Option<String>,
+    /// `METHOD /path`.
+    pub target: String,
+    pub address: String,
+    pub detail: Option<String>,
 }
 
 impl Identity {
@@ -130,6 +151,8 @@ impl Identity {
             sessions: Cache::new(options.cache_ttl),
             limiter: Limiter::default(),
             hashing,
+            denials: Arc::new(tokio::sync::Semaphore::new(DENIAL_WRITES)),
+            denials_dropped: AtomicU64::new(0),
             store,
             config,
             signer,
@@ -195,6 +218,34 @@ impl Identity {
         if let Err(e) = audit::record(self.store.pool(), self.now(), &event).await {
             tracing::warn!(error = %e, action = event.action, "audit event not recorded");
         }
+    }
+
+    /// Records a denied request (401, 403, 429) in the background: the request is answered
+    /// at once, and a flood of denials cannot pile up database writes (beyond
+    /// [`DENIAL_WRITES`] in flight, further ones are counted in the log, not recorded).
+    pub fn note_denied(self: &Arc<Self>, denial: Denial) {
+        let Ok(permit) = self.denials.clone().try_acquire_owned() else {
+            let dropped = self.denials_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "denied requests not audited: too many at once");
+            }
+            return;
+        };
+        let identity = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            identity
+                .record(Event {
+                    action: "denied",
+                    outcome: denial.outcome,
+                    username: denial.username.as_deref(),
+                    key_prefix: denial.key_prefix.as_deref(),
+                    target: Some(denial.target),
+                    address: Some(&denial.address),
+                    detail: denial.detail,
+                })
+                .await;
+        });
     }
 
     /// Audit events, newest first (`admin` only: the route requires it).

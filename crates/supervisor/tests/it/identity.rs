@@ -311,12 +311,28 @@ async fn users_keys_and_sessions_over_http_with_config_admins() {
         "user.create",
         "key.create",
         "key.revoke",
+        "denied",
     ] {
         assert!(
             text.contains(&format!("\"action\":\"{action}\"")),
             "{action} in {text}"
         );
     }
+    let denied = |outcome: &str, user: Option<&str>| {
+        events.as_array().unwrap().iter().any(|e| {
+            e["action"] == "denied"
+                && e["outcome"] == outcome
+                && user.is_none_or(|u| e["username"] == u)
+        })
+    };
+    assert!(
+        denied("forbidden", Some("alice")),
+        "alice's 403 is audited: {text}"
+    );
+    assert!(
+        denied("invalid_credentials", None),
+        "the revoked key's 401 is audited"
+    );
     for secret in [
         key.as_str(),
         "alice-password",
