@@ -7,6 +7,8 @@
 #   CHROMIUM           the browser (default: /usr/bin/chromium, installed with apt-get if missing)
 #   XINFERENCE_LOCAL   binary to test (default: built here, debug profile)
 #   NPM_CACHE          npm's download cache (default: $HOME/.cache/xinference-rs/npm)
+#   XI_UI_DIR          serve the UI files from this folder instead of the binary's (UI work without
+#                      a rebuild; e.g. crates/supervisor/ui); unset in CI
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -51,7 +53,8 @@ fi
 XINFERENCE_LOCAL=$(cd "$(dirname "$XINFERENCE_LOCAL")" && pwd)/$(basename "$XINFERENCE_LOCAL")
 models=$(scripts/fetch-test-models.sh)
 
-# 4. Two servers on free ports: one with auth, one without. Always stopped at the end.
+# 4. Three servers on free ports: auth with a config file, auth with the identity store alone,
+# and no auth. Always stopped at the end.
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -107,11 +110,18 @@ start_server() { # name, extra flags...
 }
 start_server auth --auth-config "$work/auth.json"
 auth_url=$server_url
+start_server store --auth
+store_url=$server_url
 start_server open
 open_url=$server_url
 
 # 5. The tests.
+ui_dir=""
+if [ -n "${XI_UI_DIR:-}" ]; then
+  ui_dir=$(cd "$XI_UI_DIR" && pwd)
+fi
 (cd tests/browser && XI_URL="$auth_url" XI_OPEN_URL="$open_url" XI_SECRET="$secret" \
+  XI_STORE_URL="$store_url" XI_STORE_LOG="$out/store-server.log" XI_UI_DIR="$ui_dir" \
   XI_MODELS="$models" BROWSER_TEST_OUT="$out" CHROMIUM="$chromium" \
   node --test --test-concurrency=1 --test-reporter=spec ui.test.mjs)
 

@@ -2,12 +2,15 @@
 // real xinference-local with auth on, serving the real test models. Started by
 // scripts/browser-test.sh, which provides:
 //
-//   XI_URL         server with --auth-config (users below)
+//   XI_URL         server with --auth-config (users below; the identity store is on too)
+//   XI_STORE_URL   server with --auth alone: the identity store's first admin
+//   XI_STORE_LOG   that server's stderr, where it prints the first admin's password
 //   XI_OPEN_URL    server without auth
 //   XI_SECRET      the auth config's secret_key (to sign an expired token)
 //   XI_MODELS      folder of the test models (scripts/fetch-test-models.sh)
 //   CHROMIUM       the browser (default /usr/bin/chromium)
 //   BROWSER_TEST_OUT  where the screenshots go
+//   XI_UI_DIR      optional: serve the UI files from this folder instead of the binary's
 //
 // The steps run in order and share the server: the admin launches the models that later steps
 // (the list-only user, the chat) see.
@@ -15,9 +18,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { buildCrossEncoder } from './cross-encoder.mjs';
@@ -29,6 +32,9 @@ const env = (name) => {
 };
 const URL_AUTH = env('XI_URL');
 const URL_OPEN = env('XI_OPEN_URL');
+const URL_STORE = env('XI_STORE_URL');
+const STORE_LOG = env('XI_STORE_LOG');
+const UI_DIR = process.env.XI_UI_DIR || '';
 const SECRET = env('XI_SECRET');
 const MODELS = env('XI_MODELS');
 const OUT = env('BROWSER_TEST_OUT');
@@ -46,8 +52,32 @@ let browser;
 let shots = 0;
 const problems = []; // console errors and page errors, checked at the end
 
+// The headers the server sends with every UI file (crates/supervisor/src/routes/ui.rs).
+const UI_HEADERS = {
+  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    + "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+  'x-content-type-options': 'nosniff',
+  'cache-control': 'no-cache',
+};
+const UI_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml' };
+
 async function newPage() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  if (UI_DIR) {
+    // UI work without rebuilding the binary: its files come from the folder, the API from it.
+    // Requests that follow a redirect are not routed: `/` moves on to `ui/` with a new navigation.
+    await context.route((url) => url.pathname === '/', (route) => route.fulfill({
+      status: 200,
+      headers: { 'content-type': 'text/html' },
+      body: '<meta http-equiv="refresh" content="0; url=ui/">',
+    }));
+    await context.route((url) => url.pathname.startsWith('/ui/'), (route) => {
+      const name = new URL(route.request().url()).pathname.slice('/ui/'.length) || 'index.html';
+      const file = join(UI_DIR, name);
+      if (name.includes('/') || !existsSync(file)) return route.continue();
+      return route.fulfill({ status: 200, headers: { ...UI_HEADERS, 'content-type': UI_TYPES[extname(name)] }, body: readFileSync(file) });
+    });
+  }
   const page = await context.newPage();
   page.setDefaultTimeout(30_000);
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
@@ -67,13 +97,14 @@ async function shot(page, name) {
   return file;
 }
 
-async function login(page, { username, password }) {
-  await page.goto(`${URL_AUTH}/`);
+async function login(page, { username, password }, url = URL_AUTH) {
+  await page.goto(`${url}/`);
   await page.locator('#login-form').waitFor();
   await page.fill('#username', username);
   await page.fill('#password', password);
   await page.click('#login-submit');
   await page.waitForURL(/#\/models$/);
+  await page.locator('#main[data-page="models"]').waitFor({ state: 'attached' });
 }
 
 /** A JWT the server itself would issue, signed with its key, but expired a minute ago. */
@@ -83,6 +114,15 @@ function expiredToken(sub, scopes) {
   const unsigned = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, scopes, iat: now - 3600, exp: now - 60 })}`;
   const signature = createHmac('sha256', SECRET).update(unsigned).digest('base64url');
   return `${unsigned}.${signature}`;
+}
+
+/** `POST /v1/auth/refresh` from outside the browser. */
+function refreshWith(url, refreshToken) {
+  return fetch(`${url}/v1/auth/refresh`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ refresh_token: refreshToken }),
+  });
 }
 
 async function fillLaunchForm(page, fields) {
@@ -332,10 +372,24 @@ describe('web UI with auth on', () => {
     await shot(page, 'cluster');
   });
 
-  test('logging out forgets the token and returns to the login page', async () => {
+  test('the Users page lists the config file\'s users read-only; they change no password here', async () => {
+    await page.click('#nav a[data-page="users"]');
+    const row = page.locator('#users-table tr[data-username="lister"]');
+    await row.waitFor();
+    assert.deepEqual((await row.locator('td').allInnerTexts()).slice(1, 5), ['config', 'yes', 'no', 'models:list']);
+    assert.equal(await row.locator('td.actions').innerText(), 'config file, read-only');
+    assert.equal(await page.locator('#users-table button').count(), 0);
+    assert.equal(await page.locator('#change-password').isVisible(), false, 'config users have no id');
+  });
+
+  test('logging out ends the session on the server, forgets the tokens and returns to the login page', async () => {
+    const refresh = await page.evaluate(() => sessionStorage.getItem('xinference.refresh'));
+    assert.ok(refresh, 'the login stored a refresh token');
     await page.click('#logout');
     await page.locator('#login-message', { hasText: 'You are logged out.' }).waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.getItem('xinference.token')), null);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('xinference.refresh')), null);
+    assert.equal((await refreshWith(URL_AUTH, refresh)).status, 401, 'the session is over');
     await page.evaluate(() => { location.hash = '#/chat'; });
     await page.waitForURL(/#\/login$/);
     await shot(page, 'logged-out');
@@ -380,20 +434,39 @@ describe('web UI with auth on', () => {
     await page.context().close();
   });
 
-  test('a token the server rejects (tampered, then expired) returns to login with a message', async () => {
+  test('a refused token is renewed once with the refresh token; without one, back to login with a message', async () => {
     page = await newPage();
     await login(page, ADMIN);
     await page.locator(`#models-table tr[data-uid="${EMBED_UID}"]`).waitFor();
-
-    // Tampered: a valid-looking token whose signature the server refuses.
-    await page.evaluate(() => {
+    const tamper = () => page.evaluate(() => {
       const t = sessionStorage.getItem('xinference.token');
       sessionStorage.setItem('xinference.token', t.slice(0, -4) + (t.endsWith('AAAA') ? 'BBBB' : 'AAAA'));
+      return sessionStorage.getItem('xinference.token');
     });
+
+    // Tampered: a valid-looking token whose signature the server refuses. The page renews the
+    // session (a new pair of tokens) and the call goes through: the user sees nothing.
+    const oldRefresh = await page.evaluate(() => sessionStorage.getItem('xinference.refresh'));
+    const tampered = await tamper();
+    const renewed = page.waitForResponse((r) => r.url().endsWith('/v1/auth/refresh') && r.status() === 200);
+    await page.click('#refresh-models');
+    await renewed;
+    await page.locator(`#models-table tr[data-uid="${EMBED_UID}"]`).waitFor();
+    const now = await page.evaluate(() => [sessionStorage.getItem('xinference.token'), sessionStorage.getItem('xinference.refresh')]);
+    assert.notEqual(now[0], tampered);
+    assert.notEqual(now[1], oldRefresh, 'the refresh token rotated');
+    assert.match(page.url(), /#\/models$/);
+
+    // Tampered again, and the refresh token is one the server has already used (a stolen copy):
+    // the server ends the session, and the page goes back to the login.
+    await tamper();
+    await page.evaluate((t) => sessionStorage.setItem('xinference.refresh', t), oldRefresh);
     await page.click('#refresh-models');
     await page.locator('#login-message', { hasText: 'Your session expired, please log in.' }).waitFor();
     await page.waitForURL(/#\/login$/);
     assert.equal(await page.evaluate(() => sessionStorage.getItem('xinference.token')), null);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('xinference.refresh')), null);
+    assert.equal((await refreshWith(URL_AUTH, now[1])).status, 401, 'reuse ended the whole session');
     await shot(page, 'session-expired');
 
     // Logging in again goes back where the user was.
@@ -402,25 +475,241 @@ describe('web UI with auth on', () => {
     await page.click('#login-submit');
     await page.waitForURL(/#\/models$/);
 
-    // Expired: correctly signed with the server's key, but past its exp. The page still on
-    // screen uses it for its next call, and the server refuses it.
+    // Expired: correctly signed with the server's key, but past its exp, and no refresh token.
+    // The page still on screen uses it for its next call, and the server refuses it.
     await page.locator(`#models-table tr[data-uid="${EMBED_UID}"]`).waitFor();
+    const refresh = await page.evaluate(() => sessionStorage.getItem('xinference.refresh'));
     const expired = expiredToken(ADMIN.username, ['admin']);
-    await page.evaluate((t) => sessionStorage.setItem('xinference.token', t), expired);
+    await page.evaluate((t) => {
+      sessionStorage.setItem('xinference.token', t);
+      sessionStorage.removeItem('xinference.refresh');
+    }, expired);
     await page.click('#refresh-models');
     await page.locator('#login-message', { hasText: 'Your session expired, please log in.' }).waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.getItem('xinference.token')), null);
 
-    // Opening the page with an expired token leads to the login page without sending it.
+    // Opening the page with an expired token never sends it: with a refresh token the page
+    // renews the session first and opens the page asked for; without one, the login page.
     const sent = [];
     page.on('request', (r) => {
       if (r.headers().authorization === `Bearer ${expired}`) sent.push(r.url());
     });
-    await page.evaluate((t) => sessionStorage.setItem('xinference.token', t), expired);
+    await page.evaluate(([t, r]) => {
+      sessionStorage.setItem('xinference.token', t);
+      sessionStorage.setItem('xinference.refresh', r);
+    }, [expired, refresh]);
+    await page.goto(`${URL_AUTH}/ui/#/registrations`);
+    await page.locator('#reg-list').waitFor();
+    assert.match(page.url(), /#\/registrations$/);
+    assert.notEqual(await page.evaluate(() => sessionStorage.getItem('xinference.token')), expired);
+    await page.evaluate((t) => {
+      sessionStorage.setItem('xinference.token', t);
+      sessionStorage.removeItem('xinference.refresh');
+    }, expired);
     await page.goto(`${URL_AUTH}/ui/#/chat`);
     await page.locator('#login-message', { hasText: 'Your session expired, please log in.' }).waitFor();
     await page.waitForURL(/#\/login$/);
     assert.deepEqual(sent, []);
+    await page.context().close();
+  });
+});
+
+describe('web UI with the identity store (--auth)', () => {
+  // The first admin's password, printed once on the server's stderr.
+  const first = /First admin of the identity store: username "admin", password "([^"]+)"/.exec(readFileSync(STORE_LOG, 'utf8'));
+  const STORE_ADMIN = { username: 'admin', password: first ? first[1] : '' };
+  const NEW_ADMIN_PW = 'admin-chosen-pw';
+  const BOB = { username: 'bob', password: 'bob-password' };
+  let page;
+  let launched; // the embedding model, launched through the API while the UI steps run
+  const keys = {}; // name -> the key shown once
+
+  test('the first admin must choose a new password before anything else', async () => {
+    assert.ok(first, 'the server printed the first admin');
+    page = await newPage();
+    await page.goto(`${URL_STORE}/`);
+    await page.locator('#login-form').waitFor();
+    await page.fill('#username', STORE_ADMIN.username);
+    await page.fill('#password', STORE_ADMIN.password);
+    await page.click('#login-submit');
+    await page.waitForURL(/#\/password$/);
+    await page.locator('#password-message', { hasText: 'must get a new password' }).waitFor();
+    assert.equal(await page.inputValue('#current-password'), STORE_ADMIN.password, 'prefilled from the login');
+    assert.equal(await page.locator('#nav').isVisible(), false, 'no other page until it is changed');
+    assert.equal(await page.locator('#logout').isVisible(), true);
+    // Any other page leads back here.
+    await page.evaluate(() => { location.hash = '#/models'; });
+    await page.waitForURL(/#\/password$/);
+    await shot(page, 'store-forced-password');
+
+    await page.fill('#new-password', NEW_ADMIN_PW);
+    await page.fill('#repeat-password', 'something-else');
+    await page.click('#password-submit');
+    await page.locator('#password-error', { hasText: 'The two new passwords differ.' }).waitFor();
+    await page.fill('#repeat-password', NEW_ADMIN_PW);
+    await page.click('#password-submit');
+    await page.waitForURL(/#\/models$/);
+    await page.locator('.notice.ok', { hasText: 'Your password is changed.' }).waitFor();
+    for (const name of ['users', 'keys', 'audit']) {
+      assert.equal(await page.locator(`#nav a[data-page="${name}"]`).isVisible(), true, `${name} in the nav`);
+    }
+    assert.equal(await page.locator('#nav a[data-page="keys"]').innerText(), 'API keys');
+    assert.equal(await page.locator('#change-password').isVisible(), true);
+
+    // A model for the keys below: launched through the API, loading while the next steps run.
+    const token = await page.evaluate(() => sessionStorage.getItem('xinference.token'));
+    launched = fetch(`${URL_STORE}/v1/models`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ model_type: 'embedding', model_name: EMBED_UID, model_path: join(MODELS, 'all-MiniLM-L6-v2') }),
+    });
+  });
+
+  test('the admin adds bob on the Users page; the server\u2019s refusals show as errors', async () => {
+    await page.click('#nav a[data-page="users"]');
+    const adminRow = page.locator('#users-table tr[data-username="admin"]');
+    await adminRow.waitFor();
+    assert.deepEqual((await adminRow.locator('td').allInnerTexts()).slice(1, 5), ['local', 'yes', 'no', 'admin']);
+
+    await page.fill('#new-username', BOB.username);
+    await page.fill('#new-user-password', BOB.password);
+    await page.uncheck('#new-user-must-change');
+    assert.equal(await page.isChecked('#new-perm-models-list'), true);
+    assert.equal(await page.isChecked('#new-perm-models-read'), true);
+    await page.check('#new-perm-keys-create');
+    await page.click('#user-submit');
+    await page.locator('.notice.ok', { hasText: 'Added bob.' }).waitFor();
+    const bobRow = page.locator('#users-table tr[data-username="bob"]');
+    await bobRow.waitFor();
+    const perms = (await bobRow.locator('td.permissions').innerText()).split(', ');
+    assert.deepEqual([...perms].sort(), ['keys:create', 'models:list', 'models:read']);
+    assert.equal(await bobRow.locator('td.must-change').innerText(), 'no');
+
+    // The last admin cannot disable itself: the server says why.
+    await adminRow.locator('button.toggle').click();
+    await page.locator('.notice.error', { hasText: 'last enabled admin' }).waitFor();
+    assert.equal(await adminRow.locator('td.enabled').innerText(), 'yes');
+    await shot(page, 'store-users');
+  });
+
+  test('logging out ends the session; bob logs in and sees only his pages', async () => {
+    const refresh = await page.evaluate(() => sessionStorage.getItem('xinference.refresh'));
+    await page.click('#logout');
+    await page.locator('#login-message', { hasText: 'You are logged out.' }).waitFor();
+    assert.equal((await refreshWith(URL_STORE, refresh)).status, 401);
+    await page.context().close();
+
+    page = await newPage();
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: URL_STORE });
+    await login(page, BOB, URL_STORE);
+    await page.locator('#who-name', { hasText: 'bob' }).waitFor();
+    assert.equal(await page.locator('#nav a[data-page="keys"]').innerText(), 'My keys');
+    assert.equal(await page.locator('#nav a[data-page="users"]').isVisible(), false);
+    assert.equal(await page.locator('#nav a[data-page="audit"]').isVisible(), false);
+    // Forcing the page: the UI says why, the server would refuse anyway.
+    await page.evaluate(() => { location.hash = '#/users'; });
+    await page.locator('.denied-hint', { hasText: 'requires the users:manage permission' }).waitFor();
+  });
+
+  test('bob creates a key for every model and one for a model: each shown once, then by prefix only', async () => {
+    await page.click('#nav a[data-page="keys"]');
+    await page.locator('#keys-list .empty', { hasText: 'No API key yet.' }).waitFor();
+    await page.fill('#key-name', 'every-model');
+    await page.click('#key-submit');
+    const value = page.locator('#new-key-value');
+    await value.waitFor();
+    keys.every = await value.innerText();
+    assert.match(keys.every, /^xf-[A-Za-z0-9]{48}$/);
+    await page.locator('#new-key', { hasText: 'It will not be shown again' }).waitFor();
+    await page.click('#new-key-copy');
+    await page.locator('.notice.ok', { hasText: 'The key is copied.' }).waitFor();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), keys.every);
+    const everyRow = page.locator(`#keys-table tr[data-prefix="${keys.every.slice(0, 7)}"]`);
+    await everyRow.waitFor();
+    assert.equal(await everyRow.locator('td.models').innerText(), 'all');
+    await shot(page, 'store-key-shown');
+
+    // The second key: one model, an expiry, a limit.
+    assert.ok((await launched).ok, 'the embedding model is running');
+    await page.reload();
+    await page.locator(`#key-models option[value="${EMBED_UID}"]`).waitFor({ state: 'attached' });
+    await page.fill('#key-name', 'embed-only');
+    const nextYear = `${new Date().getUTCFullYear() + 1}-06-30`;
+    await page.fill('#key-expires', nextYear);
+    await page.selectOption('#key-models', [EMBED_UID]);
+    await page.click('details.limits summary');
+    await page.fill('#key-limit-requests_per_minute', '30');
+    await page.click('#key-submit');
+    await page.locator('#new-key h2', { hasText: 'embed-only' }).waitFor();
+    keys.embed = await page.locator('#new-key-value').innerText();
+    assert.notEqual(keys.embed, keys.every);
+
+    // The key works, for its model only.
+    const models = await fetch(`${URL_STORE}/v1/models`, { headers: { Authorization: `Bearer ${keys.embed}` } });
+    assert.equal(models.status, 200);
+    assert.deepEqual((await models.json()).data.map((m) => m.id), [EMBED_UID]);
+
+    // After a reload the keys are listed by prefix only; the page holds them nowhere.
+    await page.reload();
+    const embedRow = page.locator(`#keys-table tr[data-prefix="${keys.embed.slice(0, 7)}"]`);
+    await embedRow.waitFor();
+    assert.equal(await page.locator('#new-key').isVisible(), false);
+    const html = await page.content();
+    assert.ok(!html.includes(keys.every) && !html.includes(keys.embed), 'no key in the page');
+    const cells = await embedRow.locator('td').allInnerTexts();
+    assert.deepEqual(cells.slice(0, 6), [`${keys.embed.slice(0, 7)}\u2026`, 'embed-only', 'bob', 'yes', nextYear, EMBED_UID]);
+    assert.match(await embedRow.locator('td.usage').innerText(), /^\d+ requests, \d+ tokens$/);
+    await shot(page, 'store-keys-listed');
+  });
+
+  test('bob disables and revokes the key; the server refuses it from then on', async () => {
+    const row = page.locator(`#keys-table tr[data-prefix="${keys.embed.slice(0, 7)}"]`);
+    await row.locator('button.toggle').click();
+    await page.locator('.notice.ok', { hasText: 'Disabled the key' }).waitFor();
+    await page.locator(`#keys-table tr[data-prefix="${keys.embed.slice(0, 7)}"] td.enabled`, { hasText: 'no' }).waitFor();
+    const disabled = await fetch(`${URL_STORE}/v1/models`, { headers: { Authorization: `Bearer ${keys.embed}` } });
+    assert.equal(disabled.status, 401);
+
+    const revoke = row.locator('button.revoke');
+    await revoke.click();
+    await row.locator('button.revoke', { hasText: 'Really revoke?' }).waitFor();
+    await revoke.click();
+    await page.locator('.notice.ok', { hasText: 'Revoked the key' }).waitFor();
+    await row.waitFor({ state: 'detached' });
+    const revoked = await fetch(`${URL_STORE}/v1/models`, { headers: { Authorization: `Bearer ${keys.embed}` } });
+    assert.equal(revoked.status, 401);
+    await page.context().close();
+  });
+
+  test('the admin\u2019s audit page shows the logins and key creations, filters and pages back', async () => {
+    page = await newPage();
+    await login(page, { username: 'admin', password: NEW_ADMIN_PW }, URL_STORE);
+    await page.click('#nav a[data-page="audit"]');
+    await page.locator('#audit-table tr[data-action="key.revoke"]').waitFor();
+    const actions = await page.locator('#audit-table td.action').allInnerTexts();
+    for (const action of ['login', 'logout', 'user.password', 'user.create', 'key.create', 'key.update', 'key.revoke']) {
+      assert.ok(actions.includes(action), `${action} in ${actions}`);
+    }
+    const ids = (await page.locator('#audit-table tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.id))));
+    assert.deepEqual(ids, [...ids].sort((a, b) => b - a), 'newest first');
+    await shot(page, 'store-audit');
+
+    await page.fill('#audit-username', 'bob');
+    await page.fill('#audit-action', 'key.create');
+    await page.click('#audit-apply');
+    await page.waitForFunction(() => document.querySelectorAll('#audit-table tbody tr').length === 2
+      && [...document.querySelectorAll('#audit-table td.action')].every((td) => td.textContent === 'key.create'));
+    assert.deepEqual([...new Set(await page.locator('#audit-table td.username').allInnerTexts())], ['bob']);
+
+    // Two at a time: "Older" asks for the events before the last one shown.
+    await page.evaluate(() => { location.hash = '#/audit?limit=2'; });
+    await page.waitForFunction(() => document.querySelectorAll('#audit-table tbody tr').length === 2);
+    const older = page.waitForRequest((r) => r.url().includes(`before_id=${ids[1]}`));
+    await page.click('#audit-older');
+    await older;
+    await page.waitForFunction(() => document.querySelectorAll('#audit-table tbody tr').length === 4);
+    const paged = await page.locator('#audit-table tbody tr').evaluateAll((rows) => rows.map((r) => Number(r.dataset.id)));
+    assert.deepEqual(paged, ids.slice(0, 4));
     await page.context().close();
   });
 });

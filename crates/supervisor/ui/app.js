@@ -4,7 +4,7 @@
 
 import * as api from './api.js';
 import * as session from './session.js';
-import { clearNotices, h, parseHash } from './dom.js';
+import { clearNotices, h, notify, parseHash } from './dom.js';
 import * as login from './page-login.js';
 import * as password from './page-password.js';
 import * as models from './page-models.js';
@@ -33,6 +33,8 @@ let loginMessage = '';
 let afterLogin = HOME;
 // The password typed at the login, kept only until the forced password change has used it.
 let typedPassword = '';
+// A message for the next page shown (switching pages clears the notices).
+let flash = '';
 // Routing awaits the server (refresh, /v1/auth/me): a newer hash change wins.
 let routing = 0;
 
@@ -89,6 +91,8 @@ function show(page, params) {
   if (cleanup) cleanup();
   cleanup = null;
   if (page !== 'login') clearNotices();
+  if (flash) notify('ok', flash);
+  flash = '';
   updateHeader(page);
   const main = document.getElementById('main');
   main.replaceChildren();
@@ -106,8 +110,9 @@ function show(page, params) {
   if (page === 'password') {
     context.forced = session.mustChangePassword();
     context.currentPassword = context.forced ? typedPassword : '';
-    context.onChanged = () => {
+    context.onChanged = (message) => {
       typedPassword = '';
+      flash = message;
       go(context.forced && afterLogin !== 'password' && afterLogin !== 'login' ? afterLogin : HOME);
     };
   } else if (page !== 'login') {

@@ -7,7 +7,7 @@ import { deniedHint, field, h, table } from './dom.js';
 
 const PAGE_SIZE = 50;
 const ACTIONS = ['login', 'refresh', 'logout', 'user.bootstrap', 'user.create', 'user.update', 'user.password',
-  'user.delete', 'key.create', 'key.update', 'key.revoke'];
+  'user.delete', 'key.create', 'key.update', 'key.revoke', 'denied'];
 
 function when(unixSeconds) {
   return new Date(unixSeconds * 1000).toISOString().slice(0, 19).replace('T', ' ');
@@ -53,7 +53,7 @@ export function render(main, { params }) {
     rowsBody.append(...page.map((e) => h('tr', { 'data-id': e.id, 'data-action': e.action },
       h('td', { class: 'mono', title: String(e.at) }, when(e.at)),
       h('td', { class: 'action' }, e.action),
-      h('td', { class: `outcome ${e.outcome}` }, e.outcome),
+      h('td', { class: e.outcome === 'ok' ? 'outcome' : 'outcome refused' }, e.outcome),
       h('td', { class: 'username' }, e.username || ''),
       h('td', { class: 'mono' }, e.key_prefix || ''),
       h('td', {}, e.target || ''),

@@ -169,7 +169,7 @@ export function render(main) {
 
   main.append(
     created,
-    h('div', { class: 'columns' },
+    h('div', { class: 'stack' },
       h('section', { class: 'card' }, h('h2', {}, everyone ? 'Every user\u2019s keys' : 'Your keys'), list),
       h('form', { class: 'card', id: 'key-form', onsubmit: onSubmit },
         h('h2', {}, 'Create a key'),

@@ -5,7 +5,7 @@
 
 import * as api from './api.js';
 import * as session from './session.js';
-import { field, h, notify } from './dom.js';
+import { field, h } from './dom.js';
 
 const MIN_LENGTH = 8;
 
@@ -37,8 +37,7 @@ export function render(main, { forced, currentPassword, onChanged }) {
         { old_password: current.value, new_password: next.value },
         { action: 'changing your password' });
       session.setMe(await api.me());
-      notify('ok', 'Your password is changed.');
-      onChanged();
+      onChanged('Your password is changed.');
     } catch (err) {
       // 401 is handled (login page); the rest: wrong current password, too short, ...
       if (!(err instanceof api.ApiError && err.status === 401)) error.textContent = err.message || String(err);

@@ -173,7 +173,7 @@ export function render(main) {
   }
 
   main.append(
-    h('div', { class: 'columns' },
+    h('div', { class: 'stack' },
       h('section', { class: 'card' }, h('h2', {}, 'Accounts'), list, editor),
       h('form', { class: 'card', id: 'user-form', onsubmit: onSubmit },
         h('h2', {}, 'Add a user'),

@@ -51,6 +51,22 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../ui/page-launch.js"),
     ),
     ("page-chat.js", JS, include_bytes!("../../ui/page-chat.js")),
+    (
+        "page-users.js",
+        JS,
+        include_bytes!("../../ui/page-users.js"),
+    ),
+    ("page-keys.js", JS, include_bytes!("../../ui/page-keys.js")),
+    (
+        "page-audit.js",
+        JS,
+        include_bytes!("../../ui/page-audit.js"),
+    ),
+    (
+        "page-password.js",
+        JS,
+        include_bytes!("../../ui/page-password.js"),
+    ),
     ("page-try.js", JS, include_bytes!("../../ui/page-try.js")),
     (
         "page-registrations.js",
