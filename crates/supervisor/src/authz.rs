@@ -139,11 +139,22 @@ pub fn audit_denial(
     identity.note_denied(xi_identity::Denial {
         outcome,
         username: caller.map(|p| p.username.clone()),
-        key_prefix: caller.and_then(|p| p.key.as_ref().map(|k| k.prefix.clone())),
+        key_prefix: caller
+            .and_then(|p| p.key.as_ref().map(|k| k.prefix.clone()))
+            .or_else(|| presented_key_prefix(req)),
         target: format!("{} {}", req.method(), req.path()),
         address: crate::client_address::of(req, &state.config.trusted_proxies),
         detail: Some(err.to_string()),
     });
+}
+
+/// The display prefix (the 7 characters listings show) of an api key presented as bearer, so a
+/// refused key can be told apart in the audit log; never more of it.
+fn presented_key_prefix(req: &HttpRequest) -> Option<String> {
+    let header = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = xi_auth::service::bearer_token(Some(header))?;
+    let is_key = xi_identity::keys::looks_like_key(token) || xi_auth::service::is_api_key(token);
+    is_key.then(|| token[..7].to_string())
 }
 
 /// Lets an account that must change its password through only to change it (its own), see
