@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Auth benchmarks for xinference-local, bounded to about two minutes.
+# Auth benchmarks for xinference-local, bounded to about three and a half minutes.
 #
 #  (a) Auth overhead: GET /v1/models with a bearer token (JWT) against a server with auth on, and
 #      the same request against the same binary with auth off. Rounds alternate (on, off, on, off;
@@ -12,13 +12,29 @@
 #      about 1,800 req/s in all) so that it measures latency, not the queueing of a saturated
 #      server; a closed-loop probe on 2 cores gives a bimodal idle p99 (0.1 ms or 4 ms, depending
 #      on how the connections land on the worker threads). PROBE_DELAY_MS=0 gives that probe.
+#  (c) Identity store with many keys: a third server, `--auth` (SQLite identity store, no config
+#      file), whose store holds DB_KEYS (10,000) api keys, all created through POST
+#      /v1/admin/keys (real keys, never SQL). GET /v1/models with one of them, with a DB user's
+#      JWT, and on the auth-off server, alternating rounds; medians. Goal: key overhead <= 5 %.
+#      The key creation itself is the key-creation throughput measurement (wrk, KEY_CONNS
+#      parallel clients, bench/keys.lua).
+#  (d) Token refresh throughput: REFRESH_SESSIONS logins of the DB user, each a chain of POST
+#      /v1/auth/refresh for DURATION_S. A refresh needs the token the previous one returned, so
+#      each chain is sequential: wrk with one connection per thread (-tN -cN) and
+#      bench/refresh.lua, which carries each thread's refresh token from the response body to
+#      its next request (wrk rather than a Python loop: a C client costs the shared 2 cores far
+#      less per request, and each Lua state is exactly one chain).
 #
 # Starts its own servers on 127.0.0.1 (port 0, temp XINFERENCE_HOME) and stops them on exit.
 # Builds nothing, except `cargo build --release --bin xinference-local` when the binary is missing.
+# Takes about 3 min 10 s with the defaults (2 cores).
 #
 # Knobs (environment): DURATION_S (10, seconds per wrk run), ROUNDS (2), CONNS (16, connections of
 # the throughput runs), PROBE_CONNS (4, connections of the latency probe), PROBE_DELAY_MS (2,
 # pause of each probe connection between requests; 0 = closed loop), STORM_CONNS (32),
+# DB_KEYS (10000, keys in the store for (c)), KEY_CONNS (8, parallel key creators),
+# REFRESH_SESSIONS (8, parallel refresh chains), KEEP_WORK (set: keep the temp dir with the
+# servers' logs and every wrk output, for a look at failed requests),
 # XINFERENCE_LOCAL (path of the binary; default target/release/xinference-local).
 set -euo pipefail
 
@@ -30,6 +46,9 @@ CONNS=${CONNS:-16}
 PROBE_CONNS=${PROBE_CONNS:-4}
 PROBE_DELAY_MS=${PROBE_DELAY_MS:-2}
 STORM_CONNS=${STORM_CONNS:-32}
+DB_KEYS=${DB_KEYS:-10000}
+KEY_CONNS=${KEY_CONNS:-8}
+REFRESH_SESSIONS=${REFRESH_SESSIONS:-8}
 
 for tool in wrk curl awk; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -55,7 +74,11 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
-    rm -rf "$WORK"
+    if [ -n "${KEEP_WORK:-}" ]; then
+        echo "== kept $WORK (servers' logs, wrk outputs)" >&2
+    else
+        rm -rf "$WORK"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -114,6 +137,8 @@ start_server on --auth-config "$WORK/auth.json"
 ON=$ADDR
 start_server off
 OFF=$ADDR
+start_server db --auth
+DB=$ADDR
 
 TOKEN=$(curl -sf -X POST "$ON/token" -H 'Content-Type: application/json' \
     -d "{\"username\":\"$BENCH_USER\",\"password\":\"$BENCH_PASSWORD\"}" |
@@ -131,6 +156,36 @@ if [ "$code_on_anon" != 401 ] || [ "$code_on_tok" != 200 ] || [ "$code_on_key" !
     echo "sanity check failed: anon->auth-on $code_on_anon, token->auth-on $code_on_tok, key->auth-on $code_on_key, anon->auth-off $code_off" >&2
     exit 1
 fi
+
+# --- the identity-store server: the first admin, its password change, a DB user -----------------
+# login_field URL USER PASSWORD FIELD: one field of a successful POST /token answer.
+login_field() {
+    curl -sf -X POST "$1/token" -H 'Content-Type: application/json' \
+        -d "{\"username\":\"$2\",\"password\":\"$3\"}" |
+        sed -n "s/.*\"$4\":\"\([^\"]*\)\".*/\1/p"
+}
+FIRST_PW=$(sed -n 's/.*First admin of the identity store: username "admin", password "\([^"]*\)".*/\1/p' \
+    "$WORK/db.err" | head -n1)
+if [ -z "$FIRST_PW" ]; then
+    echo "the --auth server printed no first-admin password:" >&2
+    cat "$WORK/db.err" >&2
+    exit 1
+fi
+DB_ADMIN_PW="admin-$(head -c 9 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+first_token=$(login_field "$DB" admin "$FIRST_PW" access_token)
+curl -sf -o /dev/null -X PUT "$DB/v1/admin/users/1/password" -H "Authorization: Bearer $first_token" \
+    -H 'Content-Type: application/json' \
+    -d "{\"new_password\":\"$DB_ADMIN_PW\",\"old_password\":\"$FIRST_PW\"}"
+DB_ADMIN_TOKEN=$(login_field "$DB" admin "$DB_ADMIN_PW" access_token)
+DB_USER_PW="dbuser-$(head -c 9 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$DB/v1/admin/users" \
+    -H "Authorization: Bearer $DB_ADMIN_TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"dbuser\",\"password\":\"$DB_USER_PW\",\"permissions\":[\"models:list\",\"models:read\"]}")
+if [ -z "$DB_ADMIN_TOKEN" ] || [ "$code" != 201 ]; then
+    echo "setting up the --auth server failed (admin token: ${DB_ADMIN_TOKEN:+ok}, create user: $code)" >&2
+    exit 1
+fi
+DB_JWT=$(login_field "$DB" dbuser "$DB_USER_PW" access_token)
 
 # --- helpers to read wrk's output --------------------------------------------------------------
 rps() { awk '/^Requests\/sec:/ {print $2}' "$1"; }
@@ -225,6 +280,101 @@ RATIO=$(awk -v s="$STORM_MED" -v i="$IDLE_MED" 'BEGIN {print s / i}')
 OVERHEAD_OK=$(awk -v o="$OVERHEAD" 'BEGIN {print (o <= 5) ? "met" : "NOT met"}')
 RATIO_OK=$(awk -v r="$RATIO" 'BEGIN {print (r <= 2) ? "met" : "NOT met"}')
 
+# --- (c) the store's keys: create DB_KEYS through the API, then GET with one of them ------------
+# Half the keys, the probe key (its plaintext is in its creation answer only), the other half:
+# the probe key sits in the middle of the table. Each wrk thread stops after its share of 201s.
+KEY_THREADS=2
+create_keys() { # COUNT OUT: wrk -t2 -cKEY_CONNS creating about COUNT keys (capped at 300 s).
+    local done_file="$2.done" pid
+    : >"$done_file"
+    ADMIN_TOKEN="$DB_ADMIN_TOKEN" KEYS_PER_THREAD=$(($1 / KEY_THREADS)) KEYS_DONE_FILE="$done_file" \
+        wrk -t"$KEY_THREADS" -c"$KEY_CONNS" -d300s --timeout 15s --latency -s "$ROOT/bench/keys.lua" \
+        "$DB/v1/admin/keys" >"$2" &
+    pid=$!
+    # Every thread has created its share: SIGINT makes wrk stop now and print its statistics.
+    while kill -0 "$pid" 2>/dev/null && [ "$(grep -c . "$done_file")" -lt "$KEY_THREADS" ]; do
+        sleep 0.05
+    done
+    kill -INT "$pid" 2>/dev/null || true
+    wait "$pid" || true
+}
+# wrk's elapsed time in seconds ("N requests in 12.34s, ...").
+wrk_secs() {
+    awk '/ requests in / {v = $4; sub(/,$/, "", v)
+        if (sub(/ms$/, "", v)) print v / 1000; else if (sub(/m$/, "", v)) print v * 60; else { sub(/s$/, "", v); print v } }' "$1"
+}
+wrk_reqs() { awk '/ requests in / {print $1}' "$1"; }
+count_keys() {
+    curl -sf -H "Authorization: Bearer $DB_ADMIN_TOKEN" "$DB/v1/admin/keys" | grep -o '"key_prefix"' | wc -l
+}
+half=$((DB_KEYS / 2))
+create_keys "$half" "$WORK/c-keys-1.txt"
+DB_KEY=$(curl -sf -X POST "$DB/v1/admin/keys" -H "Authorization: Bearer $DB_ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' -d '{"name":"probe"}' | sed -n 's/.*"key":"\([^"]*\)".*/\1/p')
+create_keys "$((DB_KEYS - half - 1))" "$WORK/c-keys-2.txt"
+KEYS_IN_STORE=$(count_keys)
+KEY_SECS=$(awk -v a="$(wrk_secs "$WORK/c-keys-1.txt")" -v b="$(wrk_secs "$WORK/c-keys-2.txt")" 'BEGIN {print a + b}')
+KEY_REQS=$(( $(wrk_reqs "$WORK/c-keys-1.txt") + $(wrk_reqs "$WORK/c-keys-2.txt") ))
+KEY_BAD=$(( $(bad_count "$WORK/c-keys-1.txt") + $(bad_count "$WORK/c-keys-2.txt") ))
+KEY_CREATE_RPS=$(awk -v n="$KEY_REQS" -v s="$KEY_SECS" 'BEGIN {print n / s}')
+KEY_P99="$(fmt "$(p99_ms "$WORK/c-keys-1.txt")" 1) / $(fmt "$(p99_ms "$WORK/c-keys-2.txt")" 1)"
+echo "(c) key creation: $KEY_REQS requests in $(fmt "$KEY_SECS" 1) s = $(fmt "$KEY_CREATE_RPS") keys/s ($KEY_BAD not 201); $KEYS_IN_STORE keys in the store"
+code_db_anon=$(curl -s -o /dev/null -w '%{http_code}' "$DB/v1/models")
+code_db_key=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $DB_KEY" "$DB/v1/models")
+code_db_jwt=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $DB_JWT" "$DB/v1/models")
+if [ "$code_db_anon" != 401 ] || [ "$code_db_key" != 200 ] || [ "$code_db_jwt" != 200 ] ||
+    [ "$KEYS_IN_STORE" -lt "$DB_KEYS" ]; then
+    echo "sanity check of the --auth server failed: anon $code_db_anon, DB key $code_db_key, DB user's JWT $code_db_jwt, $KEYS_IN_STORE keys (want >= $DB_KEYS)" >&2
+    exit 1
+fi
+
+DBKEY_RPS=()
+DBJWT_RPS=()
+OFF2_RPS=()
+for round in $(seq 1 "$ROUNDS"); do
+    out="$WORK/c-dbkey-$round.txt"
+    wrk -t2 -c"$CONNS" -d"$D" --latency -H "Authorization: Bearer $DB_KEY" "$DB/v1/models" >"$out"
+    DBKEY_RPS+=("$(rps "$out")")
+    [ "$(bad_count "$out")" = 0 ] || WARN+="(c) DB key round $round: $(bad_count "$out") failed requests. "
+    echo "(c) round $round  DB key  : $(fmt "${DBKEY_RPS[-1]}") req/s"
+
+    out="$WORK/c-dbjwt-$round.txt"
+    wrk -t2 -c"$CONNS" -d"$D" --latency -H "Authorization: Bearer $DB_JWT" "$DB/v1/models" >"$out"
+    DBJWT_RPS+=("$(rps "$out")")
+    [ "$(bad_count "$out")" = 0 ] || WARN+="(c) DB user's JWT round $round: $(bad_count "$out") failed requests. "
+    echo "(c) round $round  DB JWT  : $(fmt "${DBJWT_RPS[-1]}") req/s"
+
+    out="$WORK/c-off-$round.txt"
+    wrk -t2 -c"$CONNS" -d"$D" --latency "$OFF/v1/models" >"$out"
+    OFF2_RPS+=("$(rps "$out")")
+    [ "$(bad_count "$out")" = 0 ] || WARN+="(c) auth-off round $round: $(bad_count "$out") failed requests. "
+    echo "(c) round $round  auth off: $(fmt "${OFF2_RPS[-1]}") req/s"
+done
+DBKEY_MED=$(median "${DBKEY_RPS[@]}")
+DBJWT_MED=$(median "${DBJWT_RPS[@]}")
+OFF2_MED=$(median "${OFF2_RPS[@]}")
+DBKEY_OVERHEAD=$(awk -v on="$DBKEY_MED" -v off="$OFF2_MED" 'BEGIN {print (off - on) / off * 100}')
+DBJWT_OVERHEAD=$(awk -v on="$DBJWT_MED" -v off="$OFF2_MED" 'BEGIN {print (off - on) / off * 100}')
+DBKEY_OK=$(awk -v o="$DBKEY_OVERHEAD" 'BEGIN {print (o <= 5) ? "met" : "NOT met"}')
+
+# --- (d) refresh chains -------------------------------------------------------------------------
+: >"$WORK/refresh-tokens.txt"
+for _ in $(seq 1 "$REFRESH_SESSIONS"); do
+    # (the answer has no final newline: echo adds one per token)
+    echo "$(login_field "$DB" dbuser "$DB_USER_PW" refresh_token)" >>"$WORK/refresh-tokens.txt"
+done
+if [ "$(grep -c . "$WORK/refresh-tokens.txt")" != "$REFRESH_SESSIONS" ]; then
+    echo "fewer than $REFRESH_SESSIONS logins of the DB user returned a refresh token" >&2
+    exit 1
+fi
+out="$WORK/d-refresh.txt"
+REFRESH_TOKENS_FILE="$WORK/refresh-tokens.txt" wrk -t"$REFRESH_SESSIONS" -c"$REFRESH_SESSIONS" \
+    -d"$D" --timeout 15s --latency -s "$ROOT/bench/refresh.lua" "$DB/v1/auth/refresh" >"$out"
+REFRESH_RPS=$(rps "$out")
+REFRESH_P99=$(p99_ms "$out")
+REFRESH_BAD=$(bad_count "$out")
+echo "(d) refresh: $(fmt "$REFRESH_RPS") req/s over $REFRESH_SESSIONS chains, p99 $(fmt "$REFRESH_P99" 3) ms, $REFRESH_BAD not 200"
+
 # join V...: the values formatted with DIGITS decimals, separated by " / ".
 join() {
     local out="" v
@@ -244,6 +394,15 @@ echo "| GET /v1/models p99 during login storm (ms) | $(DIGITS=3 join "${STORM_P9
 echo "| p99 storm / idle | | $(fmt "$RATIO" 2)x | <= 2x: $RATIO_OK |"
 echo "| POST /token req/s during storm, -c$STORM_CONNS | $(DIGITS=1 join "${STORM_RPS[@]}") | $(fmt "$STORM_RPS_MED" 1) | |"
 echo "| POST /token non-200 during storm | $(join "${STORM_BAD[@]}") | | 0 |"
+echo "| GET /v1/models req/s, DB key among $KEYS_IN_STORE, -t2 -c$CONNS | $(join "${DBKEY_RPS[@]}") | $(fmt "$DBKEY_MED") | |"
+echo "| GET /v1/models req/s, DB user's JWT, -t2 -c$CONNS | $(join "${DBJWT_RPS[@]}") | $(fmt "$DBJWT_MED") | |"
+echo "| GET /v1/models req/s, auth off (same rounds), -t2 -c$CONNS | $(join "${OFF2_RPS[@]}") | $(fmt "$OFF2_MED") | |"
+echo "| auth overhead, DB key among $KEYS_IN_STORE | | $(fmt "$DBKEY_OVERHEAD" 1) % | <= 5 %: $DBKEY_OK |"
+echo "| auth overhead, DB user's JWT (for reference) | | $(fmt "$DBJWT_OVERHEAD" 1) % | |"
+echo "| POST /v1/admin/keys keys/s, -t$KEY_THREADS -c$KEY_CONNS ($KEY_REQS requests in 2 runs, p99 $KEY_P99 ms) | | $(fmt "$KEY_CREATE_RPS") | |"
+echo "| POST /v1/admin/keys not 201 | | $KEY_BAD | 0 |"
+echo "| POST /v1/auth/refresh req/s, $REFRESH_SESSIONS chains (p99 $(fmt "$REFRESH_P99" 3) ms) | | $(fmt "$REFRESH_RPS") | |"
+echo "| POST /v1/auth/refresh not 200 | | $REFRESH_BAD | 0 |"
 if [ -n "$WARN" ]; then
     echo
     echo "warning: $WARN"

@@ -7,6 +7,7 @@ mod deploy;
 mod gpu;
 mod hub;
 mod identity;
+mod identity_faults;
 mod llm;
 mod local;
 mod models;
