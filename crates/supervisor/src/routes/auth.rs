@@ -90,7 +90,11 @@ async fn store_login(
         Err(_) => "failure",
     };
     state.metrics.logins.with_label_values(&[label]).inc();
-    tracing::info!(user = %login.username, %address, outcome = label, "login");
+    // A throttled storm would flood the log: its refusals are counted, and logged at debug.
+    match label {
+        "throttled" => tracing::debug!(user = %login.username, %address, "login throttled"),
+        _ => tracing::info!(user = %login.username, %address, outcome = label, "login"),
+    }
     Ok(super::identity::tokens(result?))
 }
 
