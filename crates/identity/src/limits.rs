@@ -5,8 +5,8 @@
 //! supervisors can be overrun by at most what they use within one interval.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use xi_api::identity::KeyLimits;
 use xi_auth::KeyScope;
@@ -103,33 +103,54 @@ struct KeyState {
     in_flight: AtomicU32,
     /// The key has a day or month budget: its base is read back from the store.
     budgeted: AtomicBool,
+    /// The key limits tokens per minute: its tokens are kept per minute.
+    per_minute_tokens: AtomicBool,
+    /// Requests since the last write to the store, and the last one's time (atomics: a key
+    /// without limits never takes a lock).
+    pending_requests: AtomicU64,
+    last_used: AtomicI64,
 }
 
-/// Held for a request's whole life (its response body too); frees its in-flight slot on drop.
+/// Held for a request's whole life (its response body too); frees its in-flight slot on drop
+/// (keys without an in-flight limit hold none).
 pub struct Permit {
-    state: Arc<KeyState>,
+    state: Option<Arc<KeyState>>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(state) = &self.state {
+            state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
 #[derive(Default)]
 pub struct Limiter {
-    keys: Mutex<HashMap<i64, Arc<KeyState>>>,
+    keys: RwLock<HashMap<i64, Arc<KeyState>>>,
 }
 
 impl Limiter {
     fn state(&self, key: i64) -> Arc<KeyState> {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        // Every request by key asks: a shared read lock, the write lock only for a new key.
+        if let Some(state) = self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return state.clone();
+        }
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         keys.entry(key)
             .or_insert_with(|| {
                 Arc::new(KeyState {
                     window: Mutex::new(Window::default()),
                     in_flight: AtomicU32::new(0),
                     budgeted: AtomicBool::new(false),
+                    per_minute_tokens: AtomicBool::new(false),
+                    pending_requests: AtomicU64::new(0),
+                    last_used: AtomicI64::new(0),
                 })
             })
             .clone()
@@ -141,22 +162,37 @@ impl Limiter {
         let limits: KeyLimits = key.limits;
         let budgeted = limits.tokens_per_day.is_some() || limits.tokens_per_month.is_some();
         state.budgeted.store(budgeted, Ordering::Relaxed);
-        if let Some(max) = limits.concurrent_requests {
-            let before = state.in_flight.fetch_add(1, Ordering::SeqCst);
-            if before >= max {
-                state.in_flight.fetch_sub(1, Ordering::SeqCst);
-                return Err(Refusal {
-                    limit: "concurrent_requests",
-                    value: u64::from(max),
-                    retry_after_secs: 1,
-                });
+        state
+            .per_minute_tokens
+            .store(limits.tokens_per_minute.is_some(), Ordering::Relaxed);
+        let permit = match limits.concurrent_requests {
+            Some(max) => {
+                let before = state.in_flight.fetch_add(1, Ordering::SeqCst);
+                let permit = Permit {
+                    state: Some(state.clone()),
+                };
+                if before >= max {
+                    return Err(Refusal {
+                        limit: "concurrent_requests",
+                        value: u64::from(max),
+                        retry_after_secs: 1,
+                    });
+                }
+                permit
             }
-        } else {
-            state.in_flight.fetch_add(1, Ordering::SeqCst);
-        }
-        let permit = Permit {
-            state: state.clone(),
+            None => Permit { state: None },
         };
+        let windowed =
+            limits.requests_per_minute.is_some() || limits.tokens_per_minute.is_some() || budgeted;
+        if windowed {
+            self.check_windows(&state, &limits, now)?;
+        }
+        state.pending_requests.fetch_add(1, Ordering::Relaxed);
+        state.last_used.fetch_max(now as i64, Ordering::Relaxed);
+        Ok(permit)
+    }
+
+    fn check_windows(&self, state: &KeyState, limits: &KeyLimits, now: u64) -> Result<(), Refusal> {
         let mut w = state.window.lock().unwrap_or_else(|p| p.into_inner());
         w.prune(now);
         w.roll(now);
@@ -196,11 +232,11 @@ impl Limiter {
                 retry_after_secs: to_month,
             });
         }
-        w.requests.push_back(now);
-        w.pending.requests += 1;
-        w.pending.last_used_at = now as i64;
-        drop(w);
-        Ok(permit)
+        // Only a key that limits them keeps its requests' times (a minute of them).
+        if limits.requests_per_minute.is_some() {
+            w.requests.push_back(now);
+        }
+        Ok(())
     }
 
     /// Counts the tokens of a finished request of `key`.
@@ -210,7 +246,9 @@ impl Limiter {
         w.prune(now);
         w.roll(now);
         let tokens = prompt + completion;
-        w.tokens.push_back((now, tokens));
+        if state.per_minute_tokens.load(Ordering::Relaxed) {
+            w.tokens.push_back((now, tokens));
+        }
         w.day.1 += tokens;
         w.month.1 += tokens;
         w.pending.prompt_tokens += prompt;
@@ -219,12 +257,17 @@ impl Limiter {
 
     /// Takes every key's unwritten use (to write to the store).
     pub fn take_pending(&self) -> Vec<(i64, Pending)> {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         keys.iter()
             .filter_map(|(id, state)| {
                 let mut w = state.window.lock().unwrap_or_else(|p| p.into_inner());
-                let pending = std::mem::take(&mut w.pending);
-                (pending != Pending::default()).then_some((*id, pending))
+                let mut pending = std::mem::take(&mut w.pending);
+                pending.requests += state.pending_requests.swap(0, Ordering::Relaxed);
+                let used = pending.requests + pending.prompt_tokens + pending.completion_tokens;
+                pending.last_used_at = pending
+                    .last_used_at
+                    .max(state.last_used.load(Ordering::Relaxed));
+                (used > 0).then_some((*id, pending))
             })
             .collect()
     }
@@ -250,7 +293,7 @@ impl Limiter {
 
     /// Keys seen by this supervisor that have a day or month budget.
     pub fn budgeted_keys(&self) -> Vec<i64> {
-        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         keys.iter()
             .filter(|(_, s)| s.budgeted.load(Ordering::Relaxed))
             .map(|(id, _)| *id)

@@ -76,7 +76,10 @@ pub async fn authenticate(
                     .authenticate(header)
                     .await
                     .map_err(SupervisorError::from),
-                (None, Some(auth)) => auth.authenticate(header).map_err(SupervisorError::Auth),
+                (None, Some(auth)) => auth
+                    .authenticate(header)
+                    .map(Arc::new)
+                    .map_err(SupervisorError::Auth),
                 (None, None) => Err(SupervisorError::internal("auth on without a source")),
             };
             principal
@@ -85,7 +88,7 @@ pub async fn authenticate(
                     // Refused for this principal: audited here, with who it was.
                     let permit = usage::admit(state, &p)
                         .inspect_err(|e| audit_denial(state, req.request(), e, Some(&p)))?;
-                    Ok(Some((Caller::User(Arc::new(p)), permit)))
+                    Ok(Some((Caller::User(p), permit)))
                 })
         }
     };
@@ -159,7 +162,10 @@ fn presented_key_prefix(req: &HttpRequest) -> Option<String> {
 
 /// Lets an account that must change its password through only to change it (its own), see
 /// itself, or log out.
-fn must_change_gate(req: &ServiceRequest, p: Principal) -> Result<Principal, SupervisorError> {
+fn must_change_gate(
+    req: &ServiceRequest,
+    p: Arc<Principal>,
+) -> Result<Arc<Principal>, SupervisorError> {
     if !p.must_change_password {
         return Ok(p);
     }

@@ -52,18 +52,27 @@ impl AppState {
 
 /// The `(method, path pattern)` pairs the middleware lets through without user credentials
 /// (built from the route table by `routes::public_routes`).
-pub struct PublicRoutes(Vec<(Method, ResourceDef)>);
+pub struct PublicRoutes(Vec<(Method, String, ResourceDef)>);
 
 impl PublicRoutes {
     pub fn new(routes: Vec<(Method, ResourceDef)>) -> Self {
+        let routes = routes
+            .into_iter()
+            .map(|(method, def)| {
+                let literal = def.pattern().unwrap_or_default();
+                let prefix = literal.split('{').next().unwrap_or_default().to_string();
+                (method, prefix, def)
+            })
+            .collect();
         PublicRoutes(routes)
     }
 
     /// Whether a request is public, matching patterns as the router does (`/ui/{file}` matches
-    /// `/ui/app.js` but not `/ui/a/b`), so the two cannot disagree.
+    /// `/ui/app.js` but not `/ui/a/b`), so the two cannot disagree. Every request asks, so a
+    /// pattern's literal start is compared before its matcher runs.
     pub fn contains(&self, method: &Method, path: &str) -> bool {
-        self.0
-            .iter()
-            .any(|(m, def)| m == method && def.is_match(path))
+        self.0.iter().any(|(m, prefix, def)| {
+            m == method && path.starts_with(prefix.as_str()) && def.is_match(path)
+        })
     }
 }

@@ -283,19 +283,19 @@ impl Identity {
     /// Authenticates an `Authorization` header: an identity-store key (`xf-...`), a config
     /// key (`sk-...`), or a token (with a session: checked against it; without: a config
     /// token). Known credentials are answered from the cache.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Arc<Principal>> {
         let token = bearer_token(authorization).ok_or(AuthError::NotAuthenticated)?;
         if keys::looks_like_key(token) {
-            return self.authenticate_key(token).await;
+            return self.authenticate_key_shared(token).await;
         }
         if is_api_key(token) {
             // A config key, or one imported from a config file into the store.
             return match self.config_authenticate(authorization) {
                 Ok(principal) => Ok(principal),
-                Err(_) => self.authenticate_key(token).await,
+                Err(_) => self.authenticate_key_shared(token).await,
             };
         }
-        let claims = self.verify(token)?;
+        let claims = self.verified(token)?;
         let Some(sid) = claims.sid.as_deref() else {
             return self.config_authenticate(authorization);
         };
@@ -306,12 +306,8 @@ impl Identity {
         if state.ended || state.expires_at <= self.now() || state.username != claims.sub {
             return Err(AuthError::InvalidCredentials.into());
         }
-        let granted = claims
-            .scopes
-            .iter()
-            .filter_map(|s| PermissionSet::parse_name(s))
-            .fold(PermissionSet::EMPTY, PermissionSet::union);
-        Ok(Principal {
+        let granted = claims.granted;
+        Ok(Arc::new(Principal {
             username: state.username,
             permissions: granted.intersect(state.permissions),
             credential: Credential::Token,
@@ -319,29 +315,47 @@ impl Identity {
             session: Some(sid.to_string()),
             must_change_password: state.must_change_password,
             key: None,
-        })
+        }))
     }
 
-    fn config_authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+    fn config_authenticate(&self, authorization: Option<&str>) -> Result<Arc<Principal>> {
         match &self.config {
-            Some(config) => Ok(config.authenticate(authorization)?),
+            Some(config) => Ok(Arc::new(config.authenticate(authorization)?)),
             None => Err(AuthError::InvalidCredentials.into()),
         }
     }
 
-    async fn authenticate_key(&self, token: &str) -> Result<Principal> {
-        let hash = keys::hash(token);
-        let row = match self.keys.get(&hash) {
-            Some(cached) => cached,
+    /// A key's principal, shared with the cache (no copy on the hot path).
+    pub async fn authenticate_key_shared(&self, token: &str) -> Result<Arc<Principal>> {
+        let revision = self.keys.revision();
+        let local = self.local_key(token, revision);
+        let hash = match local {
+            Some(_) => String::new(),
+            None => keys::hash(token),
+        };
+        let cached = match local.or_else(|| self.keys.get(&hash)) {
+            Some(cached) => {
+                if let Some(key) = &cached {
+                    self.remember_key(token, key, revision);
+                }
+                cached
+            }
             None => {
                 let revision = self.keys.revision();
                 let mut conn = self.store.pool().acquire().await?;
-                let row = keys::by_hash(&mut conn, &hash).await?.map(Arc::new);
-                self.keys.put(hash, row.clone(), revision);
-                row
+                let row = keys::by_hash(&mut conn, &hash).await?;
+                let cached = row.map(|row| {
+                    Arc::new(CachedKey {
+                        principal: Arc::new(key_principal(&row)),
+                        row,
+                    })
+                });
+                self.keys.put(hash, cached.clone(), revision);
+                cached
             }
         };
-        let row = row.ok_or(AuthError::InvalidCredentials)?;
+        let key = cached.ok_or(AuthError::InvalidCredentials)?;
+        let row = &key.row;
         if !row.enabled {
             return Err(IdentityError::Unauthorized("API key is disabled".into()));
         }
@@ -354,8 +368,129 @@ impl Identity {
         if row.owner_must_change_password {
             return Err(IdentityError::Forbidden(MUST_CHANGE_PASSWORD.into()));
         }
-        Ok(key_principal(&row))
+        Ok(key.principal.clone())
     }
+}
+
+thread_local! {
+    /// Keys this thread authenticated, for the store revision and `Identity` they were read
+    /// under (a new revision empties it): the hot path neither hashes the key nor takes a lock.
+    /// In memory only, like the request that brought the key.
+    static KEYS: std::cell::RefCell<LocalKeys> = std::cell::RefCell::new(LocalKeys::default());
+}
+
+#[derive(Default)]
+struct LocalKeys {
+    owner: u64,
+    revision: i64,
+    keys: std::collections::HashMap<String, (Arc<CachedKey>, std::time::Instant)>,
+}
+
+impl Identity {
+    fn local_key(&self, token: &str, revision: i64) -> Option<Option<Arc<CachedKey>>> {
+        KEYS.with(|cell| {
+            let mut local = cell.borrow_mut();
+            if local.owner != self.uid || local.revision != revision {
+                *local = LocalKeys {
+                    owner: self.uid,
+                    revision,
+                    keys: Default::default(),
+                };
+                return None;
+            }
+            let (key, at) = local.keys.get(token)?;
+            (at.elapsed() < self.options.cache_ttl).then(|| Some(key.clone()))
+        })
+    }
+
+    fn remember_key(&self, token: &str, key: &Arc<CachedKey>, revision: i64) {
+        KEYS.with(|cell| {
+            let mut local = cell.borrow_mut();
+            if local.owner != self.uid
+                || local.revision != revision
+                || local.keys.contains_key(token)
+            {
+                return;
+            }
+            if local.keys.len() >= VERIFIED_LIMIT {
+                local.keys.clear();
+            }
+            local
+                .keys
+                .insert(token.to_string(), (key.clone(), std::time::Instant::now()));
+        });
+    }
+}
+
+/// A token whose signature was checked: what authentication needs of its claims.
+#[derive(Clone)]
+pub(crate) struct Verified {
+    sub: String,
+    sid: Option<String>,
+    granted: PermissionSet,
+    exp: u64,
+    nbf: Option<u64>,
+}
+
+/// Verified tokens kept per thread; emptied when full or when the signing key may have changed.
+const VERIFIED_LIMIT: usize = 10_000;
+
+thread_local! {
+    /// Tokens whose signature this thread checked, with the signer generation they were checked
+    /// under. A signature's validity depends only on the token and the key, so an entry holds
+    /// until the key changes; expiry and the session are still checked on every request. Per
+    /// thread, so the hot path shares no lock between request threads.
+    static VERIFIED: std::cell::RefCell<(u64, std::collections::HashMap<String, Verified>)> =
+        std::cell::RefCell::new((u64::MAX, std::collections::HashMap::new()));
+}
+
+impl Identity {
+    /// The claims of `token`: its signature checked once per thread, its times every time.
+    fn verified(&self, token: &str) -> std::result::Result<Verified, AuthError> {
+        let now = self.clock.now_unix();
+        let generation = self.signer_generation();
+        let valid = |v: &Verified| v.exp > now && v.nbf.is_none_or(|nbf| nbf <= now);
+        let hit = VERIFIED.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            if cache.0 != generation {
+                *cache = (generation, std::collections::HashMap::new());
+            }
+            cache.1.get(token).cloned()
+        });
+        if let Some(v) = hit {
+            return match valid(&v) {
+                true => Ok(v),
+                false => Err(AuthError::InvalidCredentials),
+            };
+        }
+        let claims = self.verify(token)?;
+        let v = Verified {
+            granted: claims
+                .scopes
+                .iter()
+                .filter_map(|s| PermissionSet::parse_name(s))
+                .fold(PermissionSet::EMPTY, PermissionSet::union),
+            sub: claims.sub,
+            sid: claims.sid,
+            exp: claims.exp,
+            nbf: claims.nbf,
+        };
+        VERIFIED.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            if cache.1.len() >= VERIFIED_LIMIT {
+                cache.1.clear();
+            }
+            cache.1.insert(token.to_string(), v.clone());
+        });
+        Ok(v)
+    }
+}
+
+/// A key as authentication remembers it: its row (for the checks each request makes: enabled,
+/// expiry, owner) and the principal it authenticates as.
+pub(crate) struct CachedKey {
+    row: keys::KeyRow,
+    principal: Arc<Principal>,
 }
 
 /// What a usable key authenticates as: its own permissions (by default model use) within its

@@ -94,7 +94,7 @@ pub struct Identity {
     options: IdentityOptions,
     /// Verified for unknown usernames, so they cost what a wrong password costs.
     dummy: PasswordHash,
-    keys: Cache<Option<Arc<crate::keys::KeyRow>>>,
+    keys: Cache<Option<Arc<login::CachedKey>>>,
     sessions: Cache<SessionState>,
     limiter: Limiter,
     /// Password checks and hashing: bounded, low-priority threads (a login storm cannot
@@ -103,7 +103,14 @@ pub struct Identity {
     /// Denied requests being written to the audit log.
     denials: Arc<tokio::sync::Semaphore>,
     denials_dropped: AtomicU64,
+    signer_generation: AtomicU64,
+    /// Tells this `Identity`'s per-thread caches from another's in the same process.
+    uid: u64,
 }
+
+/// Generations of signers handed out so far (each `Identity` starts at a fresh one, far apart,
+/// so two in one process never share a per-thread cache entry).
+static SIGNERS: AtomicU64 = AtomicU64::new(0);
 
 /// Denied-request events written at once, at most.
 pub const DENIAL_WRITES: usize = 64;
@@ -153,6 +160,8 @@ impl Identity {
             hashing,
             denials: Arc::new(tokio::sync::Semaphore::new(DENIAL_WRITES)),
             denials_dropped: AtomicU64::new(0),
+            signer_generation: AtomicU64::new(SIGNERS.fetch_add(1 << 32, Ordering::Relaxed)),
+            uid: SIGNERS.fetch_add(1 << 32, Ordering::Relaxed),
             store,
             config,
             signer,
@@ -185,10 +194,18 @@ impl Identity {
         self.sessions.observe(revision);
     }
 
-    /// The auth config file was reloaded: sessions of its users are checked against it again.
+    /// The auth config file was reloaded: sessions of its users are checked against it again,
+    /// and tokens against its (maybe new) secret.
     pub fn config_reloaded(&self) {
         self.keys.clear();
         self.sessions.clear();
+        self.signer_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Identifies the signing key in force, for the per-thread caches of verified tokens: one
+    /// number per `Identity` and config load.
+    fn signer_generation(&self) -> u64 {
+        self.signer_generation.load(Ordering::Relaxed)
     }
 
     fn access_token_secs(&self) -> u64 {

@@ -21,7 +21,10 @@ on_both!(
 );
 
 async fn auth(identity: &Identity, key: &str) -> Result<xi_auth::Principal, IdentityError> {
-    identity.authenticate(Some(&bearer(key))).await
+    identity
+        .authenticate(Some(&bearer(key)))
+        .await
+        .map(|p| (*p).clone())
 }
 
 fn own_key() -> CreateKeyRequest {

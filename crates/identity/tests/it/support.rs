@@ -119,7 +119,7 @@ pub async fn sign_in(identity: &Identity, username: &str, password: &str) -> (Is
         .authenticate(Some(&bearer(&issued.access_token)))
         .await
         .unwrap_or_else(|e| panic!("authenticate {username}: {e:?}"));
-    (issued, principal)
+    (issued, (*principal).clone())
 }
 
 /// A config-file admin (no store id), the actor of set-up writes.

@@ -143,7 +143,7 @@ pub async fn logout(
         false => None,
     };
     identity
-        .logout(&refresh_token, caller.as_ref(), &peer(&state, &req))
+        .logout(&refresh_token, caller.as_deref(), &peer(&state, &req))
         .await?;
     Ok(done())
 }
