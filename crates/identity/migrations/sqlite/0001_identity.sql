@@ -1,6 +1,8 @@
 -- The identity store, version 1 (SQLite). migrations/postgres/0001_identity.sql is the same
 -- schema in PostgreSQL's dialect; the queries in src/ run unchanged on both. Times are Unix
--- seconds, flags 0/1 (BIGINT everywhere, so both drivers decode them as i64).
+-- seconds, flags 0/1 (BIGINT everywhere, so both drivers decode them as i64). Ids are never
+-- reused (AUTOINCREMENT here, identity columns there): an id a client holds, or an audit event
+-- names, stays that user's or key's.
 
 -- One row per key: 'revision' (bumped first by every write transaction: it serializes writers
 -- and tells every supervisor's cache that something changed) and 'jwt_secret' (the signing key
@@ -12,7 +14,7 @@ CREATE TABLE meta (
 INSERT INTO meta (key, value) VALUES ('revision', '0');
 
 CREATE TABLE users (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     username TEXT NOT NULL UNIQUE,
     source TEXT NOT NULL DEFAULT 'local',
     password_hash TEXT,
@@ -24,7 +26,7 @@ CREATE TABLE users (
 );
 
 CREATE TABLE api_keys (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     -- SHA-256 (hex) of the whole key; the key itself is never stored.
     key_hash TEXT NOT NULL UNIQUE,
@@ -81,7 +83,7 @@ CREATE TABLE refresh_tokens (
 CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);
 
 CREATE TABLE audit_events (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     at BIGINT NOT NULL,
     action TEXT NOT NULL,
     outcome TEXT NOT NULL,

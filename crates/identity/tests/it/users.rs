@@ -14,7 +14,26 @@ on_both!(
     the_last_enabled_admin_stays,
     config_users_are_listed_and_keep_their_names,
     changing_ones_own_password_needs_the_old_one,
+    ids_of_deleted_users_are_never_reused,
 );
+
+/// A client holding an id, or an audit event naming one, must never reach another user
+/// (SQLite reuses the largest rowid unless told not to).
+async fn ids_of_deleted_users_are_never_reused(url: String) {
+    let env = Env::new(&url).await;
+    let id = &env.identity;
+    let first = id
+        .create_user(&root(), request("first", "first-pw-123", &[]), ADDR)
+        .await
+        .unwrap();
+    id.delete_user(&root(), first.id, ADDR).await.unwrap();
+    let second = id
+        .create_user(&root(), request("second", "second-pw-123", &[]), ADDR)
+        .await
+        .unwrap();
+    assert!(second.id > first.id, "{} reused as {}", first.id, second.id);
+    assert_err!(id.user(first.id).await, IdentityError::NotFound(_));
+}
 
 fn request(username: &str, password: &str, permissions: &[&str]) -> CreateUserRequest {
     CreateUserRequest {

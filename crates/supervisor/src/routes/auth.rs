@@ -93,7 +93,8 @@ async fn store_login(
     // A throttled storm would flood the log: its refusals are counted, and logged at debug.
     match label {
         "throttled" => tracing::debug!(user = %login.username, %address, "login throttled"),
-        _ => tracing::info!(user = %login.username, %address, outcome = label, "login"),
+        "success" => tracing::info!(user = %login.username, %address, "login succeeded"),
+        _ => tracing::info!(user = %login.username, %address, "login failed"),
     }
     Ok(super::identity::tokens(result?))
 }
