@@ -163,13 +163,7 @@ pub async fn by_hash(conn: &mut sqlx::AnyConnection, hash: &str) -> Result<Optio
         .bind(hash)
         .fetch_optional(&mut *conn)
         .await?;
-    let keys = row
-        .as_ref()
-        .map(from_row)
-        .transpose()?
-        .into_iter()
-        .collect();
-    Ok(with_models(conn, keys).await?.pop())
+    with_models_of(conn, row).await
 }
 
 pub async fn by_id(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Option<KeyRow>> {
@@ -178,6 +172,14 @@ pub async fn by_id(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Option<Key
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
+    with_models_of(conn, row).await
+}
+
+/// The key of one looked-up row, with its model list.
+async fn with_models_of(
+    conn: &mut sqlx::AnyConnection,
+    row: Option<AnyRow>,
+) -> Result<Option<KeyRow>> {
     let keys = row
         .as_ref()
         .map(from_row)

@@ -87,9 +87,7 @@ impl Identity {
             )),
             ..Event::default()
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(report)
     }
 }

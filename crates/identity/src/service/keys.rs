@@ -28,6 +28,15 @@ fn manages_keys(actor: &Principal) -> bool {
     actor.permissions.allows(Permission::KeysManage)
 }
 
+/// The caller may see and change `key`: its own, or anyone's with `keys:manage`. Someone
+/// else's key is 404, as if absent.
+fn reachable(actor: &Principal, key: &keys::KeyRow) -> Result<()> {
+    match manages_keys(actor) || actor.user_id == Some(key.user_id) {
+        true => Ok(()),
+        false => Err(not_found(key.id)),
+    }
+}
+
 /// An expiry as Unix seconds: an integer, an RFC 3339 time, `YYYY-MM-DDTHH:MM:SS` (UTC, as
 /// upstream's `fromisoformat`) or a date (its midnight, UTC).
 pub fn parse_expiry(expiry: &Expiry) -> Result<i64> {
@@ -232,9 +241,7 @@ impl Identity {
             address: Some(address),
             detail: Some(format!("owner user:{owner_id}")),
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(CreatedKey {
             id,
             key,
@@ -261,9 +268,7 @@ impl Identity {
         let row = keys::by_id(&mut conn, id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        if !manages_keys(actor) && actor.user_id != Some(row.user_id) {
-            return Err(not_found(id));
-        }
+        reachable(actor, &row)?;
         Ok(row.info())
     }
 
@@ -293,9 +298,7 @@ impl Identity {
         let row = keys::by_id(&mut w.tx, id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        if !manages_keys(actor) && actor.user_id != Some(row.user_id) {
-            return Err(not_found(id));
-        }
+        reachable(actor, &row)?;
         let permissions = match request.permissions.as_deref() {
             Some(names) => Some(Self::key_permissions(
                 actor,
@@ -325,9 +328,7 @@ impl Identity {
             address: Some(address),
             detail: None,
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(())
     }
 
@@ -338,9 +339,7 @@ impl Identity {
         let row = keys::by_id(&mut w.tx, id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        if !manages_keys(actor) && actor.user_id != Some(row.user_id) {
-            return Err(not_found(id));
-        }
+        reachable(actor, &row)?;
         keys::delete(&mut *w.tx, id).await?;
         let event = Event {
             action: "key.revoke",
@@ -351,9 +350,7 @@ impl Identity {
             address: Some(address),
             detail: None,
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(())
     }
 }

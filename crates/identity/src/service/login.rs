@@ -61,35 +61,35 @@ impl Identity {
         };
         let candidate = password.to_string();
         let verified = self.hash(move || hash.verify(&candidate)).await?;
-        let refused = match &account {
-            _ if !verified => Some("bad_password"),
-            Account::Unknown => Some("bad_password"),
-            Account::Local(row) if !row.enabled => Some("disabled"),
-            _ => None,
-        };
-        if let Some(outcome) = refused {
-            self.throttle.record_failure(username, address, now as u64);
-            self.record(Event {
-                action: "login",
-                outcome,
-                username: Some(username),
-                address: Some(address),
-                ..Event::default()
-            })
-            .await;
-            return Err(AuthError::BadLogin.into());
-        }
-        self.throttle.record_success(username);
-        let (user_id, source, permissions, must_change) = match account {
-            Account::Config(permissions) => (None, SOURCE_CONFIG, permissions, false),
-            Account::Local(row) => (
+        // Who logs in, or why not: one match, so no refused account can reach a session.
+        let granted = match account {
+            _ if !verified => Err("bad_password"),
+            Account::Unknown => Err("bad_password"),
+            Account::Local(row) if !row.enabled => Err("disabled"),
+            Account::Config(permissions) => Ok((None, SOURCE_CONFIG, permissions, false)),
+            Account::Local(row) => Ok((
                 Some(row.id),
                 SOURCE_LOCAL,
                 row.permissions,
                 row.must_change_password,
-            ),
-            Account::Unknown => unreachable!("refused above"),
+            )),
         };
+        let (user_id, source, permissions, must_change) = match granted {
+            Ok(granted) => granted,
+            Err(outcome) => {
+                self.throttle.record_failure(username, address, now as u64);
+                self.record(Event {
+                    action: "login",
+                    outcome,
+                    username: Some(username),
+                    address: Some(address),
+                    ..Event::default()
+                })
+                .await;
+                return Err(AuthError::BadLogin.into());
+            }
+        };
+        self.throttle.record_success(username);
         let session = sessions::SessionRow {
             id: sessions::random_hex(16),
             user_id,
@@ -204,9 +204,7 @@ impl Identity {
         let now = self.now();
         let mut w = self.store.write().await?;
         sessions::revoke(&mut *w.tx, session, now).await?;
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         tracing::warn!(
             session,
             "a used refresh token was presented again: session ended"
@@ -243,9 +241,7 @@ impl Identity {
             address: Some(address),
             ..Event::default()
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(())
     }
 

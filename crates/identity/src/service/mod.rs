@@ -24,7 +24,7 @@ use crate::audit::{self, AuditEvent, Event, Filter};
 use crate::cache::Cache;
 use crate::error::{IdentityError, Result};
 use crate::limits::{periods, Limiter, Permit, Refusal};
-use crate::store::Store;
+use crate::store::{Store, Write};
 
 pub use import::ImportReport;
 
@@ -227,6 +227,15 @@ impl Identity {
             Signer::Config(config) => config.verify(token),
             Signer::Own(codec) => codec.verify(token, self.clock.as_ref()),
         }
+    }
+
+    /// Ends a write: its audit event in the same transaction, the commit, and this process's
+    /// caches told of the new revision (other supervisors see it at their next poll).
+    async fn commit(&self, mut w: Write, now: i64, event: &Event<'_>) -> Result<()> {
+        audit::record(&mut *w.tx, now, event).await?;
+        w.tx.commit().await?;
+        self.observe(w.revision);
+        Ok(())
     }
 
     /// Records an event outside any transaction (logins, denials); a database fault is logged,

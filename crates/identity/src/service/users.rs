@@ -139,9 +139,7 @@ impl Identity {
             )),
             ..Event::default()
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(CreatedUser {
             id,
             username: request.username,
@@ -253,9 +251,7 @@ impl Identity {
             detail: Some(changes.join(" ")),
             ..Event::default()
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(())
     }
 
@@ -288,9 +284,7 @@ impl Identity {
             detail: Some(target.username.clone()),
             ..Event::default()
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(())
     }
 
@@ -359,9 +353,7 @@ impl Identity {
             address: Some(address),
             ..Event::default()
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(())
     }
 
@@ -397,9 +389,7 @@ impl Identity {
             username: Some("admin"),
             ..Event::default()
         };
-        crate::audit::record(&mut *w.tx, now, &event).await?;
-        w.tx.commit().await?;
-        self.observe(w.revision);
+        self.commit(w, now, &event).await?;
         Ok(Some(Bootstrap {
             username: "admin".into(),
             password,
