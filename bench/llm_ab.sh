@@ -72,14 +72,15 @@ print(f"- date: {datetime.date.today()}; machine: {cpu}, {threads} threads; {pla
 print(f"- before: `{rev(before)}` ({before}); after: `{rev(after)}` ({after}); head: `{rev('HEAD')}`")
 print(f"- {rounds} rounds, alternating which side runs first; each value is the best of 3 runs of llm_bench")
 print("- ratio: median over rounds of after/before within the round (paired); > 1 means after is faster\n")
-print("| model | metric | before min / median / max | after min / median / max | after/before (paired median) |")
-print("| --- | --- | --- | --- | --- |")
+print("| model | metric | before min / median / max | after min / median / max | after/before (paired median) | paired quartiles |")
+print("| --- | --- | --- | --- | --- | --- |")
 for quant, label in [("none", "SmolLM2-135M Q4_1"), ("q8_0", "SmolLM2-135M Q8_0")]:
     for key, name in metrics:
         side = lambda s: {r["round"]: r["r"][key] for r in runs if r["side"] == s and r["quant"] == quant}
         b, a = side("before"), side("after")
         fmt = lambda v: f"{min(v):.1f} / {statistics.median(v):.1f} / {max(v):.1f}"
         ratios = [a[k] / b[k] for k in b if k in a and b[k] > 0]
-        print(f"| {label} | {name} | {fmt(list(b.values()))} | {fmt(list(a.values()))} | {statistics.median(ratios):.3f} |")
+        q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+        print(f"| {label} | {name} | {fmt(list(b.values()))} | {fmt(list(a.values()))} | {statistics.median(ratios):.3f} | {q1:.3f} - {q3:.3f} |")
 EOF
 cat bench/results/llm_ab.md
