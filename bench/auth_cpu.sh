@@ -3,11 +3,12 @@
 # server's req/s swings 20-30 % between rounds with the neighbours, while the CPU time the
 # server itself spends on a request does not count time stolen from it. Each run sends GET
 # /v1/models at a paced rate (PACE_CONNS connections, each waiting PACE_MS between requests:
-# the server is never saturated) for DURATION_S, and reads the server's utime+stime from
-# /proc before and after.
+# the server is never saturated) for DURATION_S, and reads the time the server's threads ran
+# (/proc/PID/task/*/schedstat, nanoseconds) before and after.
 #
 # Servers: auth off, and `--auth` whose identity store holds DB_KEYS api keys (created through
-# the API with bench/keys.lua), called with one of them. ROUNDS rounds alternate the order.
+# the API with bench/keys.lua), called with one of them. In each of ROUNDS rounds both servers
+# are loaded at once (one wrk each), so the machine's swings fall on both alike.
 # Reports CPU microseconds per request, min/median/max, and the key's overhead (medians).
 #
 #   bench/auth_cpu.sh      (XINFERENCE_LOCAL, DB_KEYS 10000, ROUNDS 6, DURATION_S 8,
@@ -68,31 +69,35 @@ wait "$wrk_pid" || true
 key=$(curl -sf -X POST "$STORE_URL/v1/admin/keys" -H "Authorization: Bearer $token" \
     -H 'Content-Type: application/json' -d '{"name":"probe"}' | json '["key"]')
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# run PID URL [KEY]: CPU microseconds per request of one paced run.
-run() {
-    local before after out
-    before=$(cpu_ticks "$1")
-    if [ -n "${3:-}" ]; then
-        out=$(wrk -t2 -c"$PACE_CONNS" -d"${DURATION_S}s" -s "$WORK/pace.lua" -H "Authorization: Bearer $3" "$2/v1/models")
-    else
-        out=$(wrk -t2 -c"$PACE_CONNS" -d"${DURATION_S}s" -s "$WORK/pace.lua" "$2/v1/models")
-    fi
-    after=$(cpu_ticks "$1")
-    local reqs bad
-    reqs=$(awk '/ requests in / {print $1}' <<<"$out")
-    bad=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    [ -z "$bad" ] || { echo "non-2xx answers: $bad" >&2; exit 1; }
-    awk -v t=$((after - before)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN {printf "%.3f %d\n", t / hz * 1e6 / n, n}'
+# cpu_ns PID: nanoseconds the process's threads have run (schedstat: finer than stat's ticks).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
+# load URL OUT [KEY]: one paced wrk run against URL, its report in OUT.
+load() {
+    local auth=()
+    [ -n "${3:-}" ] && auth=(-H "Authorization: Bearer $3")
+    wrk -t1 -c"$PACE_CONNS" -d"${DURATION_S}s" -s "$WORK/pace.lua" "${auth[@]}" "$1/v1/models" >"$2"
 }
+# per_request NS OUT: CPU microseconds per request of one run, and its request count.
+per_request() {
+    local reqs bad
+    reqs=$(awk '/ requests in / {print $1}' "$2")
+    bad=$(awk '/Non-2xx/ {print $NF}' "$2")
+    [ -z "$bad" ] || { echo "non-2xx answers: $bad" >&2; exit 1; }
+    awk -v t="$1" -v n="$reqs" 'BEGIN {printf "%.3f %d\n", t / 1e3 / n, n}'
+}
+# Both servers are loaded at the same time, for the same seconds, so whatever the neighbours
+# do to this machine in a round they do to both; the paired per-round ratio cancels it.
 OFF=() KEY=()
 for round in $(seq "$ROUNDS"); do
-    if [ $((round % 2)) -eq 1 ]; then
-        read -r o n1 < <(run "$OFF_PID" "$OFF_URL"); read -r k n2 < <(run "$STORE_PID" "$STORE_URL" "$key")
-    else
-        read -r k n2 < <(run "$STORE_PID" "$STORE_URL" "$key"); read -r o n1 < <(run "$OFF_PID" "$OFF_URL")
-    fi
+    off0=$(cpu_ns "$OFF_PID") key0=$(cpu_ns "$STORE_PID")
+    load "$OFF_URL" "$WORK/off.txt" ${OFF_HEADER:+"$key"} &
+    off_load=$!
+    load "$STORE_URL" "$WORK/key.txt" "$key" &
+    key_load=$!
+    wait "$off_load" "$key_load"
+    off1=$(cpu_ns "$OFF_PID") key1=$(cpu_ns "$STORE_PID")
+    read -r o n1 < <(per_request $((off1 - off0)) "$WORK/off.txt")
+    read -r k n2 < <(per_request $((key1 - key0)) "$WORK/key.txt")
     OFF+=("$o") KEY+=("$k")
     echo "round $round: auth off $o us/request ($n1 requests), store key $k us/request ($n2)" >&2
 done

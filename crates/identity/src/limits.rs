@@ -4,9 +4,12 @@
 //! supervisor's use as of the last write (`key_usage`), so a budget shared by several
 //! supervisors can be overrun by at most what they use within one interval.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+use crossbeam_utils::CachePadded;
 
 use xi_api::identity::KeyLimits;
 use xi_auth::KeyScope;
@@ -105,10 +108,29 @@ struct KeyState {
     budgeted: AtomicBool,
     /// The key limits tokens per minute: its tokens are kept per minute.
     per_minute_tokens: AtomicBool,
-    /// Requests since the last write to the store, and the last one's time (atomics: a key
-    /// without limits never takes a lock).
-    pending_requests: AtomicU64,
+    /// Requests since the last write to the store, counted apart by each request thread (a
+    /// key without limits never takes a lock, nor writes a cache line another thread writes).
+    pending_requests: [CachePadded<AtomicU64>; COUNTER_SHARDS],
+    /// The last request's time (Unix seconds): written once a second at most.
     last_used: AtomicI64,
+}
+
+/// Request counters per key: one per request thread up to this many (threads beyond share).
+const COUNTER_SHARDS: usize = 8;
+
+/// This thread's counter shard.
+fn counter_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % COUNTER_SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+thread_local! {
+    /// The key states this thread admitted requests for, per limiter: the hot path takes no
+    /// shared lock (a limiter never drops a key's state, so an entry cannot go stale).
+    static STATES: RefCell<(u64, HashMap<i64, Arc<KeyState>>)> = RefCell::new((0, HashMap::new()));
 }
 
 /// Held for a request's whole life (its response body too); frees its in-flight slot on drop
@@ -125,12 +147,35 @@ impl Drop for Permit {
     }
 }
 
-#[derive(Default)]
 pub struct Limiter {
+    /// Tells this limiter's entries in [`STATES`] from another's (several per process in tests).
+    uid: u64,
     keys: RwLock<HashMap<i64, Arc<KeyState>>>,
 }
 
+impl Default for Limiter {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Limiter {
+            uid: NEXT.fetch_add(1, Ordering::Relaxed),
+            keys: RwLock::default(),
+        }
+    }
+}
+
 impl Limiter {
+    /// Runs `f` on the state of `key`, from this thread's copy when it has one.
+    fn with_state<R>(&self, key: i64, f: impl FnOnce(&Arc<KeyState>) -> R) -> R {
+        STATES.with(|cell| {
+            let mut local = cell.borrow_mut();
+            if local.0 != self.uid {
+                *local = (self.uid, HashMap::new());
+            }
+            let state = local.1.entry(key).or_insert_with(|| self.state(key));
+            f(state)
+        })
+    }
+
     fn state(&self, key: i64) -> Arc<KeyState> {
         // Every request by key asks: a shared read lock, the write lock only for a new key.
         if let Some(state) = self
@@ -149,7 +194,7 @@ impl Limiter {
                     in_flight: AtomicU32::new(0),
                     budgeted: AtomicBool::new(false),
                     per_minute_tokens: AtomicBool::new(false),
-                    pending_requests: AtomicU64::new(0),
+                    pending_requests: Default::default(),
                     last_used: AtomicI64::new(0),
                 })
             })
@@ -158,13 +203,20 @@ impl Limiter {
 
     /// Admits one request of `key` at `now` (Unix seconds), or says which limit refuses it.
     pub fn admit(&self, key: &KeyScope, now: u64) -> Result<Permit, Refusal> {
-        let state = self.state(key.id);
+        self.with_state(key.id, |state| self.admit_to(state, key, now))
+    }
+
+    fn admit_to(&self, state: &Arc<KeyState>, key: &KeyScope, now: u64) -> Result<Permit, Refusal> {
         let limits: KeyLimits = key.limits;
         let budgeted = limits.tokens_per_day.is_some() || limits.tokens_per_month.is_some();
-        state.budgeted.store(budgeted, Ordering::Relaxed);
-        state
-            .per_minute_tokens
-            .store(limits.tokens_per_minute.is_some(), Ordering::Relaxed);
+        // Stores only on a change: a line every request thread writes is a line they fight for.
+        let set = |flag: &AtomicBool, value: bool| {
+            if flag.load(Ordering::Relaxed) != value {
+                flag.store(value, Ordering::Relaxed);
+            }
+        };
+        set(&state.budgeted, budgeted);
+        set(&state.per_minute_tokens, limits.tokens_per_minute.is_some());
         let permit = match limits.concurrent_requests {
             Some(max) => {
                 let before = state.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -185,10 +237,12 @@ impl Limiter {
         let windowed =
             limits.requests_per_minute.is_some() || limits.tokens_per_minute.is_some() || budgeted;
         if windowed {
-            self.check_windows(&state, &limits, now)?;
+            self.check_windows(state, &limits, now)?;
         }
-        state.pending_requests.fetch_add(1, Ordering::Relaxed);
-        state.last_used.fetch_max(now as i64, Ordering::Relaxed);
+        state.pending_requests[counter_shard()].fetch_add(1, Ordering::Relaxed);
+        if state.last_used.load(Ordering::Relaxed) < now as i64 {
+            state.last_used.fetch_max(now as i64, Ordering::Relaxed);
+        }
         Ok(permit)
     }
 
@@ -262,7 +316,11 @@ impl Limiter {
             .filter_map(|(id, state)| {
                 let mut w = state.window.lock().unwrap_or_else(|p| p.into_inner());
                 let mut pending = std::mem::take(&mut w.pending);
-                pending.requests += state.pending_requests.swap(0, Ordering::Relaxed);
+                pending.requests += state
+                    .pending_requests
+                    .iter()
+                    .map(|shard| shard.swap(0, Ordering::Relaxed))
+                    .sum::<u64>();
                 let used = pending.requests + pending.prompt_tokens + pending.completion_tokens;
                 pending.last_used_at = pending
                     .last_used_at
@@ -375,6 +433,36 @@ mod tests {
         assert_eq!(pending[0].1.prompt_tokens, 100);
         assert_eq!(pending[0].1.completion_tokens, 50);
         assert!(limiter.take_pending().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn requests_from_many_threads_are_all_counted_once() {
+        // Each thread counts on its own shard (more threads than shards share some); what is
+        // taken is every request, and the latest time, exactly once.
+        let limiter = Limiter::default();
+        let k = key(KeyLimits::default());
+        std::thread::scope(|scope| {
+            for t in 0..(COUNTER_SHARDS as u64 + 3) {
+                let (limiter, k) = (&limiter, &k);
+                scope.spawn(move || {
+                    for i in 0..100 {
+                        drop(limiter.admit(k, NOW + t * 100 + i).unwrap());
+                    }
+                });
+            }
+        });
+        let pending = limiter.take_pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].1.requests, (COUNTER_SHARDS as u64 + 3) * 100);
+        let last = NOW + (COUNTER_SHARDS as u64 + 2) * 100 + 99;
+        assert_eq!(pending[0].1.last_used_at, last as i64);
+        assert!(limiter.take_pending().is_empty(), "taken once");
+        drop(limiter.admit(&k, NOW).unwrap());
+        assert_eq!(
+            limiter.take_pending()[0].1.requests,
+            1,
+            "counted again after"
+        );
     }
 
     #[test]

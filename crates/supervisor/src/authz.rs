@@ -72,7 +72,6 @@ pub async fn authenticate(
                 .and_then(|v| v.to_str().ok());
             let principal = match (&state.identity, &state.auth) {
                 (Some(identity), _) => identity
-                    .clone()
                     .authenticate(header)
                     .await
                     .map_err(SupervisorError::from),

@@ -1,5 +1,9 @@
 //! Prometheus metrics and the request log, both fed by one middleware.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -7,10 +11,28 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
+use xi_auth::Principal;
+
+/// Counters per thread in [`USAGE_COUNTERS`] before it is emptied.
+const USAGE_COUNTERS_LIMIT: usize = 10_000;
+
+thread_local! {
+    /// This thread's `usage_requests` counters of identity-store keys' principals (a key's
+    /// principal is one `Arc` per thread for as long as the key is cached), by registry and
+    /// principal address: a key's request is counted without hashing its labels or locking the metric.
+    /// The principal is held, so its address cannot be reused while its entry lives.
+    static USAGE_COUNTERS: RefCell<(u64, UsageCounters)> = RefCell::new((0, HashMap::new()));
+}
+
+/// A principal's address, the principal (held), and its counter.
+type UsageCounters = HashMap<usize, (Arc<Principal>, IntCounter)>;
 
 pub struct Metrics {
+    /// Tells this registry's entries in [`USAGE_COUNTERS`] from another's.
+    uid: u64,
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
@@ -21,7 +43,7 @@ pub struct Metrics {
     pub cluster_events: IntCounterVec,
     pub live_workers: IntGauge,
     /// Requests and tokens by api key (display prefix; `-` for token logins) and user.
-    pub usage_requests: IntCounterVec,
+    usage_requests: IntCounterVec,
     pub usage_tokens: IntCounterVec,
     /// Requests refused by a key's limit, by limit.
     pub limited: IntCounterVec,
@@ -98,7 +120,9 @@ impl Metrics {
         registry.register(Box::new(logins.clone()))?;
         registry.register(Box::new(auth_reloads.clone()))?;
         registry.register(Box::new(running_models.clone()))?;
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         Ok(Self {
+            uid: NEXT.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             latency,
@@ -111,6 +135,34 @@ impl Metrics {
             usage_tokens,
             limited,
         })
+    }
+
+    /// Counts one authenticated request by `p` (key prefix, `-` for a token login, and user).
+    /// `shared`: `p` is an identity-store key's cached principal, whose counter this thread
+    /// keeps.
+    pub fn usage_request(&self, p: &Arc<Principal>, shared: bool) {
+        let key = crate::usage::key_label(p);
+        if !shared {
+            self.usage_requests
+                .with_label_values(&[key, &p.username])
+                .inc();
+            return;
+        }
+        USAGE_COUNTERS.with(|cell| {
+            let mut local = cell.borrow_mut();
+            if local.0 != self.uid || local.1.len() >= USAGE_COUNTERS_LIMIT {
+                *local = (self.uid, HashMap::new());
+            }
+            let counter = &local
+                .1
+                .entry(Arc::as_ptr(p) as usize)
+                .or_insert_with(|| {
+                    let c = self.usage_requests.with_label_values(&[key, &p.username]);
+                    (p.clone(), c)
+                })
+                .1;
+            counter.inc();
+        });
     }
 
     /// The text exposition format.

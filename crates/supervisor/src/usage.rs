@@ -18,29 +18,22 @@ use crate::error::SupervisorError;
 use crate::state::AppState;
 
 /// The `key` label of a caller: its key's display prefix, `-` for a token login.
-fn key_label(p: &Principal) -> &str {
+pub(crate) fn key_label(p: &Principal) -> &str {
     p.key.as_ref().map_or("-", |k| k.prefix.as_str())
 }
 
 /// Counts one authenticated request and, for an identity-store key, admits it within the
 /// key's limits. The permit, when the key limits requests in flight, must live as long as the
 /// response (see [`Guarded`]).
-pub fn admit(state: &AppState, p: &Principal) -> Result<Option<Permit>, SupervisorError> {
+pub fn admit(state: &AppState, p: &Arc<Principal>) -> Result<Option<Permit>, SupervisorError> {
     let (Some(identity), Some(key)) = (&state.identity, &p.key) else {
-        state
-            .metrics
-            .usage_requests
-            .with_label_values(&[key_label(p), &p.username])
-            .inc();
+        state.metrics.usage_request(p, false);
         return Ok(None);
     };
     match identity.admit(key) {
         Ok(permit) => {
-            state
-                .metrics
-                .usage_requests
-                .with_label_values(&[key_label(p), &p.username])
-                .inc();
+            // A store key's principal is the one its cache entry shares.
+            state.metrics.usage_request(p, true);
             Ok(key.limits.concurrent_requests.map(|_| permit))
         }
         Err(refusal) => {

@@ -321,34 +321,13 @@ impl Identity {
         }
     }
 
-    /// A key's principal, shared with the cache (no copy on the hot path).
+    /// A key's principal: this thread's copy of the cached one, the same `Arc` for every
+    /// request by that key on this thread while it is cached (no copy on the hot path).
     pub async fn authenticate_key_shared(&self, token: &str) -> Result<Arc<Principal>> {
         let revision = self.keys.revision();
-        let local = self.local_key(token, revision);
-        let hash = match local {
-            Some(_) => String::new(),
-            None => keys::hash(token),
-        };
-        let cached = match local.or_else(|| self.keys.get(&hash)) {
-            Some(cached) => {
-                if let Some(key) = &cached {
-                    self.remember_key(token, key, revision);
-                }
-                cached
-            }
-            None => {
-                let revision = self.keys.revision();
-                let mut conn = self.store.pool().acquire().await?;
-                let row = keys::by_hash(&mut conn, &hash).await?;
-                let cached = row.map(|row| {
-                    Arc::new(CachedKey {
-                        principal: Arc::new(key_principal(&row)),
-                        row,
-                    })
-                });
-                self.keys.put(hash, cached.clone(), revision);
-                cached
-            }
+        let cached = match self.local_key(token, revision) {
+            Some(cached) => cached,
+            None => self.shared_key(token, revision).await?,
         };
         let key = cached.ok_or(AuthError::InvalidCredentials)?;
         let row = &key.row;
@@ -383,6 +362,32 @@ struct LocalKeys {
 }
 
 impl Identity {
+    /// A key from the store's shared cache, else the store itself, remembered by this thread
+    /// (so the next request by this key on this thread neither hashes it nor takes a lock).
+    async fn shared_key(&self, token: &str, revision: i64) -> Result<Option<Arc<CachedKey>>> {
+        let hash = keys::hash(token);
+        let cached = match self.keys.get(&hash) {
+            Some(cached) => cached,
+            None => {
+                let revision = self.keys.revision();
+                let mut conn = self.store.pool().acquire().await?;
+                let row = keys::by_hash(&mut conn, &hash).await?;
+                let cached = row.map(|row| {
+                    Arc::new(CachedKey {
+                        principal: Arc::new(key_principal(&row)),
+                        row,
+                    })
+                });
+                self.keys.put(hash, cached.clone(), revision);
+                cached
+            }
+        };
+        if let Some(key) = &cached {
+            self.remember_key(token, key, revision);
+        }
+        Ok(cached)
+    }
+
     fn local_key(&self, token: &str, revision: i64) -> Option<Option<Arc<CachedKey>>> {
         KEYS.with(|cell| {
             let mut local = cell.borrow_mut();
@@ -402,18 +407,22 @@ impl Identity {
     fn remember_key(&self, token: &str, key: &Arc<CachedKey>, revision: i64) {
         KEYS.with(|cell| {
             let mut local = cell.borrow_mut();
-            if local.owner != self.uid
-                || local.revision != revision
-                || local.keys.contains_key(token)
-            {
+            if local.owner != self.uid || local.revision != revision {
                 return;
             }
-            if local.keys.len() >= VERIFIED_LIMIT {
+            // Overwrites an entry past its time to live, so it is fresh again.
+            if local.keys.len() >= VERIFIED_LIMIT && !local.keys.contains_key(token) {
                 local.keys.clear();
             }
+            // This thread's own copy: its reference counts are then touched by this thread
+            // alone, not fought over by every thread serving the same hot key.
+            let own = Arc::new(CachedKey {
+                row: key.row.clone(),
+                principal: Arc::new(Principal::clone(&key.principal)),
+            });
             local
                 .keys
-                .insert(token.to_string(), (key.clone(), std::time::Instant::now()));
+                .insert(token.to_string(), (own, std::time::Instant::now()));
         });
     }
 }
