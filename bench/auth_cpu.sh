@@ -12,7 +12,9 @@
 # Reports CPU microseconds per request, min/median/max, and the key's overhead (medians).
 #
 #   bench/auth_cpu.sh      (XINFERENCE_LOCAL, DB_KEYS 10000, ROUNDS 6, DURATION_S 8,
-#                           PACE_CONNS 8, PACE_MS 1)
+#                           PACE_CONNS 8, PACE_MS 1, OFF_HEADER unset)
+# OFF_HEADER=1 sends the key's `Authorization` header to the auth-off server too (which ignores
+# it), leaving the cost of receiving and parsing the longer request out of the overhead.
 # Starts its servers on 127.0.0.1 (port 0, temp homes) and stops them at the end.
 set -euo pipefail
 

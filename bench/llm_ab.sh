@@ -18,28 +18,8 @@ BEFORE=${1:?usage: bench/llm_ab.sh BEFORE_REV AFTER_REV [ROUNDS]}
 AFTER=${2:?usage: bench/llm_ab.sh BEFORE_REV AFTER_REV [ROUNDS]}
 ROUNDS=${3:-6}
 THREADS=${THREADS:-$(nproc)}
-target=${XI_BENCH_TARGET:-$HOME/.cache/xi-bench-target}
-models_dir=$(scripts/fetch-test-models.sh)
-q4="$models_dir/SmolLM2-135M-Instruct.Q4_1.gguf"
-work=$(mktemp -d)
-cleanup() {
-    for rev in before after; do
-        [ -d "$work/$rev" ] && git worktree remove --force "$work/$rev" >/dev/null 2>&1
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Builds llm_bench at `rev` into $work/<side>.bin (one target dir for both: dependencies once).
-build() {
-    local side=$1 rev=$2
-    git worktree add -q --detach "$work/$side" "$rev"
-    echo "building llm_bench at $rev..." >&2
-    (cd "$work/$side" && CARGO_TARGET_DIR=$target cargo build --release -q -p xi-engine --example llm_bench)
-    cp "$target/release/examples/llm_bench" "$work/$side.bin"
-}
-if [ -n "${BEFORE_BIN:-}" ]; then cp "$BEFORE_BIN" "$work/before.bin"; else build before "$BEFORE"; fi
-if [ -n "${AFTER_BIN:-}" ]; then cp "$AFTER_BIN" "$work/after.bin"; else build after "$AFTER"; fi
+# shellcheck source=bench/llm_bench_pair.sh
+source bench/llm_bench_pair.sh
 
 results="$work/runs.jsonl"
 for round in $(seq "$ROUNDS"); do

@@ -19,27 +19,8 @@ cd "$(dirname "$0")/.."
 BEFORE=${1:?usage: bench/llm_ab_instructions.sh BEFORE_REV AFTER_REV}
 AFTER=${2:?usage: bench/llm_ab_instructions.sh BEFORE_REV AFTER_REV}
 command -v valgrind >/dev/null || { echo "valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
-target=${XI_BENCH_TARGET:-$HOME/.cache/xi-bench-target}
-models_dir=$(scripts/fetch-test-models.sh)
-q4="$models_dir/SmolLM2-135M-Instruct.Q4_1.gguf"
-work=$(mktemp -d)
-cleanup() {
-    for side in before after; do
-        [ -d "$work/$side" ] && git worktree remove --force "$work/$side" >/dev/null 2>&1
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-build() {
-    local side=$1 rev=$2
-    git worktree add -q --detach "$work/$side" "$rev"
-    echo "building llm_bench at $rev..." >&2
-    (cd "$work/$side" && CARGO_TARGET_DIR=$target cargo build --release -q -p xi-engine --example llm_bench)
-    cp "$target/release/examples/llm_bench" "$work/$side.bin"
-}
-if [ -n "${BEFORE_BIN:-}" ]; then cp "$BEFORE_BIN" "$work/before.bin"; else build before "$BEFORE"; fi
-if [ -n "${AFTER_BIN:-}" ]; then cp "$AFTER_BIN" "$work/after.bin"; else build after "$AFTER"; fi
+# shellcheck source=bench/llm_bench_pair.sh
+source bench/llm_bench_pair.sh
 
 for side in before after; do
     echo "callgrind: $side (several minutes)..." >&2
