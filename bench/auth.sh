@@ -208,6 +208,18 @@ bad_count() {
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {
     if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN {printf "%.*f", d, v}'; }
+# saturate ARRAY PART NAME URL [BEARER]: one saturated wrk run of GET URL/v1/models (round
+# $round); appends its req/s to ARRAY and any failed requests to WARN.
+saturate() {
+    local -n into=$1
+    local part=$2 name=$3 url=$4 auth=()
+    local out="$WORK/${part//[()]/}-${name// /-}-$round.txt"
+    [ -n "${5:-}" ] && auth=(-H "Authorization: Bearer $5")
+    wrk -t2 -c"$CONNS" -d"$D" --latency "${auth[@]}" "$url/v1/models" >"$out"
+    into+=("$(rps "$out")")
+    [ "$(bad_count "$out")" = 0 ] || WARN+="$part $name round $round: $(bad_count "$out") failed requests. "
+    echo "$part round $round  $name: $(fmt "${into[-1]}") req/s"
+}
 
 D="${DURATION_S}s"
 echo "== machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
@@ -220,23 +232,9 @@ KEY_RPS=()
 OFF_RPS=()
 WARN=""
 for round in $(seq 1 "$ROUNDS"); do
-    out="$WORK/a-on-$round.txt"
-    wrk -t2 -c"$CONNS" -d"$D" --latency -H "Authorization: Bearer $TOKEN" "$ON/v1/models" >"$out"
-    ON_RPS+=("$(rps "$out")")
-    [ "$(bad_count "$out")" = 0 ] || WARN+="(a) auth-on round $round: $(bad_count "$out") failed requests. "
-    echo "(a) round $round  auth on : $(fmt "${ON_RPS[-1]}") req/s"
-
-    out="$WORK/a-key-$round.txt"
-    wrk -t2 -c"$CONNS" -d"$D" --latency -H "Authorization: Bearer $API_KEY" "$ON/v1/models" >"$out"
-    KEY_RPS+=("$(rps "$out")")
-    [ "$(bad_count "$out")" = 0 ] || WARN+="(a) api-key round $round: $(bad_count "$out") failed requests. "
-    echo "(a) round $round  api key : $(fmt "${KEY_RPS[-1]}") req/s"
-
-    out="$WORK/a-off-$round.txt"
-    wrk -t2 -c"$CONNS" -d"$D" --latency "$OFF/v1/models" >"$out"
-    OFF_RPS+=("$(rps "$out")")
-    [ "$(bad_count "$out")" = 0 ] || WARN+="(a) auth-off round $round: $(bad_count "$out") failed requests. "
-    echo "(a) round $round  auth off: $(fmt "${OFF_RPS[-1]}") req/s"
+    saturate ON_RPS "(a)" "auth on " "$ON" "$TOKEN"
+    saturate KEY_RPS "(a)" "api key " "$ON" "$API_KEY"
+    saturate OFF_RPS "(a)" "auth off" "$OFF"
 done
 ON_MED=$(median "${ON_RPS[@]}")
 KEY_MED=$(median "${KEY_RPS[@]}")
@@ -332,23 +330,9 @@ DBKEY_RPS=()
 DBJWT_RPS=()
 OFF2_RPS=()
 for round in $(seq 1 "$ROUNDS"); do
-    out="$WORK/c-dbkey-$round.txt"
-    wrk -t2 -c"$CONNS" -d"$D" --latency -H "Authorization: Bearer $DB_KEY" "$DB/v1/models" >"$out"
-    DBKEY_RPS+=("$(rps "$out")")
-    [ "$(bad_count "$out")" = 0 ] || WARN+="(c) DB key round $round: $(bad_count "$out") failed requests. "
-    echo "(c) round $round  DB key  : $(fmt "${DBKEY_RPS[-1]}") req/s"
-
-    out="$WORK/c-dbjwt-$round.txt"
-    wrk -t2 -c"$CONNS" -d"$D" --latency -H "Authorization: Bearer $DB_JWT" "$DB/v1/models" >"$out"
-    DBJWT_RPS+=("$(rps "$out")")
-    [ "$(bad_count "$out")" = 0 ] || WARN+="(c) DB user's JWT round $round: $(bad_count "$out") failed requests. "
-    echo "(c) round $round  DB JWT  : $(fmt "${DBJWT_RPS[-1]}") req/s"
-
-    out="$WORK/c-off-$round.txt"
-    wrk -t2 -c"$CONNS" -d"$D" --latency "$OFF/v1/models" >"$out"
-    OFF2_RPS+=("$(rps "$out")")
-    [ "$(bad_count "$out")" = 0 ] || WARN+="(c) auth-off round $round: $(bad_count "$out") failed requests. "
-    echo "(c) round $round  auth off: $(fmt "${OFF2_RPS[-1]}") req/s"
+    saturate DBKEY_RPS "(c)" "DB key  " "$DB" "$DB_KEY"
+    saturate DBJWT_RPS "(c)" "DB JWT  " "$DB" "$DB_JWT"
+    saturate OFF2_RPS "(c)" "auth off" "$OFF"
 done
 DBKEY_MED=$(median "${DBKEY_RPS[@]}")
 DBJWT_MED=$(median "${DBJWT_RPS[@]}")

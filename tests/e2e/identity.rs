@@ -28,25 +28,11 @@ fn cli(home: &Path, local: &Local, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// The first admin's password, from the server's stderr.
-fn bootstrap_password(local: &Local) -> String {
-    let logs = local.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("First admin of the identity store"))
-        .unwrap_or_else(|| panic!("no first-admin line in the log:\n{logs}"));
-    line.rsplit("password \"")
-        .next()
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn the_first_admin_then_users_and_keys_through_the_cli() {
     let dir = TempDir::new().unwrap();
     let local = Local::start(&dir.path().join("server"), &["--auth"]);
-    let password = bootstrap_password(&local);
+    let password = local.bootstrap_password();
     assert!(password.len() >= 16, "a random password: {password}");
     let admin = dir.path().join("admin-home");
     let bob = dir.path().join("bob-home");

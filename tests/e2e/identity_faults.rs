@@ -23,20 +23,6 @@ const ADMIN_PASSWORD: &str = "admin-password-after-bootstrap";
 const BASE: [&str; 2] = ["models:list", "models:read"];
 const CHANGED: [&str; 3] = ["models:list", "models:read", "models:start"];
 
-/// The first admin's password, from the server's stderr.
-fn bootstrap_password(local: &Local) -> String {
-    let logs = local.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("First admin of the identity store"))
-        .unwrap_or_else(|| panic!("no first-admin line in the log:\n{logs}"));
-    line.rsplit("password \"")
-        .next()
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_string()
-}
-
 fn client() -> Client {
     Client::builder()
         .timeout(Duration::from_secs(20))
@@ -108,7 +94,7 @@ async fn token(client: &Client, local: &Local, user: &str, password: &str) -> St
 
 /// Logs the bootstrap admin in, changes its password to [`ADMIN_PASSWORD`], logs in again.
 async fn set_up_admin(client: &Client, local: &Local) -> String {
-    let first = bootstrap_password(local);
+    let first = local.bootstrap_password();
     let token = token(client, local, "admin", &first).await;
     let change = json!({"new_password": ADMIN_PASSWORD, "old_password": first});
     let (status, body, _) = call(

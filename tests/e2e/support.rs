@@ -85,6 +85,21 @@ impl Local {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The first admin's password, which an `--auth` server with an empty identity store
+    /// prints once on stderr.
+    pub fn bootstrap_password(&self) -> String {
+        let logs = self.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("First admin of the identity store"))
+            .unwrap_or_else(|| panic!("no first-admin line in the log:\n{logs}"));
+        line.rsplit("password \"")
+            .next()
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_string()
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let start = Instant::now();
