@@ -394,9 +394,13 @@ fn verify(state: &State, token: &str, clock: &dyn Clock) -> Result<VerifiedToken
 
 /// The token of a `Bearer` header (scheme case-insensitive, as upstream's FastAPI dependency).
 pub fn bearer_token(header: Option<&str>) -> Option<&str> {
-    let (scheme, token) = header?.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    // Byte by byte (every authenticated request asks): the scheme, then at least one space.
+    let (scheme, token) = header?.trim_ascii().split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || !token.starts_with(' ') {
+        return None;
+    }
+    let token = token.trim_ascii();
+    (!token.is_empty()).then_some(token)
 }
 
 /// Upstream's key format: `sk-` and 13 ASCII letters or digits.
@@ -409,4 +413,30 @@ pub fn is_api_key(token: &str) -> bool {
 /// Keys are looked up by their SHA-256, so the lookup never compares the key itself byte by byte.
 fn key_hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_token_takes_the_scheme_in_any_case_and_trims_spaces() {
+        for (header, token) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER   abc  ", Some("abc")),
+            ("  Bearer abc", Some("abc")),
+            ("Bearer a b", Some("a b")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Bearerabc", None),
+            ("Bearer\tabc", None),
+            ("Basic abc", None),
+            ("Bearér abc", None),
+            ("", None),
+        ] {
+            assert_eq!(bearer_token(Some(header)), token, "{header:?}");
+        }
+        assert_eq!(bearer_token(None), None);
+    }
 }

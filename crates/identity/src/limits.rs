@@ -101,7 +101,7 @@ fn until_next_periods(now: u64) -> (u64, u64) {
     (to_midnight, (next - now as i64).max(1) as u64)
 }
 
-struct KeyState {
+pub(crate) struct KeyState {
     window: Mutex<Window>,
     in_flight: AtomicU32,
     /// The key has a day or month budget: its base is read back from the store.
@@ -130,8 +130,11 @@ fn counter_shard() -> usize {
 thread_local! {
     /// The key states this thread admitted requests for, per limiter: the hot path takes no
     /// shared lock (a limiter never drops a key's state, so an entry cannot go stale).
-    static STATES: RefCell<(u64, HashMap<i64, Arc<KeyState>>)> = RefCell::new((0, HashMap::new()));
+    static STATES: RefCell<(u64, LocalStates)> = RefCell::new((0, LocalStates::default()));
 }
+
+/// Key states by key id (ids are the store's, not the caller's: a fast hasher is safe here).
+type LocalStates = foldhash::HashMap<i64, Arc<KeyState>>;
 
 /// Held for a request's whole life (its response body too); frees its in-flight slot on drop
 /// (keys without an in-flight limit hold none).
@@ -169,14 +172,15 @@ impl Limiter {
         STATES.with(|cell| {
             let mut local = cell.borrow_mut();
             if local.0 != self.uid {
-                *local = (self.uid, HashMap::new());
+                *local = (self.uid, LocalStates::default());
             }
             let state = local.1.entry(key).or_insert_with(|| self.state(key));
             f(state)
         })
     }
 
-    fn state(&self, key: i64) -> Arc<KeyState> {
+    /// The state of `key` (created on its first request; never dropped).
+    pub(crate) fn state(&self, key: i64) -> Arc<KeyState> {
         // Every request by key asks: a shared read lock, the write lock only for a new key.
         if let Some(state) = self
             .keys
@@ -206,7 +210,13 @@ impl Limiter {
         self.with_state(key.id, |state| self.admit_to(state, key, now))
     }
 
-    fn admit_to(&self, state: &Arc<KeyState>, key: &KeyScope, now: u64) -> Result<Permit, Refusal> {
+    /// [`Limiter::admit`] with the key's state at hand.
+    pub(crate) fn admit_to(
+        &self,
+        state: &Arc<KeyState>,
+        key: &KeyScope,
+        now: u64,
+    ) -> Result<Permit, Refusal> {
         let limits: KeyLimits = key.limits;
         let budgeted = limits.tokens_per_day.is_some() || limits.tokens_per_month.is_some();
         // Stores only on a change: a line every request thread writes is a line they fight for.

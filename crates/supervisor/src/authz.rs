@@ -66,26 +66,31 @@ pub async fn authenticate(
         Some(state) if !state.auth_on() => Ok(Some((Caller::AuthOff, None))),
         Some(state) if state.public.contains(req.method(), req.path()) => Ok(None),
         Some(state) => {
+            // Visible ASCII, as `HeaderValue::to_str` demands, but checked a word at a time
+            // (the parser has already refused control characters).
             let header = req
                 .headers()
                 .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            let principal = match (&state.identity, &state.auth) {
+                .map(|v| v.as_bytes())
+                .filter(|b| b.is_ascii())
+                .and_then(|b| std::str::from_utf8(b).ok());
+            let caller = match (&state.identity, &state.auth) {
                 (Some(identity), _) => identity
-                    .authenticate(header)
+                    .authenticate_request(header)
                     .await
+                    .map(|a| (a.principal, a.admission))
                     .map_err(SupervisorError::from),
                 (None, Some(auth)) => auth
                     .authenticate(header)
-                    .map(Arc::new)
+                    .map(|p| (Arc::new(p), None))
                     .map_err(SupervisorError::Auth),
                 (None, None) => Err(SupervisorError::internal("auth on without a source")),
             };
-            principal
-                .and_then(|p| must_change_gate(&req, p))
-                .and_then(|p| {
+            caller
+                .and_then(|(p, admission)| Ok((must_change_gate(&req, p)?, admission)))
+                .and_then(|(p, admission)| {
                     // Refused for this principal: audited here, with who it was.
-                    let permit = usage::admit(state, &p)
+                    let permit = usage::admit(state, &p, admission)
                         .inspect_err(|e| audit_denial(state, req.request(), e, Some(&p)))?;
                     Ok(Some((Caller::User(p), permit)))
                 })
@@ -161,6 +166,7 @@ fn presented_key_prefix(req: &HttpRequest) -> Option<String> {
 
 /// Lets an account that must change its password through only to change it (its own), see
 /// itself, or log out.
+#[inline]
 fn must_change_gate(
     req: &ServiceRequest,
     p: Arc<Principal>,

@@ -1,7 +1,6 @@
 //! Prometheus metrics and the request log, both fed by one middleware.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,11 +23,21 @@ thread_local! {
     /// principal is one `Arc` per thread for as long as the key is cached), by registry and
     /// principal address: a key's request is counted without hashing its labels or locking the metric.
     /// The principal is held, so its address cannot be reused while its entry lives.
-    static USAGE_COUNTERS: RefCell<(u64, UsageCounters)> = RefCell::new((0, HashMap::new()));
+    static USAGE_COUNTERS: RefCell<UsageCounters> = RefCell::new(UsageCounters::default());
 }
 
-/// A principal's address, the principal (held), and its counter.
-type UsageCounters = HashMap<usize, (Arc<Principal>, IntCounter)>;
+/// This thread's counters for one registry.
+#[derive(Default)]
+struct UsageCounters {
+    /// The registry's uid.
+    owner: u64,
+    /// The last principal counted (its address) and its counter: a thread serving one hot key
+    /// counts it without hashing. Always an entry of `by_principal`, which holds the principal.
+    last: Option<(usize, IntCounter)>,
+    /// A principal's address, the principal (held), and its counter (addresses are ours, not
+    /// the caller's: a fast hasher is safe here).
+    by_principal: foldhash::HashMap<usize, (Arc<Principal>, IntCounter)>,
+}
 
 pub struct Metrics {
     /// Tells this registry's entries in [`USAGE_COUNTERS`] from another's.
@@ -148,20 +157,35 @@ impl Metrics {
                 .inc();
             return;
         }
+        let address = Arc::as_ptr(p) as usize;
         USAGE_COUNTERS.with(|cell| {
             let mut local = cell.borrow_mut();
-            if local.0 != self.uid || local.1.len() >= USAGE_COUNTERS_LIMIT {
-                *local = (self.uid, HashMap::new());
+            if local.owner == self.uid {
+                if let Some((last, counter)) = &local.last {
+                    if *last == address {
+                        counter.inc();
+                        return;
+                    }
+                }
             }
-            let counter = &local
-                .1
-                .entry(Arc::as_ptr(p) as usize)
-                .or_insert_with(|| {
-                    let c = self.usage_requests.with_label_values(&[key, &p.username]);
-                    (p.clone(), c)
-                })
-                .1;
+            if local.owner != self.uid || local.by_principal.len() >= USAGE_COUNTERS_LIMIT {
+                *local = UsageCounters {
+                    owner: self.uid,
+                    ..UsageCounters::default()
+                };
+            }
+            let counter = match local.by_principal.get(&address) {
+                Some((_, counter)) => counter.clone(),
+                None => {
+                    let counter = self.usage_requests.with_label_values(&[key, &p.username]);
+                    local
+                        .by_principal
+                        .insert(address, (p.clone(), counter.clone()));
+                    counter
+                }
+            };
             counter.inc();
+            local.last = Some((address, counter));
         });
     }
 

@@ -10,7 +10,7 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::Bytes;
 use prometheus::IntCounterVec;
 use xi_auth::Principal;
-use xi_identity::limits::Permit;
+use xi_identity::limits::{Permit, Refusal};
 use xi_identity::Identity;
 
 use crate::authz::Caller;
@@ -22,15 +22,19 @@ pub(crate) fn key_label(p: &Principal) -> &str {
     p.key.as_ref().map_or("-", |k| k.prefix.as_str())
 }
 
-/// Counts one authenticated request and, for an identity-store key, admits it within the
-/// key's limits. The permit, when the key limits requests in flight, must live as long as the
-/// response (see [`Guarded`]).
-pub fn admit(state: &AppState, p: &Arc<Principal>) -> Result<Option<Permit>, SupervisorError> {
-    let (Some(identity), Some(key)) = (&state.identity, &p.key) else {
+/// Counts one authenticated request and, for an identity-store key, takes its admission within
+/// the key's limits (decided with its authentication: `admission`). The permit, when the key
+/// limits requests in flight, must live as long as the response (see [`Guarded`]).
+pub fn admit(
+    state: &AppState,
+    p: &Arc<Principal>,
+    admission: Option<Result<Permit, Refusal>>,
+) -> Result<Option<Permit>, SupervisorError> {
+    let (Some(admission), Some(key)) = (admission, &p.key) else {
         state.metrics.usage_request(p, false);
         return Ok(None);
     };
-    match identity.admit(key) {
+    match admission {
         Ok(permit) => {
             // A store key's principal is the one its cache entry shares.
             state.metrics.usage_request(p, true);

@@ -13,6 +13,7 @@ use xi_auth::{AuthError, Credential, KeyScope, Principal};
 use super::{Identity, SessionState};
 use crate::audit::Event;
 use crate::error::{IdentityError, Result};
+use crate::limits::{KeyState, Permit, Refusal};
 use crate::{keys, sessions, users};
 
 /// Tokens of a login or a refresh. `Debug` hides them.
@@ -280,17 +281,62 @@ impl Identity {
     /// key (`sk-...`), or a token (with a session: checked against it; without: a config
     /// token). Known credentials are answered from the cache.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Arc<Principal>> {
+        Ok(match self.caller(authorization).await? {
+            Caller::Key(key, _) => key.principal.clone(),
+            Caller::Other(principal) => principal,
+        })
+    }
+
+    /// [`Identity::authenticate`] for a request: an identity-store key is also admitted within
+    /// its limits (one clock read and one cache lookup serve both).
+    pub async fn authenticate_request(&self, authorization: Option<&str>) -> Result<Authenticated> {
+        Ok(match self.caller(authorization).await? {
+            Caller::Key(key, now) => {
+                let admission = key
+                    .principal
+                    .key
+                    .as_ref()
+                    .map(|scope| self.limiter.admit_to(&key.limits, scope, now as u64));
+                Authenticated {
+                    principal: key.principal.clone(),
+                    admission,
+                }
+            }
+            Caller::Other(principal) => Authenticated {
+                principal,
+                admission: None,
+            },
+        })
+    }
+
+    async fn caller(&self, authorization: Option<&str>) -> Result<Caller> {
         let token = bearer_token(authorization).ok_or(AuthError::NotAuthenticated)?;
         if keys::looks_like_key(token) {
-            return self.authenticate_key_shared(token).await;
+            return self
+                .usable_key(token)
+                .await
+                .map(|(k, now)| Caller::Key(k, now));
         }
         if is_api_key(token) {
             // A config key, or one imported from a config file into the store.
             return match self.config_authenticate(authorization) {
-                Ok(principal) => Ok(principal),
-                Err(_) => self.authenticate_key_shared(token).await,
+                Ok(principal) => Ok(Caller::Other(principal)),
+                Err(_) => self
+                    .usable_key(token)
+                    .await
+                    .map(|(k, now)| Caller::Key(k, now)),
             };
         }
+        self.token_principal(token, authorization)
+            .await
+            .map(Caller::Other)
+    }
+
+    async fn token_principal(
+        &self,
+        token: &str,
+        authorization: Option<&str>,
+    ) -> Result<Arc<Principal>> {
         let claims = self.verified(token)?;
         let Some(sid) = claims.sid.as_deref() else {
             return self.config_authenticate(authorization);
@@ -324,17 +370,24 @@ impl Identity {
     /// A key's principal: this thread's copy of the cached one, the same `Arc` for every
     /// request by that key on this thread while it is cached (no copy on the hot path).
     pub async fn authenticate_key_shared(&self, token: &str) -> Result<Arc<Principal>> {
+        Ok(self.usable_key(token).await?.0.principal.clone())
+    }
+
+    /// This thread's copy of a usable key, and the time (Unix seconds) it was checked at.
+    async fn usable_key(&self, token: &str) -> Result<(Arc<CachedKey>, i64)> {
         let revision = self.keys.revision();
-        let cached = match self.local_key(token, revision) {
+        // One clock read serves the cache's time to live and the key's expiry.
+        let now = self.now();
+        let cached = match self.local_key(token, revision, now) {
             Some(cached) => cached,
-            None => self.shared_key(token, revision).await?,
+            None => self.shared_key(token, revision, now).await?,
         };
         let key = cached.ok_or(AuthError::InvalidCredentials)?;
         let row = &key.row;
         if !row.enabled {
             return Err(IdentityError::Unauthorized("API key is disabled".into()));
         }
-        if row.expires_at.is_some_and(|at| at <= self.now()) {
+        if row.expires_at.is_some_and(|at| at <= now) {
             return Err(IdentityError::Unauthorized("API key has expired".into()));
         }
         if !row.owner_enabled {
@@ -343,8 +396,22 @@ impl Identity {
         if row.owner_must_change_password {
             return Err(IdentityError::Forbidden(MUST_CHANGE_PASSWORD.into()));
         }
-        Ok(key.principal.clone())
+        Ok((key, now))
     }
+}
+
+/// Who a credential names: an identity-store key (this thread's copy, checked at a time), or
+/// anyone else (a session, a config user or key).
+enum Caller {
+    Key(Arc<CachedKey>, i64),
+    Other(Arc<Principal>),
+}
+
+/// A request's caller and, for an identity-store key, its admission within the key's limits
+/// (the permit, when the key limits requests in flight, must live as long as the response).
+pub struct Authenticated {
+    pub principal: Arc<Principal>,
+    pub admission: Option<std::result::Result<Permit, Refusal>>,
 }
 
 thread_local! {
@@ -358,13 +425,20 @@ thread_local! {
 struct LocalKeys {
     owner: u64,
     revision: i64,
-    keys: std::collections::HashMap<String, (Arc<CachedKey>, std::time::Instant)>,
+    /// Each key with the time (Unix seconds) it was read. Only keys the store knows get an
+    /// entry, so callers cannot fill the map: a fast hasher is safe here.
+    keys: foldhash::HashMap<String, (Arc<CachedKey>, i64)>,
 }
 
 impl Identity {
     /// A key from the store's shared cache, else the store itself, remembered by this thread
     /// (so the next request by this key on this thread neither hashes it nor takes a lock).
-    async fn shared_key(&self, token: &str, revision: i64) -> Result<Option<Arc<CachedKey>>> {
+    async fn shared_key(
+        &self,
+        token: &str,
+        revision: i64,
+        now: i64,
+    ) -> Result<Option<Arc<CachedKey>>> {
         let hash = keys::hash(token);
         let cached = match self.keys.get(&hash) {
             Some(cached) => cached,
@@ -375,6 +449,7 @@ impl Identity {
                 let cached = row.map(|row| {
                     Arc::new(CachedKey {
                         principal: Arc::new(key_principal(&row)),
+                        limits: self.limiter.state(row.id),
                         row,
                     })
                 });
@@ -383,28 +458,30 @@ impl Identity {
             }
         };
         if let Some(key) = &cached {
-            self.remember_key(token, key, revision);
+            self.remember_key(token, key, revision, now);
         }
         Ok(cached)
     }
 
-    fn local_key(&self, token: &str, revision: i64) -> Option<Option<Arc<CachedKey>>> {
+    fn local_key(&self, token: &str, revision: i64, now: i64) -> Option<Option<Arc<CachedKey>>> {
         KEYS.with(|cell| {
             let mut local = cell.borrow_mut();
             if local.owner != self.uid || local.revision != revision {
                 *local = LocalKeys {
                     owner: self.uid,
                     revision,
-                    keys: Default::default(),
+                    ..LocalKeys::default()
                 };
                 return None;
             }
             let (key, at) = local.keys.get(token)?;
-            (at.elapsed() < self.options.cache_ttl).then(|| Some(key.clone()))
+            // Read at or before now (a clock set back refreshes it) and within the TTL.
+            let age = u64::try_from(now - at).ok()?;
+            (age < self.options.cache_ttl.as_secs()).then(|| Some(key.clone()))
         })
     }
 
-    fn remember_key(&self, token: &str, key: &Arc<CachedKey>, revision: i64) {
+    fn remember_key(&self, token: &str, key: &Arc<CachedKey>, revision: i64, now: i64) {
         KEYS.with(|cell| {
             let mut local = cell.borrow_mut();
             if local.owner != self.uid || local.revision != revision {
@@ -419,10 +496,9 @@ impl Identity {
             let own = Arc::new(CachedKey {
                 row: key.row.clone(),
                 principal: Arc::new(Principal::clone(&key.principal)),
+                limits: key.limits.clone(),
             });
-            local
-                .keys
-                .insert(token.to_string(), (own, std::time::Instant::now()));
+            local.keys.insert(token.to_string(), (own, now));
         });
     }
 }
@@ -496,6 +572,8 @@ impl Identity {
 pub(crate) struct CachedKey {
     row: keys::KeyRow,
     principal: Arc<Principal>,
+    /// The key's state in the limiter (admission reads it without another lookup).
+    limits: Arc<KeyState>,
 }
 
 /// What a usable key authenticates as: its own permissions (by default model use) within its

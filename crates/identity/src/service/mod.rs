@@ -28,7 +28,7 @@ use crate::store::{Store, Write};
 
 pub use import::ImportReport;
 
-pub use login::{Issued, MUST_CHANGE_PASSWORD};
+pub use login::{Authenticated, Issued, MUST_CHANGE_PASSWORD};
 pub use users::Bootstrap;
 
 /// How the identity store behaves; every default is here.

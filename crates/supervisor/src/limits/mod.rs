@@ -161,6 +161,8 @@ pub async fn refuse_crowded(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let crowded = match req.conn_data::<ConnectionGuard>() {
         None => false,
+        // A connection that has authenticated once no longer counts: nothing to decide.
+        Some(guard) if !guard.counted.get() => false,
         Some(guard) if authenticated(&req) => {
             guard.authenticated();
             false
