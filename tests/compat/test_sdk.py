@@ -103,6 +103,40 @@ def test_chat_through_both_sdks(server, models):
     client.terminate_model(uid)
 
 
+def test_structured_output_through_both_sdks(server, models):
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+        population: int
+
+    client = admin(server)
+    uid = client.launch_model(model_name="smollm2-instruct", model_engine="llama.cpp", model_format="ggufv2",
+                              quantization="Q4_1", model_path=f"{models}/SmolLM2-135M-Instruct.Q4_1.gguf")
+    messages = [{"role": "user", "content": "Describe Paris as JSON."}]
+    openai = OpenAI(base_url=f"{server}/v1", api_key=ADMIN_KEY)
+    # The SDK's parse helper (a pydantic model becomes a json_schema response format).
+    parse = getattr(openai.chat.completions, "parse", None) or openai.beta.chat.completions.parse
+    done = parse(model=uid, messages=messages, response_format=City, max_tokens=96, seed=3)
+    assert isinstance(done.choices[0].message.parsed, City), done
+    # vLLM's fields through extra_body.
+    reply = openai.chat.completions.create(model=uid, messages=[{"role": "user", "content": "Is the sky blue?"}],
+                                           extra_body={"guided_choice": ["yes", "no"]}, seed=1)
+    assert reply.choices[0].message.content in ("yes", "no")
+    # A schema that cannot compile is a 400 the SDK raises.
+    import openai as sdk
+    with pytest.raises(sdk.BadRequestError, match="invalid grammar"):
+        openai.chat.completions.create(model=uid, messages=messages,
+                                       extra_body={"guided_regex": "a(b"})
+    # xinference-client: the response format rides in generate_config.
+    model = Client(server)
+    model.login("user2", "secret2")
+    answer = model.get_model(uid).chat(messages=messages, generate_config={
+        "max_tokens": 96, "seed": 5, "response_format": {"type": "json_object"}})
+    assert isinstance(json.loads(answer["choices"][0]["message"]["content"]), dict), answer
+    client.terminate_model(uid)
+
+
 def test_cluster_and_model_views(server, models):
     client = admin(server)
     uid = client.launch_model(model_name="all-MiniLM-L6-v2", model_type="embedding", model_uid="views",

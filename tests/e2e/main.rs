@@ -12,5 +12,6 @@ mod llm;
 mod local;
 mod models;
 mod slow_clients;
+mod structured;
 mod support;
 mod templates;

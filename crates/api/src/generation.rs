@@ -7,6 +7,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::guide::Guide;
+use crate::guide::{guide_of, GuideFields};
+
 /// Generated tokens at most when the request gives no `max_tokens` (capped by the context).
 pub const DEFAULT_MAX_TOKENS: usize = 1024;
 /// OpenAI's default temperature (0 is greedy).
@@ -35,6 +38,9 @@ pub struct Sampling {
     /// Keep generating past the model's end tokens (vLLM's `ignore_eos`).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// What the answer must be (structured output), if the request constrains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guide: Option<Guide>,
 }
 
 impl Sampling {
@@ -99,6 +105,9 @@ pub struct SamplingFields {
     pub n: Option<i64>,
     /// Completions' server-side best-of sampling: only 1.
     pub best_of: Option<i64>,
+    /// `response_format` and the `guided_*` fields.
+    #[serde(flatten)]
+    pub guide: GuideFields,
 }
 
 impl SamplingFields {
@@ -155,6 +164,7 @@ impl SamplingFields {
             stop,
             stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            guide: guide_of(&self.guide)?,
         })
     }
 }

@@ -4,7 +4,8 @@
 //! [`auth`] (login and token shapes), [`identity`] (users, api keys and sessions of the
 //! identity store), [`models`] (launch/registration/description shapes),
 //! [`launch`] (the typed launch options, parsed once), [`generation`] (the typed sampling fields
-//! of a generation request and their defaults), [`worker`] (the supervisor's view of a
+//! of a generation request and their defaults), [`guide`] (structured output: the constraint a
+//! request puts on its answer), [`worker`] (the supervisor's view of a
 //! worker), [`cluster`] (the supervisor <-> worker protocol), [`names`] (the rules for names
 //! that become paths) and
 //! [`ErrorBody`] (every error body is `{"detail": "..."}`).
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod generation;
+pub mod guide;
 pub mod identity;
 pub mod launch;
 pub mod models;

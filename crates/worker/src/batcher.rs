@@ -14,7 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use xi_api::worker::{
     GenerateEvent, GenerateRequest, GenerateSummary, Prompt, WorkerError, WorkerErrorKind,
 };
-use xi_engine::llm::{Backend, GenerationParams, Llm, LlmModel, Sequence};
+use xi_engine::llm::{Backend, CompiledGrammar, GenerationParams, Llm, LlmModel, Sequence};
 
 use crate::replica::{refuse, terminated, Job, ReplicaOptions, ReplicaShared};
 
@@ -93,11 +93,11 @@ fn serve_on<B: Backend>(
 }
 
 fn admit<B: Backend>(model: &Llm<B>, job: Job, running: &mut Vec<Running<B>>) {
-    let Job::Generate(request, events) = job else {
+    let Job::Generate(request, grammar, events) = job else {
         refuse(vec![job]);
         return;
     };
-    match start(model, request) {
+    match start(model, request, grammar) {
         Ok(seq) => running.push(Running { seq, events }),
         Err(e) => {
             let _ = events.send(GenerateEvent::Error(e));
@@ -105,7 +105,11 @@ fn admit<B: Backend>(model: &Llm<B>, job: Job, running: &mut Vec<Running<B>>) {
     }
 }
 
-fn start<B: Backend>(model: &Llm<B>, request: GenerateRequest) -> Result<Sequence<B>, WorkerError> {
+fn start<B: Backend>(
+    model: &Llm<B>,
+    request: GenerateRequest,
+    grammar: Option<CompiledGrammar>,
+) -> Result<Sequence<B>, WorkerError> {
     let prompt = match &request.prompt {
         Prompt::Text(text) => text,
         // The worker renders chats before queueing them; templates never run on this thread.
@@ -132,7 +136,11 @@ fn start<B: Backend>(model: &Llm<B>, request: GenerateRequest) -> Result<Sequenc
         stop_token_ids: s.stop_token_ids,
         ignore_eos: s.ignore_eos,
     };
-    model.start(ids, params).map_err(WorkerError::from)
+    let mut seq = model.start(ids, params)?;
+    if let Some(grammar) = grammar {
+        seq.constrain(grammar);
+    }
+    Ok(seq)
 }
 
 /// A seed for requests that give none, from the clock (sampling needs no cryptographic seed).

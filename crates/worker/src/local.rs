@@ -5,17 +5,19 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::sync::oneshot;
+use xi_api::guide::Guide;
 use xi_api::models::ModelType;
 use xi_api::worker::{
     BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, Prompt, ReplicaInfo,
     ReplicaSpec, RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
 };
-use xi_engine::llm::template::{ChatMessage, ChatTemplate};
+use xi_engine::llm::template::ChatMessage;
+use xi_engine::llm::{CompiledGrammar, Grammar};
 
 use xi_api::cluster::{RunningReplica, WorkerResources};
 
 use crate::gpu;
-use crate::replica::{Job, Replica, ReplicaOptions};
+use crate::replica::{Job, LlmTools, Replica, ReplicaOptions};
 use crate::system::SystemProbe;
 use crate::template_sandbox::{Renderer, TemplateSandbox};
 
@@ -56,8 +58,8 @@ pub struct LocalWorker {
     /// Ready replicas with the spec they were launched from (reported when joining a
     /// supervisor, so a restarted supervisor serves them again).
     ready: DashMap<String, RunningReplica>,
-    /// Each ready LLM replica's chat template (`None`: the model has none).
-    templates: DashMap<String, Option<ChatTemplate>>,
+    /// Each ready LLM replica's chat template and grammar compiler.
+    llms: DashMap<String, LlmTools>,
     renderer: Renderer,
     probe: SystemProbe,
 }
@@ -85,7 +87,7 @@ impl LocalWorker {
             config,
             replicas: Arc::new(DashMap::new()),
             ready: DashMap::new(),
-            templates: DashMap::new(),
+            llms: DashMap::new(),
             renderer,
             probe: SystemProbe::default(),
         }
@@ -202,9 +204,9 @@ impl Worker for LocalWorker {
                 ))
             });
             let result = result.map(|ready| {
-                // Chats are rendered here, off the model thread, with the model's template.
-                if llm {
-                    self.templates.insert(uid.clone(), ready.template);
+                // Chats are rendered and grammars compiled here, off the model thread.
+                if let (true, Some(tools)) = (llm, ready.llm) {
+                    self.llms.insert(uid.clone(), tools);
                 }
                 ready.info
             });
@@ -221,10 +223,10 @@ impl Worker for LocalWorker {
                     // Terminated in between: forget it again.
                     if !self.replicas.contains_key(&uid) {
                         self.ready.remove(&uid);
-                        self.templates.remove(&uid);
+                        self.llms.remove(&uid);
                     }
                 }
-                Ok(_) => drop(self.templates.remove(&uid)),
+                Ok(_) => drop(self.llms.remove(&uid)),
                 Err(_) => {
                     if let Some((_, replica)) = self.replicas.remove(&uid) {
                         stop_when_unshared(replica).await;
@@ -238,7 +240,7 @@ impl Worker for LocalWorker {
     fn terminate(&self, replica_uid: String) -> BoxFuture<'_, Result<(), WorkerError>> {
         Box::pin(async move {
             self.ready.remove(&replica_uid);
-            self.templates.remove(&replica_uid);
+            self.llms.remove(&replica_uid);
             let (_, replica) = self.replicas.remove(&replica_uid).ok_or_else(|| {
                 WorkerError::new(
                     WorkerErrorKind::NotFound,
@@ -291,9 +293,10 @@ impl Worker for LocalWorker {
             // The render holds no handle on the replica, so a terminate meanwhile goes ahead.
             self.replica(&replica_uid)?;
             let request = self.rendered(&replica_uid, request).await?;
+            let grammar = self.grammar(&replica_uid, &request).await?;
             let replica = self.replica(&replica_uid)?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            replica.submit(Job::Generate(request, tx))?;
+            replica.submit(Job::Generate(request, grammar, tx))?;
             drop(replica);
             let events = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|event| (event, rx))
@@ -304,6 +307,40 @@ impl Worker for LocalWorker {
 }
 
 impl LocalWorker {
+    /// The request's output constraint compiled for the replica's model, off the runtime's
+    /// threads (the first grammar of a model also builds its token trie: about a second). A
+    /// grammar that cannot be compiled is refused here, before anything is queued.
+    async fn grammar(
+        &self,
+        uid: &str,
+        request: &GenerateRequest,
+    ) -> Result<Option<CompiledGrammar>, WorkerError> {
+        let Some(guide) = request.sampling.guide.clone() else {
+            return Ok(None);
+        };
+        let compiler = self
+            .llms
+            .get(uid)
+            .map(|t| t.grammars.clone())
+            .ok_or_else(|| {
+                WorkerError::new(
+                    WorkerErrorKind::InvalidInput,
+                    format!("model {uid} does not generate (not a ready LLM)"),
+                )
+            })?;
+        let grammar = grammar_of(guide);
+        tokio::task::spawn_blocking(move || compiler.compile(&grammar))
+            .await
+            .map_err(|e| {
+                WorkerError::new(
+                    WorkerErrorKind::Internal,
+                    format!("compiling the output constraint failed: {e}"),
+                )
+            })?
+            .map(Some)
+            .map_err(WorkerError::from)
+    }
+
     /// `request` with its chat rendered by the replica's template (in the sandbox when there is
     /// one), so the model thread only tokenizes and generates.
     async fn rendered(
@@ -321,7 +358,7 @@ impl LocalWorker {
                 })
             }
         };
-        let template = match self.templates.get(uid).map(|t| t.value().clone()) {
+        let template = match self.llms.get(uid).map(|t| t.template.clone()) {
             Some(Some(template)) => template,
             Some(None) => {
                 return Err(WorkerError::new(
@@ -365,5 +402,16 @@ async fn stop_when_unshared(mut replica: Arc<Replica>) {
                 tokio::task::yield_now().await;
             }
         }
+    }
+}
+
+/// The engine's grammar for an API output constraint.
+fn grammar_of(guide: Guide) -> Grammar {
+    match guide {
+        Guide::JsonObject => Grammar::JsonObject,
+        Guide::JsonSchema { schema } => Grammar::JsonSchema(schema),
+        Guide::Regex { pattern } => Grammar::Regex(pattern),
+        Guide::Choice { choices } => Grammar::Choice(choices),
+        Guide::Grammar { lark } => Grammar::Lark(lark),
     }
 }

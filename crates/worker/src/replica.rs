@@ -17,7 +17,7 @@ use xi_api::worker::{
     EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, ReplicaInfo, ReplicaSpec,
     RerankRequest, RerankResponse, WorkerError, WorkerErrorKind,
 };
-use xi_engine::llm::ChatTemplate;
+use xi_engine::llm::{ChatTemplate, CompiledGrammar, GrammarCompiler};
 
 use self::load::Loaded;
 use crate::gpu::DeviceChoice;
@@ -34,8 +34,12 @@ pub enum Job {
     ),
     /// Events go out as they happen (never blocking the batch: the channel is unbounded, and a
     /// generation's events are bounded by its `max_tokens`); a closed channel (client gone)
-    /// stops the generation.
-    Generate(GenerateRequest, UnboundedSender<GenerateEvent>),
+    /// stops the generation. The grammar is the request's output constraint, compiled.
+    Generate(
+        GenerateRequest,
+        Option<CompiledGrammar>,
+        UnboundedSender<GenerateEvent>,
+    ),
 }
 
 /// Shared between the replica thread and the worker.
@@ -66,9 +70,17 @@ pub struct Replica {
 /// What a replica reports once its model is loaded.
 pub struct Ready {
     pub info: ReplicaInfo,
-    /// An LLM's chat template: the worker renders chats with it in the request path (in the
-    /// sandbox), so templates never run on the model thread.
+    /// What the worker needs of an LLM in the request path (`None` for other models).
+    pub llm: Option<LlmTools>,
+}
+
+/// An LLM's chat template (`None`: it has none) and grammar compiler: the worker renders chats
+/// (in the sandbox) and compiles output constraints in the request path, so neither runs on
+/// the model thread.
+#[derive(Clone)]
+pub struct LlmTools {
     pub template: Option<ChatTemplate>,
+    pub grammars: GrammarCompiler,
 }
 
 /// Options a replica takes from the launch request.
@@ -172,11 +184,14 @@ fn run(
     let mut model = match result {
         Ok((model, info)) => {
             tracing::info!(replica = %spec.replica_uid, secs = started.elapsed().as_secs_f32(), "replica ready");
-            let template = match &model {
-                Loaded::Llm(m) => m.chat_template().cloned(),
+            let llm = match &model {
+                Loaded::Llm(m) => Some(LlmTools {
+                    template: m.chat_template().cloned(),
+                    grammars: m.grammar_compiler(),
+                }),
                 Loaded::Encoder(_) => None,
             };
-            let _ = ready.send(Ok(Ready { info, template }));
+            let _ = ready.send(Ok(Ready { info, llm }));
             model
         }
         Err(e) => {
@@ -223,7 +238,7 @@ pub(crate) fn refuse(jobs: Vec<Job>) {
         match job {
             Job::Embed(_, reply) => drop(reply.send(Err(terminated()))),
             Job::Rerank(_, reply) => drop(reply.send(Err(terminated()))),
-            Job::Generate(_, events) => drop(events.send(GenerateEvent::Error(terminated()))),
+            Job::Generate(_, _, events) => drop(events.send(GenerateEvent::Error(terminated()))),
         }
     }
 }

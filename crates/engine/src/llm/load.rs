@@ -3,11 +3,13 @@
 //! the decoder on its backend).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+use super::constraint::GrammarCompiler;
 use super::cpu::CpuBackend;
 use super::decoder::Decoder;
 use super::portable::TensorBackend;
@@ -113,6 +115,8 @@ impl LlmModel {
         on_progress: &mut dyn FnMut(f32),
     ) -> Result<LlmModel, EngineError> {
         let placement = options.placement.clone();
+        let tokenizer = Arc::new(tokenizer);
+        let grammars = GrammarCompiler::new(tokenizer.clone(), config.vocab_size, end_ids.clone());
         let mut on_layer = |done: usize, all: usize| on_progress(done as f32 / all as f32);
         tracing::info!(from = %origin.display(), arch = config.arch.name(),
             context = config.context_length, on = %placement.describe(), "loading LLM layers");
@@ -124,6 +128,7 @@ impl LlmModel {
                 tokenizer,
                 template,
                 end_ids,
+                grammars: grammars.clone(),
             })
         } else {
             let backend = TensorBackend::load(&config, weights, &placement)?;
@@ -133,6 +138,7 @@ impl LlmModel {
                 tokenizer,
                 template,
                 end_ids,
+                grammars,
             })
         };
         tracing::info!(from = %origin.display(), on = %model.placement().describe(), "LLM loaded");

@@ -7,7 +7,9 @@
 //! its two backends `cpu` (our integer kernels; attention and KV caches in `attention`) and
 //! `portable` (candle tensor ops, for GPUs: see [`crate::Placement`]), `plan` (the step
 //! planner: which sequences advance by how many tokens, a pure function), `load` (files into
-//! a model), [`sequence`] (sampling, stop conditions, streamed text), [`gguf_tokenizer`] (the
+//! a model), `sequence` (sampling, stop conditions, streamed text), [`constraint`]
+//! (grammar-constrained decoding: JSON schemas, regexes, choices, Lark, with llguidance; the
+//! token masks are computed while the forward pass runs), [`gguf_tokenizer`] (the
 //! tokenizer rebuilt from GGUF metadata), [`template`] (Jinja chat templates), [`convert`]
 //! (GGUF → safetensors folder) and `validate` (the config checked against the file's tensors
 //! and the machine's memory before anything is allocated). [`Llm::step`] advances any number
@@ -20,6 +22,7 @@
 
 mod attention;
 pub mod config;
+pub mod constraint;
 pub mod convert;
 mod cpu;
 mod decoder;
@@ -35,12 +38,15 @@ mod types;
 mod validate;
 pub mod weights;
 
+use std::sync::Arc;
+
 use tokenizers::Tokenizer;
 use xi_api::launch::DEFAULT_MAX_NUM_BATCHED_TOKENS;
 
 use crate::error::EngineError;
 use crate::placement::Placement;
 pub use config::LlmConfig;
+pub use constraint::{CompiledGrammar, Grammar, GrammarCompiler, MaskStats};
 pub use cpu::CpuBackend;
 pub use decoder::Backend;
 use decoder::{CacheOf, Decoder, KvLen};
@@ -102,9 +108,11 @@ macro_rules! with_llm {
 pub struct Llm<B: Backend> {
     decoder: Decoder<B>,
     placement: Placement,
-    tokenizer: Tokenizer,
+    tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     end_ids: Vec<u32>,
+    /// The grammar compiler (shares the tokenizer; builds nothing until the first grammar).
+    grammars: GrammarCompiler,
 }
 
 impl LlmModel {
@@ -134,6 +142,16 @@ impl LlmModel {
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
         with_llm!(self, m => m.encode(text))
+    }
+
+    /// See [`Llm::compile_grammar`].
+    pub fn compile_grammar(&self, grammar: &Grammar) -> Result<CompiledGrammar, EngineError> {
+        with_llm!(self, m => m.compile_grammar(grammar))
+    }
+
+    /// See [`Llm::grammar_compiler`].
+    pub fn grammar_compiler(&self) -> GrammarCompiler {
+        with_llm!(self, m => m.grammar_compiler())
     }
 
     /// See [`Llm::next_token_logits`].
@@ -188,6 +206,20 @@ impl<B: Backend> Llm<B> {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Compiles `grammar` for this model, to hold a sequence to it
+    /// ([`Sequence::constrain`]). Safe to call from any thread while the model steps; the
+    /// first call builds the model's grammar compiler (its token trie), which takes a while.
+    /// A grammar llguidance cannot compile is `InvalidInput` ("invalid grammar: ...").
+    pub fn compile_grammar(&self, grammar: &Grammar) -> Result<CompiledGrammar, EngineError> {
+        self.grammars.compile(grammar)
+    }
+
+    /// The model's grammar compiler, to compile grammars where the model is not (the worker
+    /// compiles a request's grammar before it queues the request).
+    pub fn grammar_compiler(&self) -> GrammarCompiler {
+        self.grammars.clone()
+    }
+
     /// A new sequence for `prompt`; refused when the prompt leaves no room in the context.
     pub fn start(
         &self,
@@ -222,7 +254,8 @@ impl<B: Backend> Llm<B> {
     /// Advances every unfinished sequence in `seqs` by one forward pass: sequences that are
     /// decoding add one token each; sequences still reading their prompt add up to what is left
     /// of `token_budget` (chunked prefill, so a long prompt never stalls the others for long).
-    /// Returns one update per sequence, in order.
+    /// Returns one update per sequence, in order. The token masks of constrained sequences that
+    /// sample in this step are computed on a second thread while the forward pass runs.
     pub fn step(
         &self,
         seqs: &mut [&mut Sequence<B>],
@@ -259,13 +292,19 @@ impl<B: Backend> Llm<B> {
         }
         let logits = {
             let mut caches: Vec<&mut CacheOf<B>> = Vec::with_capacity(members.len());
+            let mut masks: Vec<&mut constraint::Constraint> = Vec::new();
             for (i, s) in seqs.iter_mut().enumerate() {
-                if take[i] > 0 {
-                    caches.push(&mut s.cache);
+                if take[i] == 0 {
+                    continue;
+                }
+                let samples = take[i] == s.pending();
+                let s: &mut Sequence<B> = s;
+                caches.push(&mut s.cache);
+                if let (true, Some(c)) = (samples, s.constraint.as_mut()) {
+                    masks.push(c);
                 }
             }
-            self.decoder
-                .forward(&tokens, &spans, &mut caches, &wanted)?
+            self.forward_with_masks(&tokens, &spans, &mut caches, &wanted, masks)?
         };
         let mut logits = logits.into_iter();
         for &i in &members {
@@ -277,6 +316,33 @@ impl<B: Backend> Llm<B> {
             }
         }
         Ok(updates)
+    }
+
+    /// One forward pass, with the given sequences' token masks computed on a scoped thread
+    /// meanwhile (a slow mask then costs no more than the pass itself).
+    fn forward_with_masks(
+        &self,
+        tokens: &[u32],
+        spans: &[usize],
+        caches: &mut [&mut CacheOf<B>],
+        wanted: &[u32],
+        masks: Vec<&mut constraint::Constraint>,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        if masks.is_empty() {
+            return self.decoder.forward(tokens, spans, caches, wanted);
+        }
+        std::thread::scope(|scope| {
+            let masker = scope.spawn(move || {
+                for c in masks {
+                    c.prepare_mask();
+                }
+            });
+            let rows = self.decoder.forward(tokens, spans, caches, wanted);
+            masker
+                .join()
+                .map_err(|_| EngineError::internal("the token mask thread panicked"))?;
+            rows
+        })
     }
 
     /// The logits of the token that would follow `prompt` (one forward pass, no sampling).

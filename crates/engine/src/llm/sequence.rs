@@ -1,12 +1,14 @@
 //! One generation in progress: its tokens and KV cache, its sampler, and the text it has let
 //! out so far (stop strings are held back until they can no longer match, so they are never
-//! streamed).
+//! streamed). A sequence may be held to a grammar ([`Sequence::constrain`]): then it samples only
+//! tokens the grammar allows and ends as soon as the grammar is complete.
 
 use std::collections::HashMap;
 
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use tokenizers::Tokenizer;
 
+use super::constraint::{CompiledGrammar, Constraint, MaskStats};
 use super::decoder::{Backend, CacheOf, KvLen};
 use super::{FinishReason, GenerationParams};
 use crate::error::EngineError;
@@ -28,6 +30,8 @@ pub struct Sequence<B: Backend> {
     read_offset: usize,
     hold_back: usize,
     finished: Option<FinishReason>,
+    /// The grammar the output must follow, if any.
+    pub(super) constraint: Option<Constraint>,
 }
 
 /// What one step produced for a sequence.
@@ -77,7 +81,34 @@ impl<B: Backend> Sequence<B> {
             read_offset: 0,
             hold_back,
             finished: None,
+            constraint: None,
         }
+    }
+
+    /// Holds the rest of the output to `grammar` (compiled by the same model: see
+    /// [`Llm::compile_grammar`](super::Llm::compile_grammar)). Meant before the first step;
+    /// tokens already generated are fed to the grammar first. With a grammar the sequence ends
+    /// (`Stop`) once the grammar is complete, even with `ignore_eos`; its end tokens can only
+    /// be sampled where the grammar could end.
+    pub fn constrain(&mut self, grammar: CompiledGrammar) {
+        let mut constraint = Constraint::new(grammar);
+        if let Err(e) = constraint.consume_all(self.generated()) {
+            tracing::warn!(error = %e, "the output so far does not fit the grammar");
+        }
+        self.constraint = Some(constraint);
+    }
+
+    /// Whether the sequence is held to a grammar.
+    pub fn is_constrained(&self) -> bool {
+        self.constraint.is_some()
+    }
+
+    /// What computing this sequence's token masks has cost so far.
+    pub fn mask_stats(&self) -> MaskStats {
+        self.constraint
+            .as_ref()
+            .map(Constraint::stats)
+            .unwrap_or_default()
     }
 
     pub fn prompt_tokens(&self) -> usize {
@@ -118,13 +149,29 @@ impl<B: Backend> Sequence<B> {
         end_ids: &[u32],
         tokenizer: &Tokenizer,
     ) -> Result<Update, EngineError> {
+        if let Some(constraint) = &mut self.constraint {
+            if constraint.is_stopped() {
+                return Ok(self.finish(FinishReason::Stop));
+            }
+            if let Err(e) = constraint.mask_logits(&mut logits) {
+                return Ok(self.grammar_failed(&e));
+            }
+        }
         self.penalize(&mut logits);
         let n = logits.len();
         let logits = candle_core::Tensor::from_vec(logits, n, &candle_core::Device::Cpu)?;
         let next = self.sampler.sample(&logits)?;
-        let at_end = !self.params.ignore_eos && end_ids.contains(&next);
+        // With a grammar, an end token is only allowed where the grammar is complete: it ends
+        // the sequence whatever `ignore_eos` says.
+        let constrained = self.constraint.is_some();
+        let at_end = (constrained || !self.params.ignore_eos) && end_ids.contains(&next);
         if at_end || self.params.stop_token_ids.contains(&next) {
             return Ok(self.finish(FinishReason::Stop));
+        }
+        if let Some(constraint) = &mut self.constraint {
+            if let Err(e) = constraint.consume(next) {
+                return Ok(self.grammar_failed(&e));
+            }
         }
         self.tokens.push(next);
         let piece = self.decode_new(tokenizer)?;
@@ -141,6 +188,10 @@ impl<B: Backend> Sequence<B> {
             self.text.truncate(at);
             return Ok(self.finish(FinishReason::Stop));
         }
+        // A grammar that nothing more can extend ends the sequence, even on its last token.
+        if self.constraint.as_ref().is_some_and(Constraint::is_stopped) {
+            return Ok(self.finish(FinishReason::Stop));
+        }
         if self.completion_tokens() >= self.max_new {
             return Ok(self.finish(FinishReason::Length));
         }
@@ -154,6 +205,13 @@ impl<B: Backend> Sequence<B> {
             self.emitted = safe;
         }
         Ok(update)
+    }
+
+    /// The grammar failed mid-generation (a bug of llguidance's or a grammar it cannot follow
+    /// on): the sequence ends with what it has rather than failing the whole step.
+    fn grammar_failed(&mut self, error: &str) -> Update {
+        tracing::warn!(error, "constrained decoding failed; ending the sequence");
+        self.finish(FinishReason::Stop)
     }
 
     fn finish(&mut self, reason: FinishReason) -> Update {
