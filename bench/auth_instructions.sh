@@ -91,31 +91,28 @@ cat >"$WORK/auth.json" <<EOF
 }
 EOF
 
+# send N KEY: N GET /v1/models with KEY on one keep-alive connection to $URL, all 200.
+send() {
+    python3 - "$URL" "$2" "$1" <<'EOF'
+import http.client, sys, urllib.parse
+url, key, n = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+c = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+for _ in range(n):
+    c.request("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})
+    r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+EOF
+}
+
 # count NAME KEY FLAGS...: instructions per request of REQUESTS counted requests.
 count() {
     local name=$1 bearer=$2
     shift 2
     # shellcheck disable=SC2046
     start "$name" $(grind "$name") -- "$@"
-    python3 - "$URL" "$bearer" 200 <<'EOF'
-import http.client, sys, urllib.parse
-url, key, n = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-c = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
-for _ in range(n):
-    c.request("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})
-    r = c.getresponse(); r.read()
-    assert r.status == 200, r.status
-EOF
+    send 200 "$bearer"
     callgrind_control -i on "$PID" >/dev/null
-    python3 - "$URL" "$bearer" "$REQUESTS" <<'EOF'
-import http.client, sys, urllib.parse
-url, key, n = urllib.parse.urlsplit(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-c = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
-for _ in range(n):
-    c.request("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})
-    r = c.getresponse(); r.read()
-    assert r.status == 200, r.status
-EOF
+    send "$REQUESTS" "$bearer"
     callgrind_control -i off "$PID" >/dev/null
     callgrind_control -d "$PID" >/dev/null
     stop "$PID"
@@ -147,26 +144,24 @@ for name, label in (("config", "config-file api key (--auth-config, --no-identit
     print(f"| {label} | {v:,.0f} | {v / off - 1:+.2%} |")
 EOF
 
-# Where the store key's instructions go: inclusive counts per request, biggest differences.
-for name in off store; do
-    callgrind_annotate --inclusive=yes --threshold=100 "$WORK/$name".cg* 2>/dev/null |
-        awk '/^ *[0-9,]+ .*[^ ]/ {gsub(",", "", $1); n = $1; $1 = ""; sub(/\([^)]*\)$/, ""); print n "\t" $0}' \
-            >"$WORK/$name.incl" || true
-done
-python3 - "$WORK/off.incl" "$WORK/store.incl" "$REQUESTS" "$TOP" <<'EOF'
-import re, sys
-def load(path):
-    d = {}
-    for line in open(path):
-        n, _, name = line.partition("\t")
-        name = re.sub(r"^ *\S+:", "", name.strip()) or name.strip()
-        d[name] = d.get(name, 0) + int(n)
-    return d
-off, store = load(sys.argv[1]), load(sys.argv[2])
+# Where the store key's instructions go: each function's own instructions per request, the
+# biggest growth over auth off.
+python3 - "$WORK/off.cg.1" "$WORK/store.cg.1" "$REQUESTS" "$TOP" <<'EOF'
+import re, subprocess, sys
+def self_counts(path):
+    out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", path],
+                         capture_output=True, text=True, check=True).stdout
+    counts = {}
+    for line in out.splitlines():
+        m = re.match(r"^\s*([\d,]+) \([^)]*\)\s+\S*?:(.*?)(?: \[[^\]]*\])?$", line)
+        if m and "PROGRAM TOTALS" not in line:
+            counts[m.group(2)] = counts.get(m.group(2), 0) + int(m.group(1).replace(",", ""))
+    return counts
+off, store = self_counts(sys.argv[1]), self_counts(sys.argv[2])
 n, top = int(sys.argv[3]), int(sys.argv[4])
 rows = sorted(((store.get(k, 0) - off.get(k, 0)) / n, k) for k in set(off) | set(store))
 print()
-print(f"Functions whose inclusive instructions per request grow most with the store key (top {top}):")
+print(f"Functions whose own instructions per request grow most with the store key (top {top}):")
 print()
 print("| store - off, per request | function |")
 print("|---|---|")

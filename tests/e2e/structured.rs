@@ -8,6 +8,15 @@ use tempfile::TempDir;
 
 use crate::support::{post, Local};
 
+/// A server (in a temp home) serving SmolLM2, and a client.
+async fn serving() -> (TempDir, Local, Client) {
+    let dir = TempDir::new().unwrap();
+    let local = Local::start(&dir.path().join("home"), &[]);
+    let client = Client::new();
+    launch(&client, &local).await;
+    (dir, local, client)
+}
+
 async fn launch(client: &Client, local: &Local) {
     let (status, body) = post(
         client,
@@ -42,10 +51,7 @@ fn answer(body: &Value) -> &str {
 
 #[tokio::test]
 async fn constrained_answers_follow_their_schema_regex_or_choice() {
-    let dir = TempDir::new().unwrap();
-    let local = Local::start(&dir.path().join("home"), &[]);
-    let client = Client::new();
-    launch(&client, &local).await;
+    let (_dir, local, client) = serving().await;
     let url = || local.url("/v1/chat/completions");
 
     // OpenAI's json_schema response format: the answer parses and has the schema's shape.
@@ -162,10 +168,7 @@ async fn constrained_answers_follow_their_schema_regex_or_choice() {
 
 #[tokio::test]
 async fn bad_constraints_are_a_400_before_generation_and_the_server_serves_on() {
-    let dir = TempDir::new().unwrap();
-    let local = Local::start(&dir.path().join("home"), &[]);
-    let client = Client::new();
-    launch(&client, &local).await;
+    let (_dir, local, client) = serving().await;
     let url = || local.url("/v1/chat/completions");
     for (extra, detail) in [
         (

@@ -20,7 +20,8 @@ pub enum Guide {
     JsonObject,
     /// JSON that validates against `schema` (`json_schema`, `guided_json`).
     JsonSchema { schema: Value },
-    /// Text that fully matches `pattern` (`guided_regex`).
+    /// Text that fully matches `pattern` (`guided_regex`); `\d` and `\w` are ASCII, as in JSON
+    /// Schema patterns.
     Regex { pattern: String },
     /// Exactly one of `choices` (`guided_choice`).
     Choice { choices: Vec<String> },

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use xi_engine::llm::{
-    Backend, ChatMessage, CompiledGrammar, GenerationParams, Grammar, Llm, LlmModel, LoadOptions,
+    Backend, ChatMessage, CompiledGrammar, GenerationParams, Guide, Llm, LlmModel, LoadOptions,
     Sequence,
 };
 
@@ -146,12 +146,12 @@ fn main() {
         .expect("encode");
     let started = Instant::now();
     let grammar = model
-        .compile_grammar(&Grammar::JsonSchema(schema()))
+        .compile_grammar(&Guide::JsonSchema { schema: schema() })
         .expect("compile");
     let first_compile = started.elapsed();
     let started = Instant::now();
     model
-        .compile_grammar(&Grammar::JsonSchema(schema()))
+        .compile_grammar(&Guide::JsonSchema { schema: schema() })
         .expect("compile");
     let compile = started.elapsed();
     run(&model, &prompt, 8, 1, Some(&grammar)); // warm-up

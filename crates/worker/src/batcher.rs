@@ -97,7 +97,7 @@ fn admit<B: Backend>(model: &Llm<B>, job: Job, running: &mut Vec<Running<B>>) {
         refuse(vec![job]);
         return;
     };
-    match start(model, request, grammar) {
+    match start(model, *request, grammar) {
         Ok(seq) => running.push(Running { seq, events }),
         Err(e) => {
             let _ = events.send(GenerateEvent::Error(e));

@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use tokio::sync::oneshot;
-use xi_api::guide::Guide;
 use xi_api::models::ModelType;
 use xi_api::worker::{
     BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, Prompt, ReplicaInfo,
     ReplicaSpec, RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
 };
 use xi_engine::llm::template::ChatMessage;
-use xi_engine::llm::{CompiledGrammar, Grammar};
+use xi_engine::llm::CompiledGrammar;
 
 use xi_api::cluster::{RunningReplica, WorkerResources};
 
@@ -296,7 +295,7 @@ impl Worker for LocalWorker {
             let grammar = self.grammar(&replica_uid, &request).await?;
             let replica = self.replica(&replica_uid)?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            replica.submit(Job::Generate(request, grammar, tx))?;
+            replica.submit(Job::Generate(Box::new(request), grammar, tx))?;
             drop(replica);
             let events = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|event| (event, rx))
@@ -328,8 +327,7 @@ impl LocalWorker {
                     format!("model {uid} does not generate (not a ready LLM)"),
                 )
             })?;
-        let grammar = grammar_of(guide);
-        tokio::task::spawn_blocking(move || compiler.compile(&grammar))
+        tokio::task::spawn_blocking(move || compiler.compile(&guide))
             .await
             .map_err(|e| {
                 WorkerError::new(
@@ -402,16 +400,5 @@ async fn stop_when_unshared(mut replica: Arc<Replica>) {
                 tokio::task::yield_now().await;
             }
         }
-    }
-}
-
-/// The engine's grammar for an API output constraint.
-fn grammar_of(guide: Guide) -> Grammar {
-    match guide {
-        Guide::JsonObject => Grammar::JsonObject,
-        Guide::JsonSchema { schema } => Grammar::JsonSchema(schema),
-        Guide::Regex { pattern } => Grammar::Regex(pattern),
-        Guide::Choice { choices } => Grammar::Choice(choices),
-        Guide::Grammar { lark } => Grammar::Lark(lark),
     }
 }

@@ -36,7 +36,7 @@ pub enum Job {
     /// generation's events are bounded by its `max_tokens`); a closed channel (client gone)
     /// stops the generation. The grammar is the request's output constraint, compiled.
     Generate(
-        GenerateRequest,
+        Box<GenerateRequest>,
         Option<CompiledGrammar>,
         UnboundedSender<GenerateEvent>,
     ),

@@ -1,7 +1,7 @@
 //! Grammar-constrained decoding (structured outputs) with llguidance.
 //!
-//! A [`Grammar`] (a JSON schema, any JSON object, a regex, a fixed choice of strings or a Lark
-//! grammar) is compiled for one model by [`Llm::compile_grammar`](super::Llm::compile_grammar)
+//! A request's [`Guide`] (a JSON schema, any JSON object, a regex, a fixed choice of strings or
+//! a Lark grammar) is compiled for one model by [`Llm::compile_grammar`](super::Llm::compile_grammar)
 //! into a [`CompiledGrammar`], off the model's thread; [`Sequence::constrain`] attaches it to a
 //! sequence. Each step then computes the sequence's token mask (on a thread of its own, while
 //! the forward pass runs), sets every token the grammar forbids to minus infinity before
@@ -22,29 +22,16 @@ use llguidance::{Matcher, ParserFactory};
 use tokenizers::Tokenizer;
 use toktrie::{SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenId, TokenizerEnv};
 
-use crate::error::EngineError;
+use xi_api::guide::Guide;
 
-/// What the output must look like.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Grammar {
-    /// Any JSON object (OpenAI's `json_object` response format).
-    JsonObject,
-    /// A JSON value valid against this JSON Schema.
-    JsonSchema(serde_json::Value),
-    /// Text that this regular expression matches as a whole. `\d` and `\w` are ASCII (as in
-    /// JSON Schema patterns): `[0-9]` and `[0-9a-zA-Z_]`, not every script's digits.
-    Regex(String),
-    /// Exactly one of these strings, verbatim.
-    Choice(Vec<String>),
-    /// A grammar in llguidance's Lark dialect (its rule `start` is the output).
-    Lark(String),
-}
+use crate::error::EngineError;
 
 /// A grammar compiled for one model, ready to constrain one sequence of that model
 /// ([`Sequence::constrain`](super::Sequence::constrain)). Clone it to constrain several.
 #[derive(Clone)]
 pub struct CompiledGrammar {
-    matcher: Matcher,
+    /// Boxed: a matcher is about 1.7 kB, and compiled grammars travel in queue messages.
+    matcher: Box<Matcher>,
 }
 
 impl std::fmt::Debug for CompiledGrammar {
@@ -115,7 +102,7 @@ impl GrammarCompiler {
     /// Compiles `grammar` for the model. The first call builds the model's token trie (about
     /// a second for a 50k-token vocabulary). A grammar llguidance cannot compile is
     /// `InvalidInput` ("invalid grammar: ...").
-    pub fn compile(&self, grammar: &Grammar) -> Result<CompiledGrammar, EngineError> {
+    pub fn compile(&self, grammar: &Guide) -> Result<CompiledGrammar, EngineError> {
         let parts = &*self.0;
         let factory = parts
             .factory
@@ -134,7 +121,9 @@ impl GrammarCompiler {
         if let Some(e) = matcher.get_error() {
             return Err(invalid(e));
         }
-        Ok(CompiledGrammar { matcher })
+        Ok(CompiledGrammar {
+            matcher: Box::new(matcher),
+        })
     }
 }
 
@@ -147,12 +136,12 @@ fn clip(mut s: String) -> String {
 }
 
 /// The llguidance grammar for one of ours.
-fn top_level(grammar: &Grammar) -> Result<TopLevelGrammar, String> {
+fn top_level(grammar: &Guide) -> Result<TopLevelGrammar, String> {
     match grammar {
-        Grammar::JsonObject => Ok(TopLevelGrammar::from_json_schema(compact(
+        Guide::JsonObject => Ok(TopLevelGrammar::from_json_schema(compact(
             serde_json::json!({ "type": "object" }),
         ))),
-        Grammar::JsonSchema(schema) => {
+        Guide::JsonSchema { schema } => {
             if depth(schema) > MAX_SCHEMA_DEPTH {
                 return Err(format!(
                     "the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
@@ -160,11 +149,11 @@ fn top_level(grammar: &Grammar) -> Result<TopLevelGrammar, String> {
             }
             Ok(TopLevelGrammar::from_json_schema(compact(schema.clone())))
         }
-        Grammar::Regex(rx) => Ok(TopLevelGrammar::from_lark(format!(
+        Guide::Regex { pattern: rx } => Ok(TopLevelGrammar::from_lark(format!(
             "start: /{}/",
             llguidance::regex_to_lark(rx, "dw")
         ))),
-        Grammar::Choice(choices) => {
+        Guide::Choice { choices } => {
             if choices.is_empty() {
                 return Err("a choice needs at least one option".into());
             }
@@ -174,7 +163,7 @@ fn top_level(grammar: &Grammar) -> Result<TopLevelGrammar, String> {
                 options.join(" | ")
             )))
         }
-        Grammar::Lark(source) => Ok(TopLevelGrammar::from_lark(source.clone())),
+        Guide::Grammar { lark: source } => Ok(TopLevelGrammar::from_lark(source.clone())),
     }
 }
 
@@ -308,7 +297,7 @@ fn catch<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 /// A sequence's grammar state: the matcher, the mask for its next token once computed, and
 /// what computing masks has cost.
 pub(super) struct Constraint {
-    matcher: Matcher,
+    matcher: Box<Matcher>,
     mask: Option<Result<SimpleVob, String>>,
     stats: MaskStats,
 }

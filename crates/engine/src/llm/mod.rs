@@ -46,7 +46,7 @@ use xi_api::launch::DEFAULT_MAX_NUM_BATCHED_TOKENS;
 use crate::error::EngineError;
 use crate::placement::Placement;
 pub use config::LlmConfig;
-pub use constraint::{CompiledGrammar, Grammar, GrammarCompiler, MaskStats};
+pub use constraint::{CompiledGrammar, GrammarCompiler, MaskStats};
 pub use cpu::CpuBackend;
 pub use decoder::Backend;
 use decoder::{CacheOf, Decoder, KvLen};
@@ -55,6 +55,7 @@ pub use portable::TensorBackend;
 pub use sequence::{Sequence, Update};
 pub use template::{ChatMessage, ChatTemplate};
 pub use types::{FinishReason, Generated, GenerationParams, LoadOptions};
+pub use xi_api::guide::Guide;
 
 /// A loaded LLM, on the backend its placement chose. What needs no sequence of its own (the
 /// config, the chat template, tokenizing, one-off generation) is here; batched generation goes
@@ -145,7 +146,7 @@ impl LlmModel {
     }
 
     /// See [`Llm::compile_grammar`].
-    pub fn compile_grammar(&self, grammar: &Grammar) -> Result<CompiledGrammar, EngineError> {
+    pub fn compile_grammar(&self, grammar: &Guide) -> Result<CompiledGrammar, EngineError> {
         with_llm!(self, m => m.compile_grammar(grammar))
     }
 
@@ -210,7 +211,7 @@ impl<B: Backend> Llm<B> {
     /// ([`Sequence::constrain`]). Safe to call from any thread while the model steps; the
     /// first call builds the model's grammar compiler (its token trie), which takes a while.
     /// A grammar llguidance cannot compile is `InvalidInput` ("invalid grammar: ...").
-    pub fn compile_grammar(&self, grammar: &Grammar) -> Result<CompiledGrammar, EngineError> {
+    pub fn compile_grammar(&self, grammar: &Guide) -> Result<CompiledGrammar, EngineError> {
         self.grammars.compile(grammar)
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use candle_core::quantized::GgmlDType;
 use serde_json::{json, Value};
 use xi_engine::llm::{
-    Backend, ChatMessage, CompiledGrammar, FinishReason, GenerationParams, Grammar, Llm, LlmModel,
+    Backend, ChatMessage, CompiledGrammar, FinishReason, GenerationParams, Guide, Llm, LlmModel,
     MaskStats, Sequence,
 };
 use xi_engine::EngineError;
@@ -83,7 +83,7 @@ fn run(jobs: Vec<Job>) -> Vec<Outcome> {
     xi_engine::with_llm!(model(), m => run_together(m, jobs))
 }
 
-fn compile(grammar: Grammar) -> CompiledGrammar {
+fn compile(grammar: Guide) -> CompiledGrammar {
     model().compile_grammar(&grammar).unwrap()
 }
 
@@ -198,7 +198,9 @@ fn sampled_json_always_validates_against_its_schema() {
             jobs.push(Job {
                 prompt,
                 params: sampled(seed, 256),
-                grammar: Some(compile(Grammar::JsonSchema(schema.clone()))),
+                grammar: Some(compile(Guide::JsonSchema {
+                    schema: schema.clone(),
+                })),
             });
         }
     }
@@ -237,7 +239,7 @@ fn json_object_mode_yields_an_object() {
         .map(|seed| Job {
             prompt: prompt.clone(),
             params: sampled(seed, 256),
-            grammar: Some(compile(Grammar::JsonObject)),
+            grammar: Some(compile(Guide::JsonObject)),
         })
         .collect();
     for out in run(jobs) {
@@ -265,15 +267,19 @@ fn regexes_choices_and_lark_grammars_are_followed_exactly() {
     "#;
     type Check<'a> = Box<dyn Fn(&str) -> bool + 'a>;
     // `\d` is ASCII: the model must not answer in another script's digits.
-    let cases: Vec<(&str, Grammar, Check)> = vec![
+    let cases: Vec<(&str, Guide, Check)> = vec![
         (
             "What is your phone number?",
-            Grammar::Regex(r"\d{3}-\d{4}".into()),
+            Guide::Regex {
+                pattern: r"\d{3}-\d{4}".into(),
+            },
             Box::new(|t| full(r"[0-9]{3}-[0-9]{4}", t)),
         ),
         (
             "When were you born? Answer with a date.",
-            Grammar::Regex(r"(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])".into()),
+            Guide::Regex {
+                pattern: r"(19|20)\d{2}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])".into(),
+            },
             Box::new(|t| {
                 full(
                     r"(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
@@ -283,17 +289,21 @@ fn regexes_choices_and_lark_grammars_are_followed_exactly() {
         ),
         (
             "Is the sea blue?",
-            Grammar::Choice(choices.clone()),
+            Guide::Choice {
+                choices: choices.clone(),
+            },
             Box::new(|t| choices.iter().any(|c| c == t)),
         ),
         (
             "Say something.",
-            Grammar::Choice(vec![tricky.clone()]),
+            Guide::Choice {
+                choices: vec![tricky.clone()],
+            },
             Box::new(|t| t == tricky),
         ),
         (
             "Greet someone by name.",
-            Grammar::Lark(lark.into()),
+            Guide::Grammar { lark: lark.into() },
             Box::new(|t| full(r"(Hello|Hi) [A-Z][a-z]{1,8}!", t)),
         ),
     ];
@@ -329,14 +339,36 @@ fn full(pattern: &str, text: &str) -> bool {
 fn grammars_llguidance_cannot_compile_are_invalid_input() {
     let cases = [
         (
-            Grammar::JsonSchema(json!({"type": "string", "pattern": "(unclosed"})),
+            Guide::JsonSchema {
+                schema: json!({"type": "string", "pattern": "(unclosed"}),
+            },
             "unclosed",
         ),
-        (Grammar::JsonSchema(json!({"type": "strnig"})), "strnig"),
-        (Grammar::Regex("a(b".into()), "invalid grammar"),
-        (Grammar::Lark("start: ( \"a\"".into()), "invalid grammar"),
-        (Grammar::Lark("start: missing_rule".into()), "missing_rule"),
-        (Grammar::Choice(vec![]), "at least one option"),
+        (
+            Guide::JsonSchema {
+                schema: json!({"type": "strnig"}),
+            },
+            "strnig",
+        ),
+        (
+            Guide::Regex {
+                pattern: "a(b".into(),
+            },
+            "invalid grammar",
+        ),
+        (
+            Guide::Grammar {
+                lark: "start: ( \"a\"".into(),
+            },
+            "invalid grammar",
+        ),
+        (
+            Guide::Grammar {
+                lark: "start: missing_rule".into(),
+            },
+            "missing_rule",
+        ),
+        (Guide::Choice { choices: vec![] }, "at least one option"),
     ];
     for (grammar, needle) in cases {
         match model().compile_grammar(&grammar) {
@@ -357,7 +389,7 @@ fn a_grammar_cut_short_by_max_tokens_ends_with_length() {
     let outcomes = run(vec![Job {
         prompt: chat(model, "Give me a person as JSON."),
         params: sampled(0, 3),
-        grammar: Some(compile(Grammar::JsonSchema(schema))),
+        grammar: Some(compile(Guide::JsonSchema { schema })),
     }]);
     assert_eq!(outcomes[0].finish, FinishReason::Length);
     assert_eq!(outcomes[0].tokens.len(), 3);
@@ -374,7 +406,9 @@ fn a_complete_grammar_stops_even_with_ignore_eos() {
     let outcomes = run(vec![Job {
         prompt: chat(model, "Yes or no?"),
         params,
-        grammar: Some(compile(Grammar::Choice(vec!["yes".into(), "no".into()]))),
+        grammar: Some(compile(Guide::Choice {
+            choices: vec!["yes".into(), "no".into()],
+        })),
     }]);
     assert_eq!(outcomes[0].finish, FinishReason::Stop);
     assert!(["yes", "no"].contains(&outcomes[0].text.as_str()));
@@ -395,7 +429,9 @@ fn a_constrained_sequence_leaves_a_free_one_in_its_batch_unchanged() {
     let constrained = Job {
         prompt: chat(model, "Give me two points as JSON."),
         params: sampled(3, 256),
-        grammar: Some(compile(Grammar::JsonSchema(schema.clone()))),
+        grammar: Some(compile(Guide::JsonSchema {
+            schema: schema.clone(),
+        })),
     };
     let alone = run(vec![free()]).remove(0);
     let together = run(vec![free(), constrained]);
@@ -421,14 +457,17 @@ fn hostile_grammars_are_refused_quickly() {
     let cases = [
         // Deeper than a request body can parse to, and deep enough to overflow the stack of
         // llguidance's recursive schema compiler.
-        (Grammar::JsonSchema(deep), "nests deeper than 128"),
-        (Grammar::JsonSchema(json!({ "enum": huge_enum })), "too big"),
+        (Guide::JsonSchema { schema: deep }, "nests deeper than 128"),
         (
-            Grammar::Lark(format!(
-                "start: {}\"a\"{}",
-                "(".repeat(5000),
-                ")".repeat(5000)
-            )),
+            Guide::JsonSchema {
+                schema: json!({ "enum": huge_enum }),
+            },
+            "too big",
+        ),
+        (
+            Guide::Grammar {
+                lark: format!("start: {}\"a\"{}", "(".repeat(5000), ")".repeat(5000)),
+            },
             "too deeply nested",
         ),
     ];
@@ -465,7 +504,9 @@ fn constrained_decoding_works_on_the_portable_path_too() {
             params: sampled(5, 128),
             grammar: Some(
                 model
-                    .compile_grammar(&Grammar::JsonSchema(schema.clone()))
+                    .compile_grammar(&Guide::JsonSchema {
+                        schema: schema.clone(),
+                    })
                     .unwrap(),
             ),
         })

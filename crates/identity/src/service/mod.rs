@@ -16,14 +16,12 @@ use xi_api::PermissionSet;
 use xi_auth::jwt::{Claims, JwtCodec};
 use xi_auth::password::PasswordHash;
 use xi_auth::throttle::LoginThrottle;
-use xi_auth::{
-    AuthError, AuthService, Clock, HashPool, JwtAlgorithm, KeyScope, Secret, ThrottlePolicy,
-};
+use xi_auth::{AuthError, AuthService, Clock, HashPool, JwtAlgorithm, Secret, ThrottlePolicy};
 
 use crate::audit::{self, AuditEvent, Event, Filter};
 use crate::cache::Cache;
 use crate::error::{IdentityError, Result};
-use crate::limits::{periods, Limiter, Permit, Refusal};
+use crate::limits::{periods, Limiter};
 use crate::store::{Store, Write};
 
 pub use import::ImportReport;
@@ -279,12 +277,6 @@ impl Identity {
         let mut filter = filter.clone();
         filter.limit = filter.limit.clamp(1, 1000);
         audit::list(self.store.pool(), &filter).await
-    }
-
-    /// Admits one request of an api key within its limits; the permit is held until the
-    /// response has been sent.
-    pub fn admit(&self, key: &KeyScope) -> std::result::Result<Permit, Refusal> {
-        self.limiter.admit(key, self.clock.now_unix())
     }
 
     /// Counts the tokens of a request made with key `key`.
