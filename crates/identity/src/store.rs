@@ -72,10 +72,7 @@ impl Store {
             .connect_with(options)
             .await?;
         if dialect == Dialect::Sqlite {
-            // Persistent in the file: readers never block the writer, nor it them.
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&pool)
-                .await?;
+            wal_mode(&pool).await?;
         }
         let migrator = match dialect {
             Dialect::Sqlite => &SQLITE,
@@ -140,6 +137,24 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Switches a SQLite file to WAL (persistent in the file: readers never block the writer, nor
+/// it them). Switching needs the file to itself, and SQLite answers "database is locked" at
+/// once, without waiting, while another pool switches or migrates it (supervisors starting
+/// together on a new file): wait a little and ask again, for up to about 5 s.
+async fn wal_mode(pool: &AnyPool) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match sqlx::query("PRAGMA journal_mode=WAL").execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("5") && attempts < 100 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
