@@ -139,6 +139,54 @@ def test_structured_output_through_both_sdks(server, models):
     client.terminate_model(uid)
 
 
+def test_tool_calls_and_logprobs_through_both_sdks(server, models):
+    client = admin(server)
+    uid = client.launch_model(model_name="smollm2-instruct", model_engine="llama.cpp", model_format="ggufv2",
+                              quantization="Q4_1", model_path=f"{models}/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]}},
+                       "required": ["city"], "additionalProperties": False}}}]
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    openai = OpenAI(base_url=f"{server}/v1", api_key=ADMIN_KEY)
+    reply = openai.chat.completions.create(model=uid, messages=messages, tools=tools, tool_choice="required",
+                                           parallel_tool_calls=False, seed=1, max_tokens=64)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls", reply
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather", reply
+    assert json.loads(call.function.arguments)["city"] in ("Paris", "Rome", "Oslo")
+    # The SDK's stream helper assembles the streamed call.
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    helper = getattr(openai.chat.completions, "stream", None) or openai.beta.chat.completions.stream
+    with helper(model=uid, messages=messages, tools=tools, tool_choice=named,
+                parallel_tool_calls=False, seed=2, max_tokens=64) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    streamed = final.choices[0].message.tool_calls[0]
+    assert streamed.function.name == "get_weather", final
+    assert json.loads(streamed.function.arguments)["city"] in ("Paris", "Rome", "Oslo")
+    # The call and the tool's answer go back in the history, as the SDK writes them.
+    history = messages + [choice.message.model_dump(exclude_none=True),
+                          {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'}]
+    follow = openai.chat.completions.create(model=uid, messages=history, tools=tools, max_tokens=16, seed=3)
+    assert follow.choices[0].finish_reason in ("stop", "length", "tool_calls"), follow
+    # Log probabilities in the SDK's types.
+    scored = openai.chat.completions.create(model=uid, messages=messages, max_tokens=6, temperature=0,
+                                            logprobs=True, top_logprobs=2)
+    content = scored.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == scored.choices[0].message.content
+    assert all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+    # xinference-client: tools as chat's own argument.
+    model = Client(server)
+    model.login("user2", "secret2")
+    answer = model.get_model(uid).chat(messages=messages, tools=tools, generate_config={
+        "max_tokens": 64, "seed": 4, "tool_choice": "required", "parallel_tool_calls": False})
+    assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather", answer
+    client.terminate_model(uid)
+
+
 def test_cluster_and_model_views(server, models):
     client = admin(server)
     uid = client.launch_model(model_name="all-MiniLM-L6-v2", model_type="embedding", model_uid="views",

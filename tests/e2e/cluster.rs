@@ -431,6 +431,31 @@ async fn models_survive_a_supervisor_restart_and_streams_pass_through() {
     assert!(chunks > 5, "{chunks} chunks: {text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 
+    // Two choices, tool calls parsed on the worker, and log probabilities cross the cluster.
+    let tools = json!([{ "type": "function", "function": { "name": "pick",
+        "parameters": { "type": "object", "properties": { "colour": { "enum": ["red", "blue"] } },
+            "required": ["colour"], "additionalProperties": false } } }]);
+    let (status, reply) = post(
+        &client,
+        cluster.url("/v1/chat/completions"),
+        None,
+        json!({ "model": "chat", "n": 2, "max_tokens": 40, "seed": 1, "logprobs": true,
+            "tools": tools, "tool_choice": "required", "parallel_tool_calls": false,
+            "messages": [{ "role": "user", "content": "Pick a colour." }] }),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let choices = reply["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2, "{reply}");
+    for c in choices {
+        assert_eq!(c["finish_reason"], "tool_calls", "{reply}");
+        assert_eq!(c["message"]["tool_calls"][0]["function"]["name"], "pick");
+        assert!(
+            !c["logprobs"]["content"].as_array().unwrap().is_empty(),
+            "{reply}"
+        );
+    }
+
     // A client that goes away cancels the worker's generation: the next request (one sequence
     // at a time) is served at once instead of after thousands of tokens.
     let res = client

@@ -206,7 +206,7 @@ async fn chat_and_completions_plain_and_streamed() {
             question(json!({ "n": 1000000 })),
             "/v1/chat/completions",
             400,
-            "n = 1000000 is not supported",
+            "n must be between 1 and 16, got 1000000",
         ),
         (
             json!({ "model": "smollm2-instruct", "prompt": "x", "best_of": 3 }),

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `xinference-local` binary on 127.0.0.1:0 (and the `xinference`
 //! CLI against it).
 
+mod choices;
 mod cli;
 mod cluster;
 mod deploy;
@@ -10,8 +11,10 @@ mod identity;
 mod identity_faults;
 mod llm;
 mod local;
+mod logprobs;
 mod models;
 mod slow_clients;
 mod structured;
 mod support;
 mod templates;
+mod tools;

@@ -20,6 +20,11 @@ pub const DEFAULT_REPETITION_PENALTY: f32 = 1.0;
 pub const DEFAULT_PRESENCE_PENALTY: f32 = 0.0;
 /// No frequency penalty.
 pub const DEFAULT_FREQUENCY_PENALTY: f32 = 0.0;
+/// The most alternatives per token `top_logprobs` (and completions' `logprobs`) may ask for
+/// (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: i64 = 20;
+/// The most choices one request may ask for (`n`): each is a sequence in the replica's batch.
+pub const MAX_CHOICES: i64 = 16;
 
 /// Sampling and stopping; `None` means the default above (`top_p`, `top_k`: no cut; `seed`: a
 /// fresh one per request).
@@ -41,6 +46,13 @@ pub struct Sampling {
     /// What the answer must be (structured output), if the request constrains it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guide: Option<Guide>,
+    /// Report each generated token's log probability and this many most likely alternatives
+    /// (`None`: no log probabilities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<usize>,
+    /// Choices to generate from the one prompt (`n`); `None` is 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
 }
 
 impl Sampling {
@@ -75,6 +87,11 @@ impl Sampling {
         self.presence_penalty.unwrap_or(DEFAULT_PRESENCE_PENALTY)
     }
 
+    /// `n`: how many choices (1 unless asked).
+    pub fn choices(&self) -> usize {
+        self.n.unwrap_or(1).max(1)
+    }
+
     /// `frequency_penalty`, or [`DEFAULT_FREQUENCY_PENALTY`].
     pub fn frequency_penalty(&self) -> f32 {
         self.frequency_penalty.unwrap_or(DEFAULT_FREQUENCY_PENALTY)
@@ -101,10 +118,15 @@ pub struct SamplingFields {
     pub stop_token_ids: Option<Vec<u32>>,
     #[serde(default)]
     pub ignore_eos: Option<bool>,
-    /// Choices per request: only 1 (refused otherwise, never silently ignored).
+    /// Choices per request, 1 to [`MAX_CHOICES`].
     pub n: Option<i64>,
     /// Completions' server-side best-of sampling: only 1.
     pub best_of: Option<i64>,
+    /// Chat: `true` for log probabilities; completions: the number of alternatives.
+    #[serde(default)]
+    pub logprobs: Option<Value>,
+    /// Chat: alternatives per token (0 to 20), with `logprobs: true`.
+    pub top_logprobs: Option<i64>,
     /// `response_format` and the `guided_*` fields.
     #[serde(flatten)]
     pub guide: GuideFields,
@@ -141,13 +163,15 @@ impl SamplingFields {
                 return Err(format!("top_p must be in (0, 1], got {p}"));
             }
         }
-        for (name, value) in [("n", self.n), ("best_of", self.best_of)] {
-            if let Some(v) = value.filter(|v| *v != 1) {
-                return Err(format!(
-                    "{name} = {v} is not supported: this server returns one choice per request ({name} = 1); send {name} requests in parallel instead"
-                ));
-            }
+        if let Some(n) = self.n.filter(|n| !(1..=MAX_CHOICES).contains(n)) {
+            return Err(format!("n must be between 1 and {MAX_CHOICES}, got {n}"));
         }
+        if let Some(v) = self.best_of.filter(|v| *v != 1 && Some(*v) != self.n) {
+            return Err(format!(
+                "best_of = {v} is not supported: this server returns every choice it generates (best_of = n)"
+            ));
+        }
+        let logprobs = self.logprobs()?;
         let max_tokens = self.max_completion_tokens.or(self.max_tokens);
         if let Some(n) = max_tokens.filter(|n| *n < 1) {
             return Err(format!("max_tokens must be at least 1, got {n}"));
@@ -165,7 +189,40 @@ impl SamplingFields {
             stop_token_ids: self.stop_token_ids.clone().unwrap_or_default(),
             ignore_eos: self.ignore_eos.unwrap_or(false),
             guide: guide_of(&self.guide)?,
+            logprobs,
+            n: self.n.filter(|n| *n > 1).map(|n| n as usize),
         })
+    }
+
+    /// Chat's `logprobs: true` with `top_logprobs: k`, or completions' `logprobs: k`: `Some(k)`.
+    fn logprobs(&self) -> Result<Option<usize>, String> {
+        let range = |name: &str, k: i64| {
+            if (0..=MAX_TOP_LOGPROBS).contains(&k) {
+                Ok(k as usize)
+            } else {
+                Err(format!(
+                    "{name} must be between 0 and {MAX_TOP_LOGPROBS}, got {k}"
+                ))
+            }
+        };
+        let asked = match &self.logprobs {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+            Some(Value::Bool(true)) => Some(0),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(k) => Some(range("logprobs", k)?),
+                None => return Err(format!("logprobs must be true, false or a count, got {n}")),
+            },
+            Some(other) => {
+                return Err(format!(
+                    "logprobs must be true, false or a count, got {other}"
+                ))
+            }
+        };
+        match (asked, self.top_logprobs) {
+            (_, None) => Ok(asked),
+            (Some(_), Some(k)) => Ok(Some(range("top_logprobs", k)?)),
+            (None, Some(_)) => Err("top_logprobs needs logprobs: true".into()),
+        }
     }
 }
 
@@ -242,9 +299,55 @@ mod tests {
                 "{body}"
             );
         }
-        let err = fields(json!({"n": 2})).sampling().unwrap_err();
-        assert!(err.starts_with("n = 2 is not supported"), "{err}");
+        for n in [0, 17, -1] {
+            let err = fields(json!({ "n": n })).sampling().unwrap_err();
+            assert_eq!(err, format!("n must be between 1 and 16, got {n}"));
+        }
         let err = fields(json!({"best_of": 3})).sampling().unwrap_err();
         assert!(err.starts_with("best_of = 3 is not supported"), "{err}");
+        let sampling = fields(json!({"n": 3, "best_of": 3})).sampling().unwrap();
+        assert_eq!(sampling.choices(), 3, "best_of = n is n");
+        for (body, message) in [
+            (
+                json!({"logprobs": "yes"}),
+                "logprobs must be true, false or a count, got \"yes\"",
+            ),
+            (
+                json!({"logprobs": 21}),
+                "logprobs must be between 0 and 20, got 21",
+            ),
+            (
+                json!({"logprobs": true, "top_logprobs": -1}),
+                "top_logprobs must be between 0 and 20, got -1",
+            ),
+            (
+                json!({"top_logprobs": 2}),
+                "top_logprobs needs logprobs: true",
+            ),
+        ] {
+            assert_eq!(
+                fields(body.clone()).sampling().unwrap_err(),
+                message,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn logprobs_read_as_chat_and_completions_send_them() {
+        let logprobs = |body: Value| fields(body).sampling().unwrap().logprobs;
+        assert_eq!(logprobs(json!({})), None);
+        assert_eq!(logprobs(json!({"logprobs": false})), None);
+        assert_eq!(logprobs(json!({"logprobs": true})), Some(0));
+        assert_eq!(
+            logprobs(json!({"logprobs": true, "top_logprobs": 5})),
+            Some(5)
+        );
+        assert_eq!(
+            logprobs(json!({"logprobs": 3})),
+            Some(3),
+            "completions' count"
+        );
+        assert_eq!(logprobs(json!({"logprobs": 0})), Some(0));
     }
 }

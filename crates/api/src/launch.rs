@@ -13,6 +13,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::tools::ToolParser;
+
 /// LLM sequences generating at once per replica (vLLM's `max_num_seqs`).
 pub const DEFAULT_MAX_NUM_SEQS: usize = 16;
 /// LLM tokens per forward pass: decode steps plus prompt chunks (vLLM's
@@ -111,6 +113,9 @@ pub struct LaunchOptions {
     pub max_num_batched_tokens: usize,
     /// A Jinja chat template for model files that carry none.
     pub chat_template: Option<String>,
+    /// How the model writes tool calls; `None`: read off its chat template.
+    #[serde(default)]
+    pub tool_parser: Option<ToolParser>,
     /// Launch keys this server does not know (upstream clients send engine kwargs for other
     /// engines); kept and passed along, never read.
     #[serde(default)]
@@ -128,6 +133,7 @@ impl Default for LaunchOptions {
             max_num_seqs: DEFAULT_MAX_NUM_SEQS,
             max_num_batched_tokens: DEFAULT_MAX_NUM_BATCHED_TOKENS,
             chat_template: None,
+            tool_parser: None,
             extra: Map::new(),
         }
     }
@@ -167,6 +173,7 @@ impl LaunchOptions {
         let max_num_seqs = take("max_num_seqs");
         let max_num_batched_tokens = take("max_num_batched_tokens");
         let chat_template = take("chat_template");
+        let tool_parser = take("tool_parser");
         Ok(LaunchOptions {
             n_gpu: parse_n_gpu(raw.n_gpu)?,
             gpu_idx: parse_gpu_idx(raw.gpu_idx, raw.replica)?,
@@ -198,6 +205,7 @@ impl LaunchOptions {
                     ))
                 }
             },
+            tool_parser: tool_parser.as_ref().map(parse_tool_parser).transpose()?,
             extra,
         })
     }
@@ -287,6 +295,21 @@ fn parse_gpu_idx(
     }
     let each = indices.len() / replica;
     Ok(Some(indices.chunks(each).map(<[usize]>::to_vec).collect()))
+}
+
+fn parse_tool_parser(value: &Value) -> Result<ToolParser, LaunchOptionError> {
+    value
+        .as_str()
+        .and_then(ToolParser::from_name)
+        .ok_or_else(|| {
+            error(
+                "tool_parser",
+                format!(
+                    "tool_parser must be one of {}, got {value}",
+                    ToolParser::NAMES.join(", ")
+                ),
+            )
+        })
 }
 
 fn parse_dtype(value: Option<&Value>) -> Result<Option<Dtype>, LaunchOptionError> {
@@ -383,7 +406,7 @@ mod tests {
         let got = parse(json!({
             "n_gpu": 1, "gpu_idx": [0, 1], "dtype": "BF16", "requantize": "q8_0",
             "dynamic_batching": false, "max_num_seqs": 4, "max_num_batched_tokens": 64,
-            "chat_template": "{{ x }}",
+            "chat_template": "{{ x }}", "tool_parser": "qwen",
         }))
         .unwrap();
         assert_eq!(got.n_gpu, GpuRequest::Count(1));
@@ -393,6 +416,7 @@ mod tests {
         assert!(!got.dynamic_batching);
         assert_eq!((got.max_num_seqs, got.max_num_batched_tokens), (4, 64));
         assert_eq!(got.chat_template.as_deref(), Some("{{ x }}"));
+        assert_eq!(got.tool_parser, Some(ToolParser::Hermes));
         assert!(got.extra.is_empty());
         assert_eq!(
             parse(json!({"n_gpu": null})).unwrap().n_gpu,
@@ -547,6 +571,11 @@ mod tests {
                 json!({"chat_template": 3}),
                 "chat_template",
                 "chat_template must be a string, got 3",
+            ),
+            (
+                json!({"tool_parser": "glm4"}),
+                "tool_parser",
+                "tool_parser must be one of hermes, qwen, qwen2.5, qwen3, llama3, llama3_json, llama, mistral, got \"glm4\"",
             ),
         ] {
             let err = parse(body.clone()).unwrap_err();

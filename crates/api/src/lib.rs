@@ -5,7 +5,8 @@
 //! identity store), [`models`] (launch/registration/description shapes),
 //! [`launch`] (the typed launch options, parsed once), [`generation`] (the typed sampling fields
 //! of a generation request and their defaults), [`guide`] (structured output: the constraint a
-//! request puts on its answer), [`worker`] (the supervisor's view of a
+//! request puts on its answer), [`tools`] (tool calling: the functions a chat offers and the
+//! calls an answer makes), [`worker`] (the supervisor's view of a
 //! worker), [`cluster`] (the supervisor <-> worker protocol), [`names`] (the rules for names
 //! that become paths) and
 //! [`ErrorBody`] (every error body is `{"detail": "..."}`).
@@ -21,6 +22,7 @@ pub mod launch;
 pub mod models;
 pub mod names;
 pub mod permission;
+pub mod tools;
 pub mod worker;
 
 use serde::{Deserialize, Serialize};

@@ -209,11 +209,51 @@ pub trait Worker: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<EventStream, WorkerError>>;
 }
 
-/// A chat message of a generation request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A chat message of a generation request, as a chat template sees it (Hugging Face's
+/// convention): fields a message does not have are left out, so templates that test
+/// `message.tool_calls is defined` work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatTurn {
     pub role: String,
+    /// Text (an assistant message that only calls tools has none: empty).
     pub content: String,
+    /// The calls of an assistant message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<TurnToolCall>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The function a `tool` message answers for (optional in OpenAI's shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ChatTurn {
+    /// A message with text only.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A call in an assistant message of the history: `{"id", "type": "function", "function":
+/// {"name", "arguments"}}`, with `arguments` as a JSON value (templates write it with
+/// `tojson`; OpenAI clients send it as a string, which the supervisor parses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: TurnFunction,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnFunction {
+    pub name: String,
+    pub arguments: Value,
 }
 
 /// What to generate from: a chat (rendered with the model's template) or a raw prompt.
@@ -224,11 +264,15 @@ pub enum Prompt {
 }
 
 pub use crate::generation::Sampling;
+pub use crate::tools::{ToolCall, Tools};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GenerateRequest {
     pub prompt: Prompt,
     pub sampling: Sampling,
+    /// The tools a chat offers (never with a text prompt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Tools>,
 }
 
 /// The end of a generation.
@@ -236,16 +280,46 @@ pub struct GenerateRequest {
 pub struct GenerateSummary {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
-    /// `stop` or `length`.
+    /// `stop`, `length` or `tool_calls`.
     pub finish_reason: String,
 }
 
-/// What a generation stream yields: text as it becomes final, then a summary or an error.
+/// What a generation stream yields: text and tool calls as they become final, then a summary
+/// or an error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum GenerateEvent {
     Text(String),
+    /// A complete tool call, parsed out of the model's answer (its markup is not in the text).
+    ToolCall(ToolCall),
+    /// The events that follow, up to the next `Choice`, are choice `i`'s (a request with
+    /// `n` > 1; without one, every event is choice 0's). Each choice ends with its own `Done`.
+    Choice(usize),
+    /// The log probabilities of tokens just generated (with `logprobs` asked for), sent before
+    /// the text they make, which may come later (text is let out once it is final).
+    Logprobs(Vec<TokenLogprob>),
     Done(GenerateSummary),
     Error(WorkerError),
+}
+
+/// One generated token and how likely the model found it (OpenAI's `logprobs` entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text (its bytes as UTF-8, lossily: a token can end mid-character).
+    pub token: String,
+    pub bytes: Vec<u8>,
+    /// Natural log of its probability under the model (before sampling's adjustments).
+    pub logprob: f32,
+    /// The most likely tokens at this position, most likely first.
+    #[serde(default)]
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// An alternative at one position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
 }
 
 /// Events of one generation; dropping it stops the generation.

@@ -137,10 +137,10 @@ fn main() {
         &mut |_| {},
     )
     .expect("load the model");
-    let chat = [ChatMessage {
-        role: "user".into(),
-        content: "List forty cities of the world as JSON.".into(),
-    }];
+    let chat = [ChatMessage::new(
+        "user",
+        "List forty cities of the world as JSON.",
+    )];
     let prompt = model
         .encode(&model.chat_prompt(&chat).expect("chat template"))
         .expect("encode");

@@ -12,15 +12,24 @@ use std::sync::mpsc::Receiver;
 
 use tokio::sync::mpsc::UnboundedSender;
 use xi_api::worker::{
-    GenerateEvent, GenerateRequest, GenerateSummary, Prompt, WorkerError, WorkerErrorKind,
+    GenerateEvent, GenerateRequest, GenerateSummary, Prompt, TokenLogprob, TopLogprob, WorkerError,
+    WorkerErrorKind,
 };
-use xi_engine::llm::{Backend, CompiledGrammar, GenerationParams, Llm, LlmModel, Sequence};
+use xi_engine::llm::{
+    Backend, CompiledGrammar, GenerationParams, GrammarCompiler, Llm, LlmModel, Sequence,
+    TokenLogprobs,
+};
 
 use crate::replica::{refuse, terminated, Job, ReplicaOptions, ReplicaShared};
 
 struct Running<B: Backend> {
     seq: Sequence<B>,
     events: UnboundedSender<GenerateEvent>,
+    /// Which choice of its request the sequence is (`n` > 1), and whether its events say so.
+    choice: usize,
+    tagged: bool,
+    /// Choices still to fork off this sequence once it has read its prompt.
+    forks: usize,
 }
 
 pub(crate) fn serve(
@@ -40,6 +49,7 @@ fn serve_on<B: Backend>(
     receiver: &Receiver<Job>,
 ) {
     let mut running: Vec<Running<B>> = Vec::new();
+    let tokens = model.grammar_compiler();
     loop {
         if running.is_empty() {
             match receiver.recv() {
@@ -68,6 +78,17 @@ fn serve_on<B: Backend>(
         match model.step(&mut seqs, options.batch_tokens) {
             Ok(updates) => {
                 for (r, update) in running.iter().zip(updates) {
+                    let said = !update.logprobs.is_empty()
+                        || !update.text.is_empty()
+                        || update.finished.is_some();
+                    if r.tagged && said {
+                        let _ = r.events.send(GenerateEvent::Choice(r.choice));
+                    }
+                    if !update.logprobs.is_empty() {
+                        let _ = r
+                            .events
+                            .send(GenerateEvent::Logprobs(logprobs(&tokens, &update.logprobs)));
+                    }
                     if !update.text.is_empty() {
                         let _ = r.events.send(GenerateEvent::Text(update.text));
                     }
@@ -80,6 +101,7 @@ fn serve_on<B: Backend>(
                     }
                 }
                 running.retain(|r| r.seq.finished().is_none());
+                fork_ready(&mut running);
             }
             Err(e) => {
                 tracing::error!(error = %e, sequences = running.len(), "LLM step failed");
@@ -97,12 +119,57 @@ fn admit<B: Backend>(model: &Llm<B>, job: Job, running: &mut Vec<Running<B>>) {
         refuse(vec![job]);
         return;
     };
+    let choices = request.sampling.choices();
     match start(model, *request, grammar) {
-        Ok(seq) => running.push(Running { seq, events }),
+        Ok(mut seq) => {
+            if choices > 1 {
+                seq.hold_for_forks();
+            }
+            running.push(Running {
+                seq,
+                events,
+                choice: 0,
+                tagged: choices > 1,
+                forks: choices - 1,
+            });
+            // A one-token prompt has nothing to share: it forks at once.
+            fork_ready(running);
+        }
         Err(e) => {
             let _ = events.send(GenerateEvent::Error(e));
         }
     }
+}
+
+/// Forks the other choices of every request whose first sequence has read its prompt (all
+/// but the last token): they start from its keys and values, so the prompt is read once for
+/// all `n` choices. Choice `i` samples with the request's seed plus `i`.
+fn fork_ready<B: Backend>(running: &mut Vec<Running<B>>) {
+    let mut born = Vec::new();
+    for r in running
+        .iter_mut()
+        .filter(|r| r.forks > 0 && r.seq.ready_to_fork())
+    {
+        for choice in 1..=r.forks {
+            match r.seq.fork(r.seq.seed().wrapping_add(choice as u64)) {
+                Ok(seq) => born.push(Running {
+                    seq,
+                    events: r.events.clone(),
+                    choice,
+                    tagged: true,
+                    forks: 0,
+                }),
+                Err(e) => {
+                    let _ = r.events.send(GenerateEvent::Error(WorkerError::from(e)));
+                    r.seq.cancel();
+                }
+            }
+        }
+        r.forks = 0;
+        r.seq.release();
+    }
+    running.retain(|r| r.seq.finished().is_none());
+    running.extend(born);
 }
 
 fn start<B: Backend>(
@@ -135,12 +202,45 @@ fn start<B: Backend>(
         stop: s.stop,
         stop_token_ids: s.stop_token_ids,
         ignore_eos: s.ignore_eos,
+        logprobs: s.logprobs,
     };
     let mut seq = model.start(ids, params)?;
     if let Some(grammar) = grammar {
         seq.constrain(grammar);
     }
     Ok(seq)
+}
+
+/// The API's entries for a step's log probabilities: each token's bytes from the model's token
+/// trie (built before such a request is queued: see `LocalWorker::generate`).
+fn logprobs(tokens: &GrammarCompiler, entries: &[TokenLogprobs]) -> Vec<TokenLogprob> {
+    let text = |id: u32| {
+        let bytes = tokens.token_bytes(id).unwrap_or_default();
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    };
+    entries
+        .iter()
+        .map(|e| {
+            let (token, bytes) = text(e.token);
+            TokenLogprob {
+                token,
+                bytes,
+                logprob: e.logprob,
+                top_logprobs: e
+                    .top
+                    .iter()
+                    .map(|&(id, logprob)| {
+                        let (token, bytes) = text(id);
+                        TopLogprob {
+                            token,
+                            bytes,
+                            logprob,
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// A seed for requests that give none, from the clock (sampling needs no cryptographic seed).

@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use xi_api::models::ModelType;
 use xi_api::worker::{
-    BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateRequest, Prompt, ReplicaInfo,
-    ReplicaSpec, RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
+    BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateEvent, GenerateRequest, Prompt,
+    ReplicaInfo, ReplicaSpec, RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
 };
-use xi_engine::llm::template::ChatMessage;
+use xi_engine::llm::tools::{call_grammar, prepare_chat, Piece, ToolCallParser};
 use xi_engine::llm::CompiledGrammar;
 
 use xi_api::cluster::{RunningReplica, WorkerResources};
@@ -291,8 +292,16 @@ impl Worker for LocalWorker {
         Box::pin(async move {
             // The render holds no handle on the replica, so a terminate meanwhile goes ahead.
             self.replica(&replica_uid)?;
+            let style = self.llms.get(&replica_uid).map(|t| t.tool_style);
             let request = self.rendered(&replica_uid, request).await?;
             let grammar = self.grammar(&replica_uid, &request).await?;
+            let parsers = match (&request.tools, style) {
+                (Some(tools), Some(style)) => {
+                    let make = || ToolCallParser::new(style.parser, tools.parallel);
+                    Some((0..request.sampling.choices()).map(|_| make()).collect())
+                }
+                _ => None,
+            };
             let replica = self.replica(&replica_uid)?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             replica.submit(Job::Generate(Box::new(request), grammar, tx))?;
@@ -300,43 +309,60 @@ impl Worker for LocalWorker {
             let events = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|event| (event, rx))
             });
-            Ok(Box::pin(events) as EventStream)
+            Ok(match parsers {
+                Some(parsers) => Box::pin(with_tool_calls(events, parsers)) as EventStream,
+                None => Box::pin(events) as EventStream,
+            })
         })
     }
 }
 
 impl LocalWorker {
-    /// The request's output constraint compiled for the replica's model, off the runtime's
-    /// threads (the first grammar of a model also builds its token trie: about a second). A
-    /// grammar that cannot be compiled is refused here, before anything is queued.
+    /// The request's output constraint (its `guided_*` or `response_format`, or the grammar of
+    /// a required tool call) compiled for the replica's model, off the runtime's threads (the
+    /// first grammar of a model also builds its token trie: about a second; a request with
+    /// `logprobs` builds the trie too). A grammar that cannot be compiled is refused here,
+    /// before anything is queued.
     async fn grammar(
         &self,
         uid: &str,
         request: &GenerateRequest,
     ) -> Result<Option<CompiledGrammar>, WorkerError> {
-        let Some(guide) = request.sampling.guide.clone() else {
+        let required_call = request.tools.as_ref().filter(|t| t.constrained());
+        let wants_bytes = request.sampling.logprobs.is_some();
+        if required_call.is_none() && request.sampling.guide.is_none() && !wants_bytes {
             return Ok(None);
-        };
-        let compiler = self
+        }
+        let (compiler, style) = self
             .llms
             .get(uid)
-            .map(|t| t.grammars.clone())
+            .map(|t| (t.grammars.clone(), t.tool_style))
             .ok_or_else(|| {
                 WorkerError::new(
                     WorkerErrorKind::InvalidInput,
                     format!("model {uid} does not generate (not a ready LLM)"),
                 )
             })?;
-        tokio::task::spawn_blocking(move || compiler.compile(&guide))
-            .await
-            .map_err(|e| {
-                WorkerError::new(
-                    WorkerErrorKind::Internal,
-                    format!("compiling the output constraint failed: {e}"),
-                )
-            })?
-            .map(Some)
-            .map_err(WorkerError::from)
+        // A required call is held to the functions' schemas in the model's format; the
+        // supervisor refuses a request that also constrains its text.
+        let guide = match required_call {
+            Some(tools) => Some(call_grammar(style.parser, tools)),
+            None => request.sampling.guide.clone(),
+        };
+        // Log probabilities name tokens by their bytes, from the token trie the grammar
+        // compiler builds once per model: built here, not on the model thread.
+        tokio::task::spawn_blocking(move || match guide {
+            Some(guide) => compiler.compile(&guide).map(Some),
+            None => compiler.prepare().map(|()| None),
+        })
+        .await
+        .map_err(|e| {
+            WorkerError::new(
+                WorkerErrorKind::Internal,
+                format!("compiling the output constraint failed: {e}"),
+            )
+        })?
+        .map_err(WorkerError::from)
     }
 
     /// `request` with its chat rendered by the replica's template (in the sandbox when there is
@@ -346,19 +372,28 @@ impl LocalWorker {
         uid: &str,
         request: GenerateRequest,
     ) -> Result<GenerateRequest, WorkerError> {
-        let GenerateRequest { prompt, sampling } = request;
+        let GenerateRequest {
+            prompt,
+            sampling,
+            tools,
+        } = request;
         let turns = match prompt {
             Prompt::Chat(turns) => turns,
             text => {
                 return Ok(GenerateRequest {
                     prompt: text,
                     sampling,
+                    tools: None,
                 })
             }
         };
-        let template = match self.llms.get(uid).map(|t| t.template.clone()) {
-            Some(Some(template)) => template,
-            Some(None) => {
+        let llm = self
+            .llms
+            .get(uid)
+            .map(|t| (t.template.clone(), t.tool_style));
+        let (template, style) = match llm {
+            Some((Some(template), style)) => (template, style),
+            Some((None, _)) => {
                 return Err(WorkerError::new(
                     WorkerErrorKind::InvalidInput,
                     "this model has no chat template; use completions",
@@ -371,19 +406,53 @@ impl LocalWorker {
                 ))
             }
         };
-        let messages = turns
-            .into_iter()
-            .map(|t| ChatMessage {
-                role: t.role,
-                content: t.content,
-            })
-            .collect();
-        let prompt = self.renderer.render(template, messages).await?;
+        let (messages, tools_value) = prepare_chat(style, turns, tools.as_ref());
+        let prompt = self
+            .renderer
+            .render(template, messages, tools_value)
+            .await?;
         Ok(GenerateRequest {
             prompt: Prompt::Text(prompt),
             sampling,
+            tools,
         })
     }
+}
+
+/// `events` with the tool calls of each choice's answer parsed out of its text (`parsers`: one
+/// per choice, in the model's format); a choice that made calls finishes with `tool_calls`.
+fn with_tool_calls(
+    events: impl futures_util::Stream<Item = GenerateEvent> + Send + 'static,
+    parsers: Vec<ToolCallParser>,
+) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
+    let piece = |piece: Piece| match piece {
+        Piece::Text(text) => GenerateEvent::Text(text),
+        Piece::Call(call) => GenerateEvent::ToolCall(call),
+    };
+    events
+        .scan((parsers, 0usize), move |(parsers, current), event| {
+            let out: Vec<GenerateEvent> = match (event, parsers.get_mut(*current)) {
+                (GenerateEvent::Choice(i), _) => {
+                    *current = i;
+                    vec![GenerateEvent::Choice(i)]
+                }
+                (GenerateEvent::Text(text), Some(parser)) => {
+                    parser.push(&text).into_iter().map(piece).collect()
+                }
+                (GenerateEvent::Done(mut done), Some(parser)) => {
+                    let mut out: Vec<GenerateEvent> =
+                        parser.finish().into_iter().map(piece).collect();
+                    if parser.calls() > 0 && done.finish_reason == "stop" {
+                        done.finish_reason = "tool_calls".into();
+                    }
+                    out.push(GenerateEvent::Done(done));
+                    out
+                }
+                (other, _) => vec![other],
+            };
+            std::future::ready(Some(futures_util::stream::iter(out)))
+        })
+        .flatten()
 }
 
 /// Joins the replica's thread off the runtime once no request still holds it (requests only

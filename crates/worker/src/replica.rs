@@ -17,6 +17,7 @@ use xi_api::worker::{
     EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, ReplicaInfo, ReplicaSpec,
     RerankRequest, RerankResponse, WorkerError, WorkerErrorKind,
 };
+use xi_engine::llm::tools::ToolStyle;
 use xi_engine::llm::{ChatTemplate, CompiledGrammar, GrammarCompiler};
 
 use self::load::Loaded;
@@ -74,13 +75,14 @@ pub struct Ready {
     pub llm: Option<LlmTools>,
 }
 
-/// An LLM's chat template (`None`: it has none) and grammar compiler: the worker renders chats
-/// (in the sandbox) and compiles output constraints in the request path, so neither runs on
-/// the model thread.
+/// An LLM's chat template (`None`: it has none), grammar compiler and way of taking tools:
+/// the worker renders chats (in the sandbox), compiles output constraints and parses tool
+/// calls in the request path, so none of it runs on the model thread.
 #[derive(Clone)]
 pub struct LlmTools {
     pub template: Option<ChatTemplate>,
     pub grammars: GrammarCompiler,
+    pub tool_style: ToolStyle,
 }
 
 /// Options a replica takes from the launch request.
@@ -188,6 +190,10 @@ fn run(
                 Loaded::Llm(m) => Some(LlmTools {
                     template: m.chat_template().cloned(),
                     grammars: m.grammar_compiler(),
+                    tool_style: ToolStyle::of(
+                        m.chat_template().map(ChatTemplate::source),
+                        spec.options.tool_parser,
+                    ),
                 }),
                 Loaded::Encoder(_) => None,
             };

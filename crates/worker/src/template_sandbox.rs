@@ -23,6 +23,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
@@ -71,6 +72,9 @@ struct RenderRequest {
     eos: String,
     limits: TemplateLimits,
     messages: Vec<ChatMessage>,
+    /// The template's `tools` variable (undefined when `None`).
+    #[serde(default)]
+    tools: Option<Value>,
     add_generation_prompt: bool,
 }
 
@@ -96,23 +100,26 @@ impl Renderer {
         }
     }
 
-    /// The prompt `template` makes of `messages` (with the assistant's turn header); a
-    /// template past a limit is an `InvalidInput` naming the limit.
+    /// The prompt `template` makes of `messages` and `tools` (with the assistant's turn
+    /// header); a template past a limit is an `InvalidInput` naming the limit.
     pub(crate) async fn render(
         &self,
         template: ChatTemplate,
         messages: Vec<ChatMessage>,
+        tools: Option<Value>,
     ) -> Result<String, WorkerError> {
         match self {
             Renderer::InProcess => {
-                let rendered =
-                    tokio::task::spawn_blocking(move || template.render(&messages, true)).await;
+                let rendered = tokio::task::spawn_blocking(move || {
+                    template.render_chat(&messages, tools.as_ref(), true)
+                })
+                .await;
                 match rendered {
-                    Ok(result) => result.map_err(WorkerError::from),
+                    Ok(result) => result.map(|(prompt, _)| prompt).map_err(WorkerError::from),
                     Err(e) => Err(internal(format!("the chat template render failed: {e}"))),
                 }
             }
-            Renderer::Sandbox(pool) => pool.render(&template, messages).await,
+            Renderer::Sandbox(pool) => pool.render(&template, messages, tools).await,
         }
     }
 }
@@ -153,6 +160,7 @@ impl SandboxPool {
         &self,
         template: &ChatTemplate,
         messages: Vec<ChatMessage>,
+        tools: Option<Value>,
     ) -> Result<String, WorkerError> {
         let limit = self.config.time_limit;
         let _permit = match tokio::time::timeout(limit, self.permits.acquire()).await {
@@ -171,6 +179,7 @@ impl SandboxPool {
             eos: template.eos().to_string(),
             limits,
             messages,
+            tools,
             add_generation_prompt: true,
         };
         let request = serde_json::to_vec(&request)
@@ -384,6 +393,7 @@ fn render_request(
     cached: &mut Option<(RenderRequest, ChatTemplate)>,
 ) -> Result<String, String> {
     let messages = std::mem::take(&mut request.messages);
+    let tools = request.tools.take();
     let same = cached.as_ref().is_some_and(|(key, _)| {
         key.source == request.source
             && key.bos == request.bos
@@ -404,7 +414,8 @@ fn render_request(
         return Err("no chat template".into());
     };
     template
-        .render(&messages, key.add_generation_prompt)
+        .render_chat(&messages, tools.as_ref(), key.add_generation_prompt)
+        .map(|(prompt, _)| prompt)
         .map_err(|e| e.to_string())
 }
 
@@ -486,10 +497,8 @@ mod tests {
             bos: "<s>".into(),
             eos: "</s>".into(),
             limits: TemplateLimits::default(),
-            messages: vec![ChatMessage {
-                role: "user".into(),
-                content: "hi".into(),
-            }],
+            messages: vec![ChatMessage::new("user", "hi")],
+            tools: None,
             add_generation_prompt: true,
         }
     }
@@ -543,7 +552,7 @@ mod tests {
             "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
         let template = ChatTemplate::new(loops.into(), String::new(), String::new()).unwrap();
         let err = Renderer::new(None)
-            .render(template, request("").messages)
+            .render(template, request("").messages, None)
             .await
             .unwrap_err();
         assert_eq!(err.kind, WorkerErrorKind::InvalidInput);

@@ -39,6 +39,26 @@ impl KvCache {
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
     }
+
+    /// A copy of the first `keep` tokens' keys and values (see `KvLen::fork`).
+    pub(crate) fn fork(&self, keep: usize) -> KvCache {
+        let keep = keep.min(self.len);
+        let rows = |data: &[f32]| match self.len {
+            0 => Vec::new(),
+            len => data[..data.len() / len * keep].to_vec(),
+        };
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerCache {
+                    keys: rows(&l.keys),
+                    values: rows(&l.values),
+                })
+                .collect(),
+            len: keep,
+        }
+    }
 }
 
 /// RoPE frequencies of a model. The cos/sin rows are computed per forward pass for the tokens

@@ -99,12 +99,10 @@ impl GrammarCompiler {
         }))
     }
 
-    /// Compiles `grammar` for the model. The first call builds the model's token trie (about
-    /// a second for a 50k-token vocabulary). A grammar llguidance cannot compile is
-    /// `InvalidInput` ("invalid grammar: ...").
-    pub fn compile(&self, grammar: &Guide) -> Result<CompiledGrammar, EngineError> {
+    /// The parser factory (with the model's token trie), built on the first call.
+    fn factory(&self) -> Result<&ParserFactory, EngineError> {
         let parts = &*self.0;
-        let factory = parts
+        parts
             .factory
             .get_or_init(|| build_factory(&parts.tokenizer, parts.vocab_size, &parts.end_ids))
             .as_ref()
@@ -112,7 +110,34 @@ impl GrammarCompiler {
                 EngineError::Unsupported(format!(
                     "grammar-constrained decoding is not available for this model's tokenizer: {e}"
                 ))
-            })?;
+            })
+    }
+
+    /// Builds the model's token trie now, if it is not built yet (off the model's thread, before
+    /// a request that needs token bytes is queued).
+    pub fn prepare(&self) -> Result<(), EngineError> {
+        self.factory().map(|_| ())
+    }
+
+    /// The bytes of token `id` as the model writes them (a special token: its name), for
+    /// log probabilities; builds the token trie on the first call (see [`prepare`](Self::prepare)).
+    pub fn token_bytes(&self, id: u32) -> Result<Vec<u8>, EngineError> {
+        let trie = self.factory()?.tok_env().tok_trie();
+        if id as usize >= trie.vocab_size() {
+            return Ok(Vec::new());
+        }
+        let bytes = trie.token(id);
+        Ok(match bytes.split_first() {
+            Some((&TokTrie::SPECIAL_TOKEN_MARKER, name)) => name.to_vec(),
+            _ => bytes.to_vec(),
+        })
+    }
+
+    /// Compiles `grammar` for the model. The first call builds the model's token trie (about
+    /// a second for a 50k-token vocabulary). A grammar llguidance cannot compile is
+    /// `InvalidInput` ("invalid grammar: ...").
+    pub fn compile(&self, grammar: &Guide) -> Result<CompiledGrammar, EngineError> {
+        let factory = self.factory()?;
         let invalid = |reason: String| {
             EngineError::InvalidInput(format!("invalid grammar: {}", clip(reason)))
         };
@@ -306,6 +331,16 @@ impl Constraint {
     pub(super) fn new(grammar: CompiledGrammar) -> Constraint {
         Constraint {
             matcher: grammar.matcher,
+            mask: None,
+            stats: MaskStats::default(),
+        }
+    }
+
+    /// The same grammar in its initial state, for a forked sequence (the original must not
+    /// have consumed a token yet).
+    pub(super) fn fresh(&self) -> Constraint {
+        Constraint {
+            matcher: self.matcher.clone(),
             mask: None,
             stats: MaskStats::default(),
         }

@@ -88,6 +88,10 @@ impl KvLen for KvCache {
     fn advance(&mut self, n: usize) {
         KvCache::advance(self, n);
     }
+
+    fn fork(&self, keep: usize) -> Result<KvCache, EngineError> {
+        Ok(KvCache::fork(self, keep))
+    }
 }
 
 impl AttentionBackend for Attention {

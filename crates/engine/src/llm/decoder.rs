@@ -22,6 +22,12 @@ pub trait KvLen {
     fn len(&self) -> usize;
     /// Marks `n` more tokens as cached (after every layer has appended them).
     fn advance(&mut self, n: usize);
+    /// A copy holding the first `keep` cached tokens (at most [`len`](KvLen::len)): another
+    /// sequence that shares this one's prompt starts from it instead of reading the prompt
+    /// again.
+    fn fork(&self, keep: usize) -> Result<Self, EngineError>
+    where
+        Self: Sized;
 }
 
 /// How attention runs: RoPE, the KV caches, the causal softmax.

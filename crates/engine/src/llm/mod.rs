@@ -10,7 +10,9 @@
 //! a model), `sequence` (sampling, stop conditions, streamed text), [`constraint`]
 //! (grammar-constrained decoding: JSON schemas, regexes, choices, Lark, with llguidance; the
 //! token masks are computed while the forward pass runs), [`gguf_tokenizer`] (the
-//! tokenizer rebuilt from GGUF metadata), [`template`] (Jinja chat templates), [`convert`]
+//! tokenizer rebuilt from GGUF metadata), [`template`] (Jinja chat templates), [`tools`] (tool
+//! calling: the prompt that offers tools, the grammar of a required call, the parser of the
+//! calls in an answer), [`convert`]
 //! (GGUF → safetensors folder) and `validate` (the config checked against the file's tensors
 //! and the machine's memory before anything is allocated). [`Llm::step`] advances any number
 //! of sequences by one forward pass: that is what continuous batching is built on.
@@ -34,6 +36,7 @@ mod portable;
 mod qlinear;
 mod sequence;
 pub mod template;
+pub mod tools;
 mod types;
 mod validate;
 pub mod weights;
@@ -54,7 +57,7 @@ pub use load::gguf_file_in;
 pub use portable::TensorBackend;
 pub use sequence::{Sequence, Update};
 pub use template::{ChatMessage, ChatTemplate};
-pub use types::{FinishReason, Generated, GenerationParams, LoadOptions};
+pub use types::{FinishReason, Generated, GenerationParams, LoadOptions, TokenLogprobs};
 pub use xi_api::guide::Guide;
 
 /// A loaded LLM, on the backend its placement chose. What needs no sequence of its own (the
@@ -282,7 +285,7 @@ impl<B: Backend> Llm<B> {
             let from = s.cache.len();
             tokens.extend_from_slice(&s.tokens[from..from + take[i]]);
             spans.push(take[i]);
-            if take[i] == s.pending() {
+            if s.samples_after(take[i]) {
                 wanted.push(tokens.len() as u32 - 1);
             }
             members.push(i);
@@ -298,7 +301,7 @@ impl<B: Backend> Llm<B> {
                 if take[i] == 0 {
                     continue;
                 }
-                let samples = take[i] == s.pending();
+                let samples = s.samples_after(take[i]);
                 let s: &mut Sequence<B> = s;
                 caches.push(&mut s.cache);
                 if let (true, Some(c)) = (samples, s.constraint.as_mut()) {
@@ -309,7 +312,7 @@ impl<B: Backend> Llm<B> {
         };
         let mut logits = logits.into_iter();
         for &i in &members {
-            if seqs[i].pending() == 0 {
+            if seqs[i].pending() == 0 && !seqs[i].ready_to_fork() {
                 let row = logits
                     .next()
                     .ok_or_else(|| EngineError::internal("missing logits row"))?;

@@ -38,6 +38,22 @@ impl KvLen for PortableCache {
     fn advance(&mut self, n: usize) {
         self.len += n;
     }
+
+    fn fork(&self, keep: usize) -> Result<PortableCache, EngineError> {
+        let keep = keep.min(self.len);
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let mut copy = TensorKv::new(2, layer.k_cache().max_seq_len().max(1));
+            if let (Some(k), Some(v), true) = (layer.k()?, layer.v()?, keep > 0) {
+                copy.append(
+                    &k.narrow(2, 0, keep)?.contiguous()?,
+                    &v.narrow(2, 0, keep)?.contiguous()?,
+                )?;
+            }
+            layers.push(copy);
+        }
+        Ok(PortableCache { layers, len: keep })
+    }
 }
 
 pub struct TensorBackend {

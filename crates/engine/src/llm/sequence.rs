@@ -10,7 +10,7 @@ use tokenizers::Tokenizer;
 
 use super::constraint::{CompiledGrammar, Constraint, MaskStats};
 use super::decoder::{Backend, CacheOf, KvLen};
-use super::{FinishReason, GenerationParams};
+use super::{FinishReason, GenerationParams, TokenLogprobs};
 use crate::error::EngineError;
 
 /// One generation on a model of backend `B`; its KV cache is that backend's own kind.
@@ -32,6 +32,10 @@ pub struct Sequence<B: Backend> {
     finished: Option<FinishReason>,
     /// The grammar the output must follow, if any.
     pub(super) constraint: Option<Constraint>,
+    /// Log probabilities of tokens sampled since the last update (with `params.logprobs`).
+    logprobs: Vec<TokenLogprobs>,
+    /// The prompt's last token is held back (see [`Sequence::hold_for_forks`]).
+    held: bool,
 }
 
 /// What one step produced for a sequence.
@@ -41,6 +45,9 @@ pub struct Update {
     pub text: String,
     /// Set when the sequence ended in this step.
     pub finished: Option<FinishReason>,
+    /// With `logprobs` asked for: the tokens sampled in this step (not an end or stop token,
+    /// which is not part of the answer). Their text may come in a later update.
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 impl<B: Backend> Sequence<B> {
@@ -50,17 +57,6 @@ impl<B: Backend> Sequence<B> {
         max_new: usize,
         cache: CacheOf<B>,
     ) -> Sequence<B> {
-        let sampling = match (params.temperature, params.top_k, params.top_p) {
-            (t, _, _) if t < 1e-7 => Sampling::ArgMax,
-            (t, Some(k), Some(p)) => Sampling::TopKThenTopP {
-                k,
-                p,
-                temperature: t,
-            },
-            (t, Some(k), None) => Sampling::TopK { k, temperature: t },
-            (t, None, Some(p)) => Sampling::TopP { p, temperature: t },
-            (t, None, None) => Sampling::All { temperature: t },
-        };
         let hold_back = params
             .stop
             .iter()
@@ -73,7 +69,7 @@ impl<B: Backend> Sequence<B> {
             prompt_len: prompt.len(),
             tokens: prompt,
             max_new,
-            sampler: LogitsProcessor::from_sampling(params.seed, sampling),
+            sampler: sampler(&params),
             params,
             text: String::new(),
             emitted: 0,
@@ -82,7 +78,54 @@ impl<B: Backend> Sequence<B> {
             hold_back,
             finished: None,
             constraint: None,
+            logprobs: Vec::new(),
+            held: false,
         }
+    }
+
+    /// Holds the prompt's last token back, so that the sequence reads its prompt but never
+    /// samples: [`fork`](Self::fork) then gives sequences that share what it read (`n` > 1).
+    pub fn hold_for_forks(&mut self) {
+        self.held = self.generated().is_empty();
+    }
+
+    /// Whether the sequence has read all of its prompt but the held-back token.
+    pub fn ready_to_fork(&self) -> bool {
+        self.held && self.pending() == 0
+    }
+
+    /// Lets a held sequence go on (it reads its last prompt token and samples).
+    pub fn release(&mut self) {
+        self.held = false;
+    }
+
+    /// A new sequence with this one's prompt, the keys and values it has read so far, its
+    /// grammar in its initial state, and its own `seed`; meant for a sequence that is
+    /// [`ready_to_fork`](Self::ready_to_fork). It reads the last prompt token itself (one
+    /// token, in the next step) and samples on its own.
+    pub fn fork(&self, seed: u64) -> Result<Sequence<B>, EngineError> {
+        let params = GenerationParams {
+            seed,
+            ..self.params.clone()
+        };
+        let keep = self.cache.len().min(self.prompt_len.saturating_sub(1));
+        Ok(Sequence {
+            cache: self.cache.fork(keep)?,
+            tokens: self.tokens[..self.prompt_len].to_vec(),
+            prompt_len: self.prompt_len,
+            max_new: self.max_new,
+            sampler: sampler(&params),
+            params,
+            text: String::new(),
+            emitted: 0,
+            prefix_offset: 0,
+            read_offset: 0,
+            hold_back: self.hold_back,
+            finished: None,
+            constraint: self.constraint.as_ref().map(Constraint::fresh),
+            logprobs: Vec::new(),
+            held: false,
+        })
     }
 
     /// Holds the rest of the output to `grammar` (compiled by the same model: see
@@ -111,6 +154,16 @@ impl<B: Backend> Sequence<B> {
             .unwrap_or_default()
     }
 
+    /// Tokens whose keys and values the sequence holds.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The seed its sampler started from.
+    pub fn seed(&self) -> u64 {
+        self.params.seed
+    }
+
     pub fn prompt_tokens(&self) -> usize {
         self.prompt_len
     }
@@ -132,9 +185,14 @@ impl<B: Backend> Sequence<B> {
         self.finished
     }
 
-    /// Tokens not yet run through the model.
+    /// Tokens to run through the model (a held-back prompt token is not one yet).
     pub(super) fn pending(&self) -> usize {
-        self.tokens.len() - self.cache.len()
+        (self.tokens.len() - self.cache.len()).saturating_sub(usize::from(self.held))
+    }
+
+    /// Whether the next pass's last token of this sequence gives logits to sample from.
+    pub(super) fn samples_after(&self, take: usize) -> bool {
+        !self.held && take == self.pending()
     }
 
     /// Ends the sequence early (the client went away); the rest of the text is dropped.
@@ -153,6 +211,10 @@ impl<B: Backend> Sequence<B> {
             if constraint.is_stopped() {
                 return Ok(self.finish(FinishReason::Stop));
             }
+        }
+        // Of the model's own distribution, before anything below changes the logits.
+        let likely = self.params.logprobs.map(|k| Likely::of(&logits, k));
+        if let Some(constraint) = &mut self.constraint {
             if let Err(e) = constraint.mask_logits(&mut logits) {
                 return Ok(self.grammar_failed(&e));
             }
@@ -172,6 +234,9 @@ impl<B: Backend> Sequence<B> {
             if let Err(e) = constraint.consume(next) {
                 return Ok(self.grammar_failed(&e));
             }
+        }
+        if let Some(likely) = likely {
+            self.logprobs.push(likely.entry(next));
         }
         self.tokens.push(next);
         let piece = self.decode_new(tokenizer)?;
@@ -199,7 +264,10 @@ impl<B: Backend> Sequence<B> {
         while !self.text.is_char_boundary(safe) {
             safe -= 1;
         }
-        let mut update = Update::default();
+        let mut update = Update {
+            logprobs: std::mem::take(&mut self.logprobs),
+            ..Update::default()
+        };
         if safe > self.emitted {
             update.text = self.text[self.emitted..safe].to_string();
             self.emitted = safe;
@@ -221,6 +289,7 @@ impl<B: Backend> Sequence<B> {
         Update {
             text,
             finished: Some(reason),
+            logprobs: std::mem::take(&mut self.logprobs),
         }
     }
 
@@ -274,4 +343,69 @@ impl<B: Backend> Sequence<B> {
             }
         }
     }
+}
+
+/// One position's log-softmax normaliser and most likely tokens, from the raw logits.
+struct Likely {
+    log_total: f32,
+    logits_at: Vec<(u32, f32)>,
+    /// The sampled token's raw logit is looked up in `raw`, kept only when it is not in the top.
+    raw: Vec<f32>,
+    k: usize,
+}
+
+impl Likely {
+    fn of(logits: &[f32], k: usize) -> Likely {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits.iter().map(|&v| f64::from((v - max).exp())).sum();
+        let log_total = max + sum.ln() as f32;
+        let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+        for (i, &v) in logits.iter().enumerate() {
+            if top.len() < k || top.last().is_some_and(|&(_, low)| v > low) {
+                let at = top.partition_point(|&(_, w)| w >= v);
+                top.insert(at, (i as u32, v));
+                top.truncate(k);
+            }
+        }
+        Likely {
+            log_total,
+            logits_at: top,
+            raw: logits.to_vec(),
+            k,
+        }
+    }
+
+    fn entry(&self, token: u32) -> TokenLogprobs {
+        let logit = self
+            .raw
+            .get(token as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY);
+        TokenLogprobs {
+            token,
+            logprob: logit - self.log_total,
+            top: self
+                .logits_at
+                .iter()
+                .take(self.k)
+                .map(|&(t, v)| (t, v - self.log_total))
+                .collect(),
+        }
+    }
+}
+
+/// The sampler `params` asks for.
+fn sampler(params: &GenerationParams) -> LogitsProcessor {
+    let sampling = match (params.temperature, params.top_k, params.top_p) {
+        (t, _, _) if t < 1e-7 => Sampling::ArgMax,
+        (t, Some(k), Some(p)) => Sampling::TopKThenTopP {
+            k,
+            p,
+            temperature: t,
+        },
+        (t, Some(k), None) => Sampling::TopK { k, temperature: t },
+        (t, None, Some(p)) => Sampling::TopP { p, temperature: t },
+        (t, None, None) => Sampling::All { temperature: t },
+    };
+    LogitsProcessor::from_sampling(params.seed, sampling)
 }

@@ -12,17 +12,16 @@
 use std::io;
 use std::sync::Arc;
 
+use minijinja::value::Kwargs;
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::EngineError;
 
-/// One chat message as the template sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
+/// One chat message as the template sees it: the API's turn, with its tool calls and the
+/// call a tool's answer belongs to.
+pub use xi_api::worker::ChatTurn as ChatMessage;
 
 /// What one render may spend. The defaults leave real templates far inside them: measured on
 /// the catalogue's templates, a chat of 120 messages takes 2,800 (SmolLM2), 3,800 (Qwen2.5)
@@ -89,7 +88,14 @@ impl ChatTemplate {
         limits: TemplateLimits,
     ) -> Result<ChatTemplate, EngineError> {
         let mut env = Environment::new();
+        // Hugging Face's environment: blocks eat their newline and leading indentation, Python's
+        // string methods work, and `tojson` writes JSON as Python's `json.dumps` does (the
+        // prompts models were trained on).
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
         env.add_function("raise_exception", raise_exception);
+        env.add_filter("tojson", tojson);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.set_fuel(Some(limits.fuel));
         env.set_recursion_limit(limits.recursion);
         env.add_template_owned("chat", source.clone())
@@ -144,6 +150,18 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<(String, u64), EngineError> {
+        self.render_chat(messages, None, add_generation_prompt)
+    }
+
+    /// The prompt for `messages` with `tools` (the template's `tools` variable, in OpenAI's
+    /// shape; left undefined when `None`, as templates expect of a chat without tools), and
+    /// the fuel the render used.
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&Value>,
+        add_generation_prompt: bool,
+    ) -> Result<(String, u64), EngineError> {
         let inner = &self.inner;
         let template = inner
             .env
@@ -154,11 +172,15 @@ impl ChatTemplate {
             cap: inner.limits.output_bytes,
             full: false,
         };
-        let ctx = context! {
+        let base = context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => inner.bos,
             eos_token => inner.eos,
+        };
+        let ctx = match tools {
+            Some(tools) => context! { tools => tools, ..base },
+            None => base,
         };
         let fuel = match template.render_captured_to(ctx, &mut out) {
             Ok(captured) => captured.state().fuel_levels().map_or(0, |(used, _)| used),
@@ -192,6 +214,76 @@ impl ChatTemplate {
             format!("cannot apply the chat template: {e}")
         };
         EngineError::InvalidInput(message)
+    }
+}
+
+/// `tojson` as Hugging Face's templates know it: Python's `json.dumps(value,
+/// ensure_ascii=False, indent=indent)`, so `", "` and `": "` between items without an indent,
+/// one item per line with one (minijinja's own filter writes compact JSON and escapes HTML).
+fn tojson(value: minijinja::Value, kwargs: Kwargs) -> Result<minijinja::Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let written = match indent {
+        Some(n) => {
+            let unit = vec![b' '; n.min(16)];
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut out,
+                serde_json::ser::PrettyFormatter::with_indent(&unit),
+            );
+            value.serialize(&mut ser)
+        }
+        None => {
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+            value.serialize(&mut ser)
+        }
+    };
+    written.map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?;
+    let text = String::from_utf8(out)
+        .map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?;
+    Ok(minijinja::Value::from_safe_string(text))
+}
+
+/// `value` as Python's `json.dumps(value, ensure_ascii=False)` writes it (what `tojson`
+/// renders): the layout models see their tools and calls in.
+pub fn python_json(value: &Value) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    // Writing a JSON value to memory cannot fail, and the output is UTF-8.
+    let _ = value.serialize(&mut ser);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Python's default `json.dumps` layout: `, ` between items and `: ` after keys.
+struct PythonFormatter;
+
+impl serde_json::ser::Formatter for PythonFormatter {
+    fn begin_array_value<W: io::Write + ?Sized>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: io::Write + ?Sized>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: io::Write + ?Sized>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b": ")
     }
 }
 

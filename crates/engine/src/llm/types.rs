@@ -25,6 +25,9 @@ pub struct GenerationParams {
     pub stop_token_ids: Vec<u32>,
     /// Keep going past the model's end tokens (vLLM's `ignore_eos`; for benchmarks).
     pub ignore_eos: bool,
+    /// Report each sampled token's log probability and this many most likely alternatives
+    /// ([`Update::logprobs`](super::Update::logprobs)); `None`: none.
+    pub logprobs: Option<usize>,
 }
 
 impl GenerationParams {
@@ -44,7 +47,18 @@ impl GenerationParams {
         stop: Vec::new(),
         stop_token_ids: Vec::new(),
         ignore_eos: false,
+        logprobs: None,
     };
+}
+
+/// A sampled token's log probability under the model (the log-softmax of its logits, before
+/// penalties, temperature, cuts and grammar masks, as vLLM reports them) and the most likely
+/// tokens at its position, most likely first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,22 +15,19 @@ use xi_engine::EngineError;
 use xi_testkit::smollm2_gguf;
 
 /// One model for every test here (Q8_0: batched rows compute what lone rows compute).
-fn model() -> &'static LlmModel {
+pub(crate) fn model() -> &'static LlmModel {
     static MODEL: OnceLock<LlmModel> = OnceLock::new();
     MODEL.get_or_init(|| LlmModel::load_gguf(&smollm2_gguf(), None, Some(GgmlDType::Q8_0)).unwrap())
 }
 
 fn chat(model: &LlmModel, text: &str) -> Vec<u32> {
-    let messages = [ChatMessage {
-        role: "user".into(),
-        content: text.into(),
-    }];
+    let messages = [ChatMessage::new("user", text)];
     model
         .encode(&model.chat_prompt(&messages).unwrap())
         .unwrap()
 }
 
-fn sampled(seed: u64, max_tokens: usize) -> GenerationParams {
+pub(crate) fn sampled(seed: u64, max_tokens: usize) -> GenerationParams {
     GenerationParams {
         max_tokens,
         temperature: 0.8,
@@ -40,17 +37,17 @@ fn sampled(seed: u64, max_tokens: usize) -> GenerationParams {
 }
 
 /// One sequence to run: its prompt, how to sample, and its grammar if any.
-struct Job {
-    prompt: Vec<u32>,
-    params: GenerationParams,
-    grammar: Option<CompiledGrammar>,
+pub(crate) struct Job {
+    pub prompt: Vec<u32>,
+    pub params: GenerationParams,
+    pub grammar: Option<CompiledGrammar>,
 }
 
-struct Outcome {
-    text: String,
-    tokens: Vec<u32>,
-    finish: FinishReason,
-    masks: MaskStats,
+pub(crate) struct Outcome {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub finish: FinishReason,
+    pub masks: MaskStats,
 }
 
 /// Runs every job in one batch, stepped together until all finish.
@@ -79,11 +76,11 @@ fn run_together<B: Backend>(m: &Llm<B>, jobs: Vec<Job>) -> Vec<Outcome> {
         .collect()
 }
 
-fn run(jobs: Vec<Job>) -> Vec<Outcome> {
+pub(crate) fn run(jobs: Vec<Job>) -> Vec<Outcome> {
     xi_engine::with_llm!(model(), m => run_together(m, jobs))
 }
 
-fn compile(grammar: Guide) -> CompiledGrammar {
+pub(crate) fn compile(grammar: Guide) -> CompiledGrammar {
     model().compile_grammar(&grammar).unwrap()
 }
 

@@ -9,10 +9,7 @@ use xi_testkit::smollm2_gguf;
 use crate::support::{logit_range, max_logit_diff, run_batched};
 
 fn user(text: &str) -> Vec<ChatMessage> {
-    vec![ChatMessage {
-        role: "user".into(),
-        content: text.into(),
-    }]
+    vec![ChatMessage::new("user", text)]
 }
 
 /// The prompt tokens of one user message in the model's chat template.
@@ -200,10 +197,7 @@ fn f32_greedy_tokens_equal_transformers_for_40_tokens() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| ChatMessage {
-                role: m["role"].as_str().unwrap().into(),
-                content: m["content"].as_str().unwrap().into(),
-            })
+            .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
             .collect();
         let ids = model
             .encode(&model.chat_prompt(&messages).unwrap())
@@ -225,10 +219,7 @@ fn fixture_chat(case: &serde_json::Value) -> Vec<ChatMessage> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| ChatMessage {
-            role: m["role"].as_str().unwrap().into(),
-            content: m["content"].as_str().unwrap().into(),
-        })
+        .map(|m| ChatMessage::new(m["role"].as_str().unwrap(), m["content"].as_str().unwrap()))
         .collect()
 }
 

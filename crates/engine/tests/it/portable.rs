@@ -20,10 +20,7 @@ fn options(placement: Placement, requantize: Option<GgmlDType>) -> LoadOptions {
 }
 
 fn chat_ids(model: &LlmModel, text: &str) -> Vec<u32> {
-    let messages = vec![xi_engine::llm::ChatMessage {
-        role: "user".into(),
-        content: text.into(),
-    }];
+    let messages = vec![xi_engine::llm::ChatMessage::new("user", text)];
     model
         .encode(&model.chat_prompt(&messages).unwrap())
         .unwrap()

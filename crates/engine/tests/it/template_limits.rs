@@ -12,10 +12,7 @@ fn template(source: &str) -> ChatTemplate {
 }
 
 fn hello() -> Vec<ChatMessage> {
-    vec![ChatMessage {
-        role: "user".into(),
-        content: "hello".into(),
-    }]
+    vec![ChatMessage::new("user", "hello")]
 }
 
 /// Renders and returns the error message (the render must fail), and how long it took.
@@ -128,16 +125,13 @@ fn template_errors_and_parse_errors_are_still_reported() {
 
 /// `n` alternating user/assistant messages after a system message.
 fn long_chat(n: usize) -> Vec<ChatMessage> {
-    let mut messages = vec![ChatMessage {
-        role: "system".into(),
-        content: "You are a helpful assistant.".into(),
-    }];
+    let mut messages = vec![ChatMessage::new("system", "You are a helpful assistant.")];
     for i in 0..n {
         let role = if i % 2 == 0 { "user" } else { "assistant" };
-        messages.push(ChatMessage {
-            role: role.into(),
-            content: format!("message number {i}, with a few words in it"),
-        });
+        messages.push(ChatMessage::new(
+            role,
+            format!("message number {i}, with a few words in it"),
+        ));
     }
     messages
 }

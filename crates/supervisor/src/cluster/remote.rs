@@ -154,17 +154,45 @@ fn decode_failure(address: &str, status: reqwest::StatusCode, body: &[u8]) -> Wo
     })
 }
 
-/// The events up to and including the first `Done` or `Error`.
+/// Counts a generation's ends: it is over at its first `Error`, or once each of its `choices`
+/// has had its `Done`.
+struct Ends {
+    left: usize,
+}
+
+impl Ends {
+    fn new(choices: usize) -> Self {
+        Self {
+            left: choices.max(1),
+        }
+    }
+
+    /// Whether `event` is the generation's last.
+    fn last(&mut self, event: &GenerateEvent) -> bool {
+        match event {
+            GenerateEvent::Error(_) => true,
+            GenerateEvent::Done(_) => {
+                self.left = self.left.saturating_sub(1);
+                self.left == 0
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The events up to and including the last (see [`Ends`]).
 fn until_final(
     events: impl futures_util::Stream<Item = GenerateEvent> + Send + 'static,
+    choices: usize,
 ) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
-    futures_util::stream::unfold((Box::pin(events), false), |(mut events, done)| async move {
+    let state = (Box::pin(events), Ends::new(choices), false);
+    futures_util::stream::unfold(state, |(mut events, mut ends, done)| async move {
         if done {
             return None;
         }
         let event = events.next().await?;
-        let last = matches!(event, GenerateEvent::Done(_) | GenerateEvent::Error(_));
-        Some((event, (events, last)))
+        let last = ends.last(&event);
+        Some((event, (events, ends, last)))
     })
 }
 
@@ -172,10 +200,11 @@ fn until_final(
 fn ndjson_events(
     bytes: impl futures_util::Stream<Item = reqwest::Result<actix_web::web::Bytes>> + Send + 'static,
     address: String,
+    choices: usize,
 ) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
     futures_util::stream::unfold(
-        (Box::pin(bytes), Vec::<u8>::new(), false),
-        move |(mut bytes, mut buffer, done)| {
+        (Box::pin(bytes), Vec::<u8>::new(), Ends::new(choices), false),
+        move |(mut bytes, mut buffer, mut ends, done)| {
             let address = address.clone();
             async move {
                 if done {
@@ -191,9 +220,8 @@ fn ndjson_events(
                                     format!("bad event from worker {address}: {e}"),
                                 ))
                             });
-                        let last =
-                            matches!(event, GenerateEvent::Done(_) | GenerateEvent::Error(_));
-                        return Some((event, (bytes, buffer, last)));
+                        let last = ends.last(&event);
+                        return Some((event, (bytes, buffer, ends, last)));
                     }
                     match bytes.next().await {
                         Some(Ok(chunk)) => buffer.extend_from_slice(chunk.as_ref()),
@@ -202,14 +230,14 @@ fn ndjson_events(
                                 WorkerErrorKind::Unreachable,
                                 format!("Worker {address} is unreachable: {e}"),
                             ));
-                            return Some((event, (bytes, buffer, true)));
+                            return Some((event, (bytes, buffer, ends, true)));
                         }
                         None => {
                             let event = GenerateEvent::Error(WorkerError::new(
                                 WorkerErrorKind::Unreachable,
                                 format!("Worker {address} closed the stream before the end"),
                             ));
-                            return Some((event, (bytes, buffer, true)));
+                            return Some((event, (bytes, buffer, ends, true)));
                         }
                     }
                 }
@@ -304,7 +332,8 @@ impl Worker for RemoteWorker {
                 () = self.lost() => return Err(self.unreachable("it stopped sending heartbeats")),
             };
             // Dropping the stream drops the connection: the worker sees it and stops.
-            let events = ndjson_events(response.bytes_stream(), self.address.clone());
+            let choices = request.sampling.choices();
+            let events = ndjson_events(response.bytes_stream(), self.address.clone(), choices);
             let address = self.address.clone();
             let lost = self.lost();
             let cut = futures_util::stream::once(async move {
@@ -316,7 +345,7 @@ impl Worker for RemoteWorker {
             });
             // Whichever ends first: the worker's events, or the worker being declared dead.
             let merged = futures_util::stream::select(events, cut);
-            Ok(Box::pin(until_final(merged)) as EventStream)
+            Ok(Box::pin(until_final(merged, choices)) as EventStream)
         })
     }
 }
@@ -324,6 +353,26 @@ impl Worker for RemoteWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_generation_ends_at_its_first_error_or_its_last_choices_done() {
+        let done = || {
+            GenerateEvent::Done(xi_api::worker::GenerateSummary {
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                finish_reason: "stop".into(),
+            })
+        };
+        let mut ends = Ends::new(3);
+        assert!(!ends.last(&GenerateEvent::Text("a".into())));
+        assert!(!ends.last(&done()) && !ends.last(&GenerateEvent::Choice(2)));
+        assert!(!ends.last(&done()));
+        assert!(ends.last(&done()), "the third choice's end is the last");
+        let mut ends = Ends::new(2);
+        let error = GenerateEvent::Error(WorkerError::new(WorkerErrorKind::Internal, "x"));
+        assert!(ends.last(&error), "an error ends it whatever is open");
+        assert!(Ends::new(0).last(&done()), "no n is one choice");
+    }
 
     #[test]
     fn a_worker_error_body_is_read_back_whatever_the_status() {

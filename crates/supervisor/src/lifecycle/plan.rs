@@ -6,6 +6,7 @@ use rand::seq::SliceRandom;
 use serde_json::{Map, Value};
 use xi_api::launch::{LaunchOptions, RawLaunchOptions};
 use xi_api::models::{LaunchModelRequest, ModelType};
+use xi_api::tools::ToolParser;
 
 use super::table::ModelTable;
 use crate::error::SupervisorError;
@@ -103,6 +104,15 @@ pub fn plan_launch(
             .get("chat_template")
             .and_then(Value::as_str)
             .map(str::to_string);
+    }
+    // Likewise the family's tool-call format (the catalogue names upstream's parsers); one
+    // this server does not parse leaves the format to be read off the template.
+    if options.tool_parser.is_none() {
+        options.tool_parser = family
+            .body
+            .get("tool_parser")
+            .and_then(Value::as_str)
+            .and_then(ToolParser::from_name);
     }
     Ok(LaunchPlan {
         uid,
