@@ -76,7 +76,11 @@ fn round<B: Backend>(
         seqs.insert(0, first);
     } else {
         for i in 0..args.choices {
-            seqs.push(model.start(prompt.to_vec(), params(1 + i as u64)).expect("start"));
+            seqs.push(
+                model
+                    .start(prompt.to_vec(), params(1 + i as u64))
+                    .expect("start"),
+            );
         }
         prompt_computed += prompt.len() * args.choices;
     }
