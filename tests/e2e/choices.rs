@@ -2,30 +2,9 @@
 //! streamed, chat and completions, with tools; the prompt is counted once in `usage`, a seed
 //! makes the choices reproducible, and `n` out of range is a 400.
 
-use reqwest::Client;
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
-use crate::support::{post, Local};
-
-async fn serving() -> (TempDir, Local, Client) {
-    let dir = TempDir::new().unwrap();
-    let local = Local::start(&dir.path().join("home"), &[]);
-    let client = Client::new();
-    let (status, body) = post(
-        &client,
-        local.url("/v1/models"),
-        None,
-        json!({
-            "model_name": "smollm2-instruct", "model_uid": "smol", "model_engine": "candle",
-            "model_format": "ggufv2", "quantization": "Q4_1",
-            "model_path": xi_testkit::smollm2_gguf(),
-        }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    (dir, local, client)
-}
+use crate::support::{post, serving_smollm2, sse_events};
 
 fn chat(extra: Value) -> Value {
     let mut body = json!({
@@ -38,17 +17,9 @@ fn chat(extra: Value) -> Value {
     body
 }
 
-fn events(text: &str) -> Vec<Value> {
-    text.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|e| *e != "[DONE]")
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn several_choices_come_back_in_openais_shapes() {
-    let (_dir, local, client) = serving().await;
+    let (_dir, local, client) = serving_smollm2("smol").await;
     let url = || local.url("/v1/chat/completions");
     let (status, one) = post(&client, url(), None, chat(json!({}))).await;
     assert_eq!(status, 200, "{one}");
@@ -90,7 +61,7 @@ async fn several_choices_come_back_in_openais_shapes() {
         .await
         .unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    let chunks = events(&text);
+    let chunks = sse_events(&text);
     for (index, choice) in choices.iter().enumerate().take(2) {
         let mine: Vec<&Value> = chunks
             .iter()

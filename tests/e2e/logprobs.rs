@@ -2,30 +2,9 @@
 //! `logprobs.content` (plain and streamed) and completions' parallel lists; the tokens spell
 //! the answer, greedy tokens are their position's most likely, and bad values are 400s.
 
-use reqwest::Client;
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
-use crate::support::{post, Local};
-
-async fn serving() -> (TempDir, Local, Client) {
-    let dir = TempDir::new().unwrap();
-    let local = Local::start(&dir.path().join("home"), &[]);
-    let client = Client::new();
-    let (status, body) = post(
-        &client,
-        local.url("/v1/models"),
-        None,
-        json!({
-            "model_name": "smollm2-instruct", "model_uid": "smol", "model_engine": "candle",
-            "model_format": "ggufv2", "quantization": "Q4_1",
-            "model_path": xi_testkit::smollm2_gguf(),
-        }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    (dir, local, client)
-}
+use crate::support::{post, serving_smollm2, sse_events};
 
 /// Chat's entries: each token's text, its logprob, and that it leads its alternatives.
 fn check_chat_entries(entries: &[Value], top: usize) -> String {
@@ -45,7 +24,7 @@ fn check_chat_entries(entries: &[Value], top: usize) -> String {
 
 #[tokio::test]
 async fn chat_and_completions_report_logprobs_in_openais_shapes() {
-    let (_dir, local, client) = serving().await;
+    let (_dir, local, client) = serving_smollm2("smol").await;
     let chat = json!({
         "model": "smol", "messages": [{ "role": "user", "content": "Name a colour." }],
         "max_tokens": 8, "temperature": 0, "logprobs": true, "top_logprobs": 2,
@@ -80,12 +59,7 @@ async fn chat_and_completions_report_logprobs_in_openais_shapes() {
         .text()
         .await
         .unwrap();
-    let chunks: Vec<Value> = text
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|e| *e != "[DONE]")
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks = sse_events(&text);
     let content: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())

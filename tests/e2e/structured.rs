@@ -2,34 +2,9 @@
 //! json_schema) and vLLM's `guided_*` fields on chat and completions, plain and streamed;
 //! bad constraints are a 400 before anything is generated, and the server serves on.
 
-use reqwest::Client;
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
-use crate::support::{post, Local};
-
-/// A server (in a temp home) serving SmolLM2, and a client.
-async fn serving() -> (TempDir, Local, Client) {
-    let dir = TempDir::new().unwrap();
-    let local = Local::start(&dir.path().join("home"), &[]);
-    let client = Client::new();
-    launch(&client, &local).await;
-    (dir, local, client)
-}
-
-async fn launch(client: &Client, local: &Local) {
-    let (status, body) = post(
-        client,
-        local.url("/v1/models"),
-        None,
-        json!({
-            "model_name": "smollm2-instruct", "model_engine": "candle", "model_format": "ggufv2",
-            "quantization": "Q4_1", "model_path": xi_testkit::smollm2_gguf(),
-        }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-}
+use crate::support::{post, serving_smollm2};
 
 fn chat(content: &str, extra: Value) -> Value {
     let mut body = json!({
@@ -51,7 +26,7 @@ fn answer(body: &Value) -> &str {
 
 #[tokio::test]
 async fn constrained_answers_follow_their_schema_regex_or_choice() {
-    let (_dir, local, client) = serving().await;
+    let (_dir, local, client) = serving_smollm2("smollm2-instruct").await;
     let url = || local.url("/v1/chat/completions");
 
     // OpenAI's json_schema response format: the answer parses and has the schema's shape.
@@ -168,7 +143,7 @@ async fn constrained_answers_follow_their_schema_regex_or_choice() {
 
 #[tokio::test]
 async fn bad_constraints_are_a_400_before_generation_and_the_server_serves_on() {
-    let (_dir, local, client) = serving().await;
+    let (_dir, local, client) = serving_smollm2("smollm2-instruct").await;
     let url = || local.url("/v1/chat/completions");
     for (extra, detail) in [
         (

@@ -215,3 +215,32 @@ pub async fn post(
     let status = res.status().as_u16();
     (status, res.json().await.expect("a JSON body"))
 }
+
+/// A server (in a temp home) serving SmolLM2 (its Q4_1 GGUF) as `uid`, and a client.
+pub async fn serving_smollm2(uid: &str) -> (tempfile::TempDir, Local, reqwest::Client) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let local = Local::start(&dir.path().join("home"), &[]);
+    let client = reqwest::Client::new();
+    let (status, body) = post(
+        &client,
+        local.url("/v1/models"),
+        None,
+        json!({
+            "model_name": "smollm2-instruct", "model_uid": uid, "model_engine": "candle",
+            "model_format": "ggufv2", "quantization": "Q4_1",
+            "model_path": xi_testkit::smollm2_gguf(),
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    (dir, local, client)
+}
+
+/// The `data:` events of a server-sent stream, parsed (`[DONE]` left out).
+pub fn sse_events(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}

@@ -4,11 +4,9 @@
 //! generic prompt and through the catalogue's Qwen2.5 template (tools in the prompt); bad tool
 //! fields are 400s naming the field, and the server serves on.
 
-use reqwest::Client;
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
-use crate::support::{post, Local};
+use crate::support::{post, serving_smollm2, sse_events};
 
 fn tools() -> Value {
     json!([
@@ -34,25 +32,6 @@ fn chat(uid: &str, extra: Value) -> Value {
     body
 }
 
-async fn serving() -> (TempDir, Local, Client) {
-    let dir = TempDir::new().unwrap();
-    let local = Local::start(&dir.path().join("home"), &[]);
-    let client = Client::new();
-    let (status, body) = post(
-        &client,
-        local.url("/v1/models"),
-        None,
-        json!({
-            "model_name": "smollm2-instruct", "model_uid": "smol", "model_engine": "candle",
-            "model_format": "ggufv2", "quantization": "Q4_1",
-            "model_path": xi_testkit::smollm2_gguf(),
-        }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    (dir, local, client)
-}
-
 /// A call as OpenAI shapes it, with arguments that are JSON of the offered schema.
 fn check_call(call: &Value) -> (String, Value) {
     let id = call["id"].as_str().unwrap();
@@ -76,7 +55,7 @@ fn check_call(call: &Value) -> (String, Value) {
 
 #[tokio::test]
 async fn required_and_named_calls_come_back_as_openai_tool_calls() {
-    let (_dir, local, client) = serving().await;
+    let (_dir, local, client) = serving_smollm2("smol").await;
     let url = || local.url("/v1/chat/completions");
     for seed in [1, 2, 3] {
         let body = chat(
@@ -120,12 +99,7 @@ async fn required_and_named_calls_come_back_as_openai_tool_calls() {
         .text()
         .await
         .unwrap();
-    let chunks: Vec<Value> = text
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|e| *e != "[DONE]")
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks = sse_events(&text);
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     let mut assembled: Vec<Value> = Vec::new();
     for chunk in &chunks {
@@ -155,7 +129,7 @@ async fn required_and_named_calls_come_back_as_openai_tool_calls() {
 
 #[tokio::test]
 async fn a_history_of_calls_renders_through_the_generic_prompt_and_a_native_template() {
-    let (_dir, local, client) = serving().await;
+    let (_dir, local, client) = serving_smollm2("smol").await;
     // The tiny Qwen2 fixture with the catalogue's Qwen2.5 template, which takes tools itself.
     let (status, body) = post(
         &client,
@@ -205,7 +179,7 @@ async fn a_history_of_calls_renders_through_the_generic_prompt_and_a_native_temp
 
 #[tokio::test]
 async fn bad_tool_requests_are_400s_naming_the_field_and_the_server_serves_on() {
-    let (_dir, local, client) = serving().await;
+    let (_dir, local, client) = serving_smollm2("smol").await;
     let url = || local.url("/v1/chat/completions");
     let user = json!({ "role": "user", "content": "hi" });
     for (extra, detail) in [
