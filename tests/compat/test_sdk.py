@@ -184,6 +184,9 @@ def test_tool_calls_and_logprobs_through_both_sdks(server, models):
     answer = model.get_model(uid).chat(messages=messages, tools=tools, generate_config={
         "max_tokens": 64, "seed": 4, "tool_choice": "required", "parallel_tool_calls": False})
     assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather", answer
+    # Its enable_thinking argument travels as chat_template_kwargs.
+    answer = model.get_model(uid).chat(messages=messages, enable_thinking=False, generate_config={"max_tokens": 4})
+    assert answer["choices"][0]["message"]["content"] is not None, answer
     client.terminate_model(uid)
 
 

@@ -13,6 +13,7 @@ mod llm;
 mod local;
 mod logprobs;
 mod models;
+mod reasoning;
 mod slow_clients;
 mod structured;
 mod support;

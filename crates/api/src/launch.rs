@@ -116,6 +116,15 @@ pub struct LaunchOptions {
     /// How the model writes tool calls; `None`: read off its chat template.
     #[serde(default)]
     pub tool_parser: Option<ToolParser>,
+    /// Split the model's reasoning (between the reasoning tags) from its answer into
+    /// `reasoning_content` (upstream's `reasoning_content` launch option).
+    #[serde(default)]
+    pub reasoning_content: bool,
+    /// The tags around the reasoning; `None`: the family's, else `<think>` and `</think>`.
+    #[serde(default)]
+    pub reasoning_start_tag: Option<String>,
+    #[serde(default)]
+    pub reasoning_end_tag: Option<String>,
     /// Launch keys this server does not know (upstream clients send engine kwargs for other
     /// engines); kept and passed along, never read.
     #[serde(default)]
@@ -134,6 +143,9 @@ impl Default for LaunchOptions {
             max_num_batched_tokens: DEFAULT_MAX_NUM_BATCHED_TOKENS,
             chat_template: None,
             tool_parser: None,
+            reasoning_content: false,
+            reasoning_start_tag: None,
+            reasoning_end_tag: None,
             extra: Map::new(),
         }
     }
@@ -174,6 +186,9 @@ impl LaunchOptions {
         let max_num_batched_tokens = take("max_num_batched_tokens");
         let chat_template = take("chat_template");
         let tool_parser = take("tool_parser");
+        let reasoning_content = take("reasoning_content");
+        let reasoning_start_tag = take("reasoning_start_tag");
+        let reasoning_end_tag = take("reasoning_end_tag");
         Ok(LaunchOptions {
             n_gpu: parse_n_gpu(raw.n_gpu)?,
             gpu_idx: parse_gpu_idx(raw.gpu_idx, raw.replica)?,
@@ -206,6 +221,21 @@ impl LaunchOptions {
                 }
             },
             tool_parser: tool_parser.as_ref().map(parse_tool_parser).transpose()?,
+            reasoning_content: match reasoning_content {
+                None => false,
+                Some(Value::Bool(b)) => b,
+                // The CLI passes extra launch options as strings.
+                Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+                Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+                Some(other) => {
+                    return Err(error(
+                        "reasoning_content",
+                        format!("reasoning_content must be true or false, got {other}"),
+                    ))
+                }
+            },
+            reasoning_start_tag: tag("reasoning_start_tag", reasoning_start_tag)?,
+            reasoning_end_tag: tag("reasoning_end_tag", reasoning_end_tag)?,
             extra,
         })
     }
@@ -295,6 +325,18 @@ fn parse_gpu_idx(
     }
     let each = indices.len() / replica;
     Ok(Some(indices.chunks(each).map(<[usize]>::to_vec).collect()))
+}
+
+/// A reasoning tag: a short non-empty string.
+fn tag(field: &'static str, value: Option<Value>) -> Result<Option<String>, LaunchOptionError> {
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 64 => Ok(Some(s)),
+        Some(other) => Err(error(
+            field,
+            format!("{field} must be a non-empty string of at most 64 bytes, got {other}"),
+        )),
+    }
 }
 
 fn parse_tool_parser(value: &Value) -> Result<ToolParser, LaunchOptionError> {
@@ -406,7 +448,8 @@ mod tests {
         let got = parse(json!({
             "n_gpu": 1, "gpu_idx": [0, 1], "dtype": "BF16", "requantize": "q8_0",
             "dynamic_batching": false, "max_num_seqs": 4, "max_num_batched_tokens": 64,
-            "chat_template": "{{ x }}", "tool_parser": "qwen",
+            "chat_template": "{{ x }}", "tool_parser": "qwen", "reasoning_content": "true",
+            "reasoning_start_tag": "<r>",
         }))
         .unwrap();
         assert_eq!(got.n_gpu, GpuRequest::Count(1));
@@ -417,6 +460,9 @@ mod tests {
         assert_eq!((got.max_num_seqs, got.max_num_batched_tokens), (4, 64));
         assert_eq!(got.chat_template.as_deref(), Some("{{ x }}"));
         assert_eq!(got.tool_parser, Some(ToolParser::Hermes));
+        assert!(got.reasoning_content);
+        assert_eq!(got.reasoning_start_tag.as_deref(), Some("<r>"));
+        assert_eq!(got.reasoning_end_tag, None);
         assert!(got.extra.is_empty());
         assert_eq!(
             parse(json!({"n_gpu": null})).unwrap().n_gpu,
@@ -571,6 +617,16 @@ mod tests {
                 json!({"chat_template": 3}),
                 "chat_template",
                 "chat_template must be a string, got 3",
+            ),
+            (
+                json!({"reasoning_content": 1}),
+                "reasoning_content",
+                "reasoning_content must be true or false, got 1",
+            ),
+            (
+                json!({"reasoning_end_tag": ""}),
+                "reasoning_end_tag",
+                "reasoning_end_tag must be a non-empty string of at most 64 bytes, got \"\"",
             ),
             (
                 json!({"tool_parser": "glm4"}),

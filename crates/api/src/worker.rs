@@ -273,6 +273,10 @@ pub struct GenerateRequest {
     /// The tools a chat offers (never with a text prompt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Tools>,
+    /// Extra variables for the chat template (`chat_template_kwargs`, e.g. Qwen3's
+    /// `enable_thinking`); they never replace the template's own (`messages`, `tools`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template_kwargs: Option<Map<String, Value>>,
 }
 
 /// The end of a generation.
@@ -289,6 +293,9 @@ pub struct GenerateSummary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum GenerateEvent {
     Text(String),
+    /// Reasoning text (between the model's reasoning tags, with a launch that splits it out):
+    /// chat's `reasoning_content`.
+    Reasoning(String),
     /// A complete tool call, parsed out of the model's answer (its markup is not in the text).
     ToolCall(ToolCall),
     /// The events that follow, up to the next `Choice`, are choice `i`'s (a request with

@@ -11,7 +11,9 @@ use xi_api::worker::{
     BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateEvent, GenerateRequest, Prompt,
     ReplicaInfo, ReplicaSpec, RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
 };
-use xi_engine::llm::tools::{call_grammar, prepare_chat, Piece, ToolCallParser};
+use xi_engine::llm::tools::{
+    call_grammar, prepare_chat, Piece, ReasoningPiece, ReasoningSplitter, ToolCallParser,
+};
 use xi_engine::llm::CompiledGrammar;
 
 use xi_api::cluster::{RunningReplica, WorkerResources};
@@ -292,8 +294,21 @@ impl Worker for LocalWorker {
         Box::pin(async move {
             // The render holds no handle on the replica, so a terminate meanwhile goes ahead.
             self.replica(&replica_uid)?;
-            let style = self.llms.get(&replica_uid).map(|t| t.tool_style);
+            let (style, reasoning) = match self.llms.get(&replica_uid) {
+                Some(t) => (Some(t.tool_style), t.reasoning.clone()),
+                None => (None, None),
+            };
+            let chat = matches!(request.prompt, Prompt::Chat(_));
             let request = self.rendered(&replica_uid, request).await?;
+            // A prompt that opened the reasoning tags (DeepSeek-R1's) starts the answer in them.
+            let splitters: Option<Vec<ReasoningSplitter>> = match (&reasoning, &request.prompt) {
+                (Some((start, end)), Prompt::Text(prompt)) if chat => {
+                    let opened = prompt.trim_end().ends_with(start.as_str());
+                    let make = || ReasoningSplitter::new(start, end, opened);
+                    Some((0..request.sampling.choices()).map(|_| make()).collect())
+                }
+                _ => None,
+            };
             let grammar = self.grammar(&replica_uid, &request).await?;
             let parsers = match (&request.tools, style) {
                 (Some(tools), Some(style)) => {
@@ -309,9 +324,13 @@ impl Worker for LocalWorker {
             let events = futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|event| (event, rx))
             });
+            let events: EventStream = match splitters {
+                Some(splitters) => Box::pin(with_reasoning(events, splitters)),
+                None => Box::pin(events),
+            };
             Ok(match parsers {
                 Some(parsers) => Box::pin(with_tool_calls(events, parsers)) as EventStream,
-                None => Box::pin(events) as EventStream,
+                None => events,
             })
         })
     }
@@ -376,6 +395,7 @@ impl LocalWorker {
             prompt,
             sampling,
             tools,
+            chat_template_kwargs,
         } = request;
         let turns = match prompt {
             Prompt::Chat(turns) => turns,
@@ -384,6 +404,7 @@ impl LocalWorker {
                     prompt: text,
                     sampling,
                     tools: None,
+                    chat_template_kwargs: None,
                 })
             }
         };
@@ -407,16 +428,50 @@ impl LocalWorker {
             }
         };
         let (messages, tools_value) = prepare_chat(style, turns, tools.as_ref());
+        let extra = chat_template_kwargs.map(serde_json::Value::Object);
         let prompt = self
             .renderer
-            .render(template, messages, tools_value)
+            .render(template, messages, tools_value, extra)
             .await?;
         Ok(GenerateRequest {
             prompt: Prompt::Text(prompt),
             sampling,
             tools,
+            chat_template_kwargs: None,
         })
     }
+}
+
+/// `events` with each choice's reasoning split from its answer (`splitters`: one per choice).
+fn with_reasoning(
+    events: impl futures_util::Stream<Item = GenerateEvent> + Send + 'static,
+    splitters: Vec<ReasoningSplitter>,
+) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
+    let piece = |piece: ReasoningPiece| match piece {
+        ReasoningPiece::Reasoning(text) => GenerateEvent::Reasoning(text),
+        ReasoningPiece::Text(text) => GenerateEvent::Text(text),
+    };
+    events
+        .scan((splitters, 0usize), move |(splitters, current), event| {
+            let out: Vec<GenerateEvent> = match (event, splitters.get_mut(*current)) {
+                (GenerateEvent::Choice(i), _) => {
+                    *current = i;
+                    vec![GenerateEvent::Choice(i)]
+                }
+                (GenerateEvent::Text(text), Some(splitter)) => {
+                    splitter.push(&text).into_iter().map(piece).collect()
+                }
+                (GenerateEvent::Done(done), Some(splitter)) => {
+                    let mut out: Vec<GenerateEvent> =
+                        splitter.finish().into_iter().map(piece).collect();
+                    out.push(GenerateEvent::Done(done));
+                    out
+                }
+                (other, _) => vec![other],
+            };
+            std::future::ready(Some(futures_util::stream::iter(out)))
+        })
+        .flatten()
 }
 
 /// `events` with the tool calls of each choice's answer parsed out of its text (`parsers`: one

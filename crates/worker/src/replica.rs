@@ -17,7 +17,7 @@ use xi_api::worker::{
     EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, ReplicaInfo, ReplicaSpec,
     RerankRequest, RerankResponse, WorkerError, WorkerErrorKind,
 };
-use xi_engine::llm::tools::ToolStyle;
+use xi_engine::llm::tools::{ToolStyle, DEFAULT_REASONING_TAGS};
 use xi_engine::llm::{ChatTemplate, CompiledGrammar, GrammarCompiler};
 
 use self::load::Loaded;
@@ -83,6 +83,26 @@ pub struct LlmTools {
     pub template: Option<ChatTemplate>,
     pub grammars: GrammarCompiler,
     pub tool_style: ToolStyle,
+    /// The reasoning tags, for a launch that splits reasoning out (`reasoning_content`).
+    pub reasoning: Option<(String, String)>,
+}
+
+/// The reasoning tags of a launch that splits reasoning out: its own, else its family's (the
+/// supervisor filled those in), else `<think>` and `</think>`.
+fn reasoning_tags(options: &xi_api::launch::LaunchOptions) -> Option<(String, String)> {
+    let (start, end) = DEFAULT_REASONING_TAGS;
+    options.reasoning_content.then(|| {
+        (
+            options
+                .reasoning_start_tag
+                .clone()
+                .unwrap_or_else(|| start.into()),
+            options
+                .reasoning_end_tag
+                .clone()
+                .unwrap_or_else(|| end.into()),
+        )
+    })
 }
 
 /// Options a replica takes from the launch request.
@@ -194,6 +214,7 @@ fn run(
                         m.chat_template().map(ChatTemplate::source),
                         spec.options.tool_parser,
                     ),
+                    reasoning: reasoning_tags(&spec.options),
                 }),
                 Loaded::Encoder(_) => None,
             };

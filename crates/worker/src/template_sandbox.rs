@@ -75,6 +75,9 @@ struct RenderRequest {
     /// The template's `tools` variable (undefined when `None`).
     #[serde(default)]
     tools: Option<Value>,
+    /// Extra variables (`chat_template_kwargs`).
+    #[serde(default)]
+    extra: Option<Value>,
     add_generation_prompt: bool,
 }
 
@@ -107,11 +110,12 @@ impl Renderer {
         template: ChatTemplate,
         messages: Vec<ChatMessage>,
         tools: Option<Value>,
+        extra: Option<Value>,
     ) -> Result<String, WorkerError> {
         match self {
             Renderer::InProcess => {
                 let rendered = tokio::task::spawn_blocking(move || {
-                    template.render_chat(&messages, tools.as_ref(), true)
+                    template.render_with(&messages, tools.as_ref(), extra.as_ref(), true)
                 })
                 .await;
                 match rendered {
@@ -119,7 +123,7 @@ impl Renderer {
                     Err(e) => Err(internal(format!("the chat template render failed: {e}"))),
                 }
             }
-            Renderer::Sandbox(pool) => pool.render(&template, messages, tools).await,
+            Renderer::Sandbox(pool) => pool.render(&template, messages, tools, extra).await,
         }
     }
 }
@@ -161,6 +165,7 @@ impl SandboxPool {
         template: &ChatTemplate,
         messages: Vec<ChatMessage>,
         tools: Option<Value>,
+        extra: Option<Value>,
     ) -> Result<String, WorkerError> {
         let limit = self.config.time_limit;
         let _permit = match tokio::time::timeout(limit, self.permits.acquire()).await {
@@ -180,6 +185,7 @@ impl SandboxPool {
             limits,
             messages,
             tools,
+            extra,
             add_generation_prompt: true,
         };
         let request = serde_json::to_vec(&request)
@@ -394,6 +400,7 @@ fn render_request(
 ) -> Result<String, String> {
     let messages = std::mem::take(&mut request.messages);
     let tools = request.tools.take();
+    let extra = request.extra.take();
     let same = cached.as_ref().is_some_and(|(key, _)| {
         key.source == request.source
             && key.bos == request.bos
@@ -414,7 +421,12 @@ fn render_request(
         return Err("no chat template".into());
     };
     template
-        .render_chat(&messages, tools.as_ref(), key.add_generation_prompt)
+        .render_with(
+            &messages,
+            tools.as_ref(),
+            extra.as_ref(),
+            key.add_generation_prompt,
+        )
         .map(|(prompt, _)| prompt)
         .map_err(|e| e.to_string())
 }
@@ -499,6 +511,7 @@ mod tests {
             limits: TemplateLimits::default(),
             messages: vec![ChatMessage::new("user", "hi")],
             tools: None,
+            extra: None,
             add_generation_prompt: true,
         }
     }
@@ -552,7 +565,7 @@ mod tests {
             "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
         let template = ChatTemplate::new(loops.into(), String::new(), String::new()).unwrap();
         let err = Renderer::new(None)
-            .render(template, request("").messages, None)
+            .render(template, request("").messages, None, None)
             .await
             .unwrap_err();
         assert_eq!(err.kind, WorkerErrorKind::InvalidInput);

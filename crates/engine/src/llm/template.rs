@@ -162,6 +162,18 @@ impl ChatTemplate {
         tools: Option<&Value>,
         add_generation_prompt: bool,
     ) -> Result<(String, u64), EngineError> {
+        self.render_with(messages, tools, None, add_generation_prompt)
+    }
+
+    /// Like [`render_chat`](Self::render_chat), with `extra` variables (a request's
+    /// `chat_template_kwargs`: an object); the template's own variables win over them.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&Value>,
+        extra: Option<&Value>,
+        add_generation_prompt: bool,
+    ) -> Result<(String, u64), EngineError> {
         let inner = &self.inner;
         let template = inner
             .env
@@ -181,6 +193,10 @@ impl ChatTemplate {
         let ctx = match tools {
             Some(tools) => context! { tools => tools, ..base },
             None => base,
+        };
+        let ctx = match extra {
+            Some(extra) => context! { ..ctx, ..minijinja::Value::from_serialize(extra) },
+            None => ctx,
         };
         let fuel = match template.render_captured_to(ctx, &mut out) {
             Ok(captured) => captured.state().fuel_levels().map_or(0, |(used, _)| used),

@@ -114,6 +114,20 @@ pub fn plan_launch(
             .and_then(Value::as_str)
             .and_then(ToolParser::from_name);
     }
+    // And the family's reasoning tags, for a launch that splits reasoning out.
+    for (key, tag) in [
+        ("reasoning_start_tag", &mut options.reasoning_start_tag),
+        ("reasoning_end_tag", &mut options.reasoning_end_tag),
+    ] {
+        if tag.is_none() {
+            *tag = family
+                .body
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+        }
+    }
     Ok(LaunchPlan {
         uid,
         model_type,

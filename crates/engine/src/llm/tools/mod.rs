@@ -3,7 +3,8 @@
 //! template's own `tools` variable, or our generic prompt for templates that take none), the
 //! grammar that holds a required call to the functions' schemas ([`call_grammar`]), and the
 //! parser that turns the model's answer back into OpenAI tool calls as it streams
-//! ([`ToolCallParser`]).
+//! ([`ToolCallParser`]); and the splitter that separates a reasoning model's thinking from its
+//! answer ([`ReasoningSplitter`]).
 //!
 //! Pure text logic: no model, no runtime. The worker runs the prompt and grammar parts before
 //! a request is queued and the parser over the replica's text events.
@@ -11,10 +12,12 @@
 mod grammar;
 mod parse;
 mod prompt;
+mod reasoning;
 
 pub use grammar::call_grammar;
 pub use parse::{Piece, ToolCallParser};
 pub use prompt::{prepare_chat, GENERIC_TOOL_PROMPT};
+pub use reasoning::{ReasoningPiece, ReasoningSplitter, DEFAULT_REASONING_TAGS};
 pub use xi_api::tools::ToolParser;
 
 /// How one model takes tools.

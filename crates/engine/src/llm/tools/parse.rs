@@ -207,7 +207,7 @@ impl ToolCallParser {
 }
 
 /// How many bytes at the end of `text` are a proper prefix of `tag`.
-fn partial_suffix(text: &str, tag: &str) -> usize {
+pub(crate) fn partial_suffix(text: &str, tag: &str) -> usize {
     (1..tag.len().min(text.len() + 1))
         .rev()
         .find(|&n| {

@@ -100,6 +100,7 @@ pub(super) async fn run(
 #[derive(Default)]
 struct Answer {
     text: String,
+    reasoning: String,
     calls: Vec<Value>,
     tokens: Vec<TokenLogprob>,
     finish_reason: String,
@@ -110,6 +111,9 @@ impl Answer {
         match kind {
             Kind::Chat => {
                 let mut message = json!({ "role": "assistant", "content": self.text });
+                if !self.reasoning.is_empty() {
+                    message["reasoning_content"] = json!(self.reasoning);
+                }
                 // As OpenAI answers a call: no text is `null`, not "".
                 if !self.calls.is_empty() {
                     if self.text.is_empty() {
@@ -153,6 +157,7 @@ async fn collect(
         let answer = &mut answers[current];
         match event {
             GenerateEvent::Text(piece) => answer.text.push_str(&piece),
+            GenerateEvent::Reasoning(piece) => answer.reasoning.push_str(&piece),
             GenerateEvent::Logprobs(entries) => answer.tokens.extend(entries),
             GenerateEvent::ToolCall(call) => answer.calls.push(json!({
                 "id": call.id, "type": "function",
@@ -254,6 +259,12 @@ impl Chunks {
             }
             GenerateEvent::Text(piece) => {
                 let choice = self.choice(index, json!({ "content": piece }), Value::Null);
+                let choice = self.with_pending(choice);
+                self.frame(choice, None)
+            }
+            GenerateEvent::Reasoning(piece) => {
+                let delta = json!({ "reasoning_content": piece });
+                let choice = self.choice(index, delta, Value::Null);
                 let choice = self.with_pending(choice);
                 self.frame(choice, None)
             }

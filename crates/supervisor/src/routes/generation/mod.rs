@@ -68,10 +68,20 @@ pub async fn chat(
             "tools cannot be combined with response_format or guided_* on one request (only with tool_choice \"none\")",
         ));
     }
+    let chat_template_kwargs = match body.get("chat_template_kwargs") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(kwargs)) => Some(kwargs.clone()),
+        Some(_) => {
+            return Err(bad(
+                "chat_template_kwargs must be an object of template variables",
+            ))
+        }
+    };
     let request = GenerateRequest {
         prompt: Prompt::Chat(turns),
         sampling: sampling_checked,
         tools,
+        chat_template_kwargs,
     };
     let meter = Meter::of(&state, &require.caller);
     run(
@@ -113,6 +123,7 @@ pub async fn completions(
         prompt: Prompt::Text(prompt),
         sampling: sampling_of(&sampling)?,
         tools: None,
+        chat_template_kwargs: None,
     };
     let meter = Meter::of(&state, &require.caller);
     run(
