@@ -151,10 +151,16 @@ async fn a_history_of_calls_renders_through_the_generic_prompt_and_a_native_temp
         { "role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 4}" },
     ]);
     for uid in ["smol", "qwen"] {
-        let plain =
-            json!({ "model": uid, "messages": [history[0]], "max_tokens": 2, "temperature": 0 });
+        // (With log probabilities: the tiny fixture's tokenizer is one llguidance cannot read,
+        // so its tokens' bytes come from its own decoder, and its `auto` calls go unconstrained.)
+        let plain = json!({ "model": uid, "messages": [history[0]], "max_tokens": 2,
+            "temperature": 0, "logprobs": true });
         let (status, without) = post(&client, url(), None, plain).await;
         assert_eq!(status, 200, "{uid}: {without}");
+        let entries = without["choices"][0]["logprobs"]["content"]
+            .as_array()
+            .unwrap();
+        assert!(!entries.is_empty(), "{uid}: {without}");
         // One small function: the tiny fixture's context is 256 tokens.
         let body = json!({ "model": uid, "messages": history, "tools": [tools()[1]],
             "max_tokens": 8, "temperature": 0 });

@@ -15,6 +15,7 @@ use xi_engine::llm::tools::{
     call_grammar, prepare_chat, Piece, ReasoningPiece, ReasoningSplitter, ToolCallParser,
 };
 use xi_engine::llm::CompiledGrammar;
+use xi_engine::EngineError;
 
 use xi_api::cluster::{RunningReplica, WorkerResources};
 
@@ -347,9 +348,9 @@ impl LocalWorker {
         uid: &str,
         request: &GenerateRequest,
     ) -> Result<Option<CompiledGrammar>, WorkerError> {
-        let required_call = request.tools.as_ref().filter(|t| t.constrained());
+        let tools = request.tools.as_ref();
         let wants_bytes = request.sampling.logprobs.is_some();
-        if required_call.is_none() && request.sampling.guide.is_none() && !wants_bytes {
+        if tools.is_none() && request.sampling.guide.is_none() && !wants_bytes {
             return Ok(None);
         }
         let (compiler, style) = self
@@ -362,17 +363,31 @@ impl LocalWorker {
                     format!("model {uid} does not generate (not a ready LLM)"),
                 )
             })?;
-        // A required call is held to the functions' schemas in the model's format; the
-        // supervisor refuses a request that also constrains its text.
-        let guide = match required_call {
+        // Calls are held to the functions' schemas in the model's format (with `auto`, an
+        // answer that opens as a call); the supervisor refuses a request that also constrains
+        // its text.
+        let guide = match tools {
             Some(tools) => Some(call_grammar(style.parser, tools)),
             None => request.sampling.guide.clone(),
         };
+        // `auto` calls are held to their grammar where the model's tokenizer allows one, and
+        // free otherwise; what the request itself asks to constrain must be constrained.
+        let best_effort = tools.is_some_and(|t| !t.constrained());
         // Log probabilities name tokens by their bytes, from the token trie the grammar
-        // compiler builds once per model: built here, not on the model thread.
+        // compiler builds once per model: built here, not on the model thread (a tokenizer
+        // that llguidance cannot read gives them from its own decoder instead).
         tokio::task::spawn_blocking(move || match guide {
-            Some(guide) => compiler.compile(&guide).map(Some),
-            None => compiler.prepare().map(|()| None),
+            Some(guide) => match compiler.compile(&guide) {
+                Err(EngineError::Unsupported(why)) if best_effort => {
+                    tracing::debug!(why, "auto tool calls go unconstrained");
+                    Ok(None)
+                }
+                compiled => compiled.map(Some),
+            },
+            None => {
+                let _ = compiler.prepare();
+                Ok(None)
+            }
         })
         .await
         .map_err(|e| {

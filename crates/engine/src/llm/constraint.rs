@@ -121,8 +121,17 @@ impl GrammarCompiler {
 
     /// The bytes of token `id` as the model writes them (a special token: its name), for
     /// log probabilities; builds the token trie on the first call (see [`prepare`](Self::prepare)).
+    /// A tokenizer llguidance cannot read gives its own decoding of the token instead.
     pub fn token_bytes(&self, id: u32) -> Result<Vec<u8>, EngineError> {
-        let trie = self.factory()?.tok_env().tok_trie();
+        let Ok(factory) = self.factory() else {
+            return self
+                .0
+                .tokenizer
+                .decode(&[id], false)
+                .map(String::into_bytes)
+                .map_err(|e| EngineError::InvalidInput(format!("cannot decode token {id}: {e}")));
+        };
+        let trie = factory.tok_env().tok_trie();
         if id as usize >= trie.vocab_size() {
             return Ok(Vec::new());
         }

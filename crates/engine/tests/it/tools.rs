@@ -231,3 +231,53 @@ fn hostile_tool_definitions_compile_as_data_or_are_refused_as_invalid() {
         .unwrap_err();
     assert!(err.to_string().contains("invalid grammar"), "{err}");
 }
+
+#[test]
+fn auto_answers_that_open_as_a_call_are_valid_calls_and_others_free_text() {
+    let source = model().chat_template().unwrap().source().to_string();
+    let style = ToolStyle::of(Some(&source), None);
+    let template = ChatTemplate::new(source, "<s>".into(), "</s>".into()).unwrap();
+    let functions = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]}},
+            "required": ["city"], "additionalProperties": false}}}]);
+    let tools = offer(functions, json!("auto"), false);
+    let user = ChatMessage::new("user", "Call get_weather for Paris.");
+    let (messages, value) = prepare_chat(style, vec![user], Some(&tools));
+    let (prompt, _) = template
+        .render_chat(&messages, value.as_ref(), true)
+        .unwrap();
+    let prompt = model().encode(&prompt).unwrap();
+    let jobs = (1..=8)
+        .map(|seed| Job {
+            prompt: prompt.clone(),
+            params: sampled(seed, 64),
+            grammar: Some(compile(call_grammar(style.parser, &tools))),
+        })
+        .collect();
+    let (mut calls, mut texts) = (0, 0);
+    for outcome in run(jobs) {
+        let mut parser = ToolCallParser::new(style.parser, false);
+        let mut pieces = parser.push(&outcome.text);
+        pieces.extend(parser.finish());
+        if outcome.text.starts_with("<tool_call>") {
+            // Held to the grammar: one complete, valid call, and the answer ends there.
+            assert_eq!(outcome.finish, FinishReason::Stop, "{:?}", outcome.text);
+            match &pieces[..] {
+                [Piece::Call(call)] => {
+                    let arguments: Value = serde_json::from_str(&call.arguments).unwrap();
+                    assert!(
+                        ["Paris", "Rome", "Oslo"].contains(&arguments["city"].as_str().unwrap())
+                    );
+                    calls += 1;
+                }
+                other => panic!("{other:?} from {:?}", outcome.text),
+            }
+        } else {
+            texts += 1;
+        }
+    }
+    assert_eq!(calls + texts, 8);
+    eprintln!("auto: {calls} answers opened as a call, {texts} as text");
+}

@@ -24,8 +24,9 @@ fn call_schema(name: &str, parameters: &Value, key: &str) -> Value {
     })
 }
 
-/// The Lark grammar (llguidance's dialect, with `%json` schemas) for a required call of
-/// `tools` in `parser`'s format; one call, or one or more when `tools.parallel`.
+/// The Lark grammar (llguidance's dialect, with `%json` schemas) of an answer to `tools` in
+/// `parser`'s format: for a required or named call, one call (one or more when
+/// `tools.parallel`); for `auto`, text or such calls.
 pub fn call_grammar(parser: ToolParser, tools: &Tools) -> Guide {
     let key = match parser {
         ToolParser::Llama3Json => "parameters",
@@ -39,7 +40,8 @@ pub fn call_grammar(parser: ToolParser, tools: &Tools) -> Guide {
         Ok([one]) => one,
         Err(options) => json!({ "anyOf": options }),
     };
-    let lark = match parser {
+    // `calls`: the answer's calls in the format; then the rules they use.
+    let (calls, rules, opener) = match parser {
         ToolParser::Hermes => {
             call["x-guidance"] = layout();
             let calls = if tools.parallel {
@@ -47,7 +49,9 @@ pub fn call_grammar(parser: ToolParser, tools: &Tools) -> Guide {
             } else {
                 "call"
             };
-            format!("start: {calls}\ncall: \"<tool_call>\\n\" body \"\\n</tool_call>\"\nbody: %json {call}\n")
+            let rules =
+                format!("call: \"<tool_call>\\n\" body \"\\n</tool_call>\"\nbody: %json {call}\n");
+            (calls, rules, "<tool_call>")
         }
         ToolParser::Llama3Json => {
             call["x-guidance"] = layout();
@@ -56,7 +60,7 @@ pub fn call_grammar(parser: ToolParser, tools: &Tools) -> Guide {
             } else {
                 "body"
             };
-            format!("start: {calls}\nbody: %json {call}\n")
+            (calls, format!("body: %json {call}\n"), "{")
         }
         ToolParser::Mistral => {
             let mut list = json!({ "type": "array", "items": call, "minItems": 1 });
@@ -64,10 +68,45 @@ pub fn call_grammar(parser: ToolParser, tools: &Tools) -> Guide {
                 list["maxItems"] = json!(1);
             }
             list["x-guidance"] = layout();
-            format!("start: body\nbody: %json {list}\n")
+            ("body", format!("body: %json {list}\n"), "[")
         }
     };
+    // A required call is nothing but calls. With `auto` the answer is text, or calls: an
+    // answer that opens as a call (its first characters are the format's opener) is held to
+    // valid calls, any other is free text (a call later in it is still parsed, unchecked).
+    let lark = if tools.constrained() {
+        format!("start: {calls}\n{rules}")
+    } else {
+        format!(
+            "start: (TEXT | {calls})?\nTEXT: /{}/\n{rules}",
+            not_starting_with(opener)
+        )
+    };
     Guide::Grammar { lark }
+}
+
+/// A regex (Rust syntax, inside Lark's slashes) of every text that does not start with `tag`:
+/// text whose first difference from `tag` comes before its end, or a proper prefix of it.
+fn not_starting_with(tag: &str) -> String {
+    let chars: Vec<char> = tag.chars().collect();
+    let mut options = Vec::new();
+    for i in 0..chars.len() {
+        let head: String = chars[..i].iter().map(|&c| escape(c)).collect();
+        options.push(format!("{head}[^{}](.|\\n)*", escape(chars[i])));
+        if i > 0 {
+            options.push(head);
+        }
+    }
+    options.join("|")
+}
+
+/// `c` as a literal in a regex or a character class.
+fn escape(c: char) -> String {
+    if "\\.+*?()|[]{}^$#&-~/\"".contains(c) {
+        format!("\\{c}")
+    } else {
+        c.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -128,5 +167,22 @@ mod tests {
             &tools(ToolChoice::Required, false),
         ));
         assert!(grammar.contains("\"maxItems\":1") && grammar.contains("\"type\":\"array\""));
+    }
+
+    #[test]
+    fn auto_allows_text_that_does_not_open_as_a_call() {
+        let grammar = lark(call_grammar(
+            ToolParser::Hermes,
+            &tools(ToolChoice::Auto, true),
+        ));
+        assert!(
+            grammar.starts_with("start: (TEXT | call (\"\\n\" call)*)?\nTEXT: /[^<]"),
+            "{grammar}"
+        );
+        assert_eq!(not_starting_with("{"), "[^\\{](.|\\n)*");
+        assert_eq!(
+            not_starting_with("<ab"),
+            "[^<](.|\\n)*|<[^a](.|\\n)*|<|<a[^b](.|\\n)*|<a"
+        );
     }
 }
