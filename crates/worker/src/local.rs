@@ -8,8 +8,9 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use xi_api::models::ModelType;
 use xi_api::worker::{
-    BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateEvent, GenerateRequest, Prompt,
-    ReplicaInfo, ReplicaSpec, RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
+    BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateEvent, GenerateRequest,
+    GenerateSummary, Prompt, ReplicaInfo, ReplicaSpec, RerankRequest, RerankResponse, Worker,
+    WorkerError, WorkerErrorKind,
 };
 use xi_engine::llm::tools::{
     call_grammar, prepare_chat, Piece, ReasoningPiece, ReasoningSplitter, ToolCallParser,
@@ -326,11 +327,11 @@ impl Worker for LocalWorker {
                 rx.recv().await.map(|event| (event, rx))
             });
             let events: EventStream = match splitters {
-                Some(splitters) => Box::pin(with_reasoning(events, splitters)),
+                Some(splitters) => Box::pin(filtered(events, splitters)),
                 None => Box::pin(events),
             };
             Ok(match parsers {
-                Some(parsers) => Box::pin(with_tool_calls(events, parsers)) as EventStream,
+                Some(parsers) => Box::pin(filtered(events, parsers)) as EventStream,
                 None => events,
             })
         })
@@ -457,64 +458,70 @@ impl LocalWorker {
     }
 }
 
-/// `events` with each choice's reasoning split from its answer (`splitters`: one per choice).
-fn with_reasoning(
-    events: impl futures_util::Stream<Item = GenerateEvent> + Send + 'static,
-    splitters: Vec<ReasoningSplitter>,
-) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
-    let piece = |piece: ReasoningPiece| match piece {
-        ReasoningPiece::Reasoning(text) => GenerateEvent::Reasoning(text),
-        ReasoningPiece::Text(text) => GenerateEvent::Text(text),
-    };
-    events
-        .scan((splitters, 0usize), move |(splitters, current), event| {
-            let out: Vec<GenerateEvent> = match (event, splitters.get_mut(*current)) {
-                (GenerateEvent::Choice(i), _) => {
-                    *current = i;
-                    vec![GenerateEvent::Choice(i)]
-                }
-                (GenerateEvent::Text(text), Some(splitter)) => {
-                    splitter.push(&text).into_iter().map(piece).collect()
-                }
-                (GenerateEvent::Done(done), Some(splitter)) => {
-                    let mut out: Vec<GenerateEvent> =
-                        splitter.finish().into_iter().map(piece).collect();
-                    out.push(GenerateEvent::Done(done));
-                    out
-                }
-                (other, _) => vec![other],
-            };
-            std::future::ready(Some(futures_util::stream::iter(out)))
-        })
-        .flatten()
+/// A rewrite of one choice's answer as it streams: its text, then its end.
+trait AnswerFilter: Send + 'static {
+    fn text(&mut self, text: &str) -> Vec<GenerateEvent>;
+    /// The events before the choice's `Done` (which it may amend).
+    fn done(&mut self, done: &mut GenerateSummary) -> Vec<GenerateEvent>;
 }
 
-/// `events` with the tool calls of each choice's answer parsed out of its text (`parsers`: one
-/// per choice, in the model's format); a choice that made calls finishes with `tool_calls`.
-fn with_tool_calls(
-    events: impl futures_util::Stream<Item = GenerateEvent> + Send + 'static,
-    parsers: Vec<ToolCallParser>,
-) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
-    let piece = |piece: Piece| match piece {
+/// Each choice's reasoning split from its answer.
+impl AnswerFilter for ReasoningSplitter {
+    fn text(&mut self, text: &str) -> Vec<GenerateEvent> {
+        self.push(text).into_iter().map(reasoning_event).collect()
+    }
+
+    fn done(&mut self, _: &mut GenerateSummary) -> Vec<GenerateEvent> {
+        self.finish().into_iter().map(reasoning_event).collect()
+    }
+}
+
+fn reasoning_event(piece: ReasoningPiece) -> GenerateEvent {
+    match piece {
+        ReasoningPiece::Reasoning(text) => GenerateEvent::Reasoning(text),
+        ReasoningPiece::Text(text) => GenerateEvent::Text(text),
+    }
+}
+
+/// Each choice's tool calls parsed out of its text; a choice that made calls finishes with
+/// `tool_calls`.
+impl AnswerFilter for ToolCallParser {
+    fn text(&mut self, text: &str) -> Vec<GenerateEvent> {
+        self.push(text).into_iter().map(call_event).collect()
+    }
+
+    fn done(&mut self, done: &mut GenerateSummary) -> Vec<GenerateEvent> {
+        let out = self.finish().into_iter().map(call_event).collect();
+        if self.calls() > 0 && done.finish_reason == "stop" {
+            done.finish_reason = "tool_calls".into();
+        }
+        out
+    }
+}
+
+fn call_event(piece: Piece) -> GenerateEvent {
+    match piece {
         Piece::Text(text) => GenerateEvent::Text(text),
         Piece::Call(call) => GenerateEvent::ToolCall(call),
-    };
+    }
+}
+
+/// `events` with each choice's answer rewritten by its own filter (`filters[i]` for choice
+/// `i`, following the events' `Choice` markers); other events pass as they are.
+fn filtered<F: AnswerFilter>(
+    events: impl futures_util::Stream<Item = GenerateEvent> + Send + 'static,
+    filters: Vec<F>,
+) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
     events
-        .scan((parsers, 0usize), move |(parsers, current), event| {
-            let out: Vec<GenerateEvent> = match (event, parsers.get_mut(*current)) {
+        .scan((filters, 0usize), |(filters, current), event| {
+            let out: Vec<GenerateEvent> = match (event, filters.get_mut(*current)) {
                 (GenerateEvent::Choice(i), _) => {
                     *current = i;
                     vec![GenerateEvent::Choice(i)]
                 }
-                (GenerateEvent::Text(text), Some(parser)) => {
-                    parser.push(&text).into_iter().map(piece).collect()
-                }
-                (GenerateEvent::Done(mut done), Some(parser)) => {
-                    let mut out: Vec<GenerateEvent> =
-                        parser.finish().into_iter().map(piece).collect();
-                    if parser.calls() > 0 && done.finish_reason == "stop" {
-                        done.finish_reason = "tool_calls".into();
-                    }
+                (GenerateEvent::Text(text), Some(filter)) => filter.text(&text),
+                (GenerateEvent::Done(mut done), Some(filter)) => {
+                    let mut out = filter.done(&mut done);
                     out.push(GenerateEvent::Done(done));
                     out
                 }
