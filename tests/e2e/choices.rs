@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{post, serving_smollm2, sse_events};
+use crate::support::{post, post_text, serving_smollm2, sse_events};
 
 fn chat(extra: Value) -> Value {
     let mut body = json!({
@@ -51,15 +51,7 @@ async fn several_choices_come_back_in_openais_shapes() {
     assert_eq!(again["choices"], three["choices"]);
 
     // Streamed: each choice's chunks under its index, each with its own end, then [DONE].
-    let text = client
-        .post(url())
-        .json(&chat(json!({ "n": 2, "stream": true })))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = post_text(&client, url(), &chat(json!({ "n": 2, "stream": true }))).await;
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     let chunks = sse_events(&text);
     for (index, choice) in choices.iter().enumerate().take(2) {

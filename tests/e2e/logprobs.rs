@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{post, serving_smollm2, sse_events};
+use crate::support::{post, post_text, serving_smollm2, sse_events};
 
 /// Chat's entries: each token's text, its logprob, and that it leads its alternatives.
 fn check_chat_entries(entries: &[Value], top: usize) -> String {
@@ -50,15 +50,7 @@ async fn chat_and_completions_report_logprobs_in_openais_shapes() {
     // Streamed: the chunks' entries together spell the streamed text.
     let mut streamed = chat.clone();
     streamed["stream"] = json!(true);
-    let text = client
-        .post(local.url("/v1/chat/completions"))
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = post_text(&client, local.url("/v1/chat/completions"), &streamed).await;
     let chunks = sse_events(&text);
     let content: String = chunks
         .iter()

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{post, serving_smollm2, sse_events};
+use crate::support::{launch, post, post_text, serving_smollm2, smollm2_launch, sse_events};
 
 const THOUGHT: &str = "<think>[a-z ]{3,24}</think>[A-Z][a-z ]{2,24}";
 
@@ -28,18 +28,9 @@ fn plain_words(text: &str) -> bool {
 #[tokio::test]
 async fn reasoning_comes_apart_from_the_answer_plain_and_streamed() {
     let (_dir, local, client) = serving_smollm2("smol").await;
-    let (status, body) = post(
-        &client,
-        local.url("/v1/models"),
-        None,
-        json!({
-            "model_name": "smollm2-instruct", "model_uid": "thinker", "model_engine": "candle",
-            "model_format": "ggufv2", "quantization": "Q4_1", "reasoning_content": true,
-            "model_path": xi_testkit::smollm2_gguf(),
-        }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let mut thinker = smollm2_launch("thinker");
+    thinker["reasoning_content"] = json!(true);
+    launch(&client, &local, thinker).await;
     let url = || local.url("/v1/chat/completions");
 
     let (status, reply) = post(&client, url(), None, chat("thinker", json!({}))).await;
@@ -50,15 +41,7 @@ async fn reasoning_comes_apart_from_the_answer_plain_and_streamed() {
     assert!(plain_words(thought) && plain_words(answer), "{reply}");
 
     // The same answer streamed: reasoning deltas, then content deltas.
-    let text = client
-        .post(url())
-        .json(&chat("thinker", json!({ "stream": true })))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = post_text(&client, url(), &chat("thinker", json!({ "stream": true }))).await;
     let chunks = sse_events(&text);
     let delta = |key: &str| -> String {
         chunks
@@ -95,10 +78,9 @@ async fn chat_template_kwargs_reach_the_template_but_not_over_its_own_variables(
     let template =
         "{% if enable_thinking is defined and not enable_thinking %}t1 t2 t3 {% endif %}\
         {% for m in messages %}{{ m.content }} {% endfor %}";
-    let (status, body) = post(
+    launch(
         &client,
-        local.url("/v1/models"),
-        None,
+        &local,
         json!({
             "model_name": "qwen2.5-instruct", "model_uid": "tiny", "model_engine": "transformers",
             "model_format": "pytorch", "model_size_in_billions": "0_5", "chat_template": template,
@@ -106,7 +88,6 @@ async fn chat_template_kwargs_reach_the_template_but_not_over_its_own_variables(
         }),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     let prompt_tokens = |kwargs: Value| {
         let client = client.clone();
         let url = local.url("/v1/chat/completions");

@@ -216,24 +216,39 @@ pub async fn post(
     (status, res.json().await.expect("a JSON body"))
 }
 
-/// A server (in a temp home) serving SmolLM2 (its Q4_1 GGUF) as `uid`, and a client.
+/// The launch body of SmolLM2 (its Q4_1 GGUF) as `uid`.
+pub fn smollm2_launch(uid: &str) -> Value {
+    json!({
+        "model_name": "smollm2-instruct", "model_uid": uid, "model_engine": "candle",
+        "model_format": "ggufv2", "quantization": "Q4_1",
+        "model_path": xi_testkit::smollm2_gguf(),
+    })
+}
+
+/// Launches `body` on `local`, expecting success.
+pub async fn launch(client: &reqwest::Client, local: &Local, body: Value) {
+    let (status, reply) = post(client, local.url("/v1/models"), None, body).await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+/// A server (in a temp home) serving SmolLM2 as `uid`, and a client.
 pub async fn serving_smollm2(uid: &str) -> (tempfile::TempDir, Local, reqwest::Client) {
     let dir = tempfile::TempDir::new().unwrap();
     let local = Local::start(&dir.path().join("home"), &[]);
     let client = reqwest::Client::new();
-    let (status, body) = post(
-        &client,
-        local.url("/v1/models"),
-        None,
-        json!({
-            "model_name": "smollm2-instruct", "model_uid": uid, "model_engine": "candle",
-            "model_format": "ggufv2", "quantization": "Q4_1",
-            "model_path": xi_testkit::smollm2_gguf(),
-        }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    launch(&client, &local, smollm2_launch(uid)).await;
     (dir, local, client)
+}
+
+/// The whole body of a (streamed) answer to `body` posted to `url`.
+pub async fn post_text(client: &reqwest::Client, url: String, body: &Value) -> String {
+    let res = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("request sent");
+    res.text().await.expect("a body")
 }
 
 /// The `data:` events of a server-sent stream, parsed (`[DONE]` left out).

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{post, serving_smollm2, sse_events};
+use crate::support::{launch, post, post_text, serving_smollm2, sse_events};
 
 fn tools() -> Value {
     json!([
@@ -90,15 +90,7 @@ async fn required_and_named_calls_come_back_as_openai_tool_calls() {
         json!({ "stream": true, "parallel_tool_calls": false,
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}} }),
     );
-    let text = client
-        .post(url())
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = post_text(&client, url(), &body).await;
     let chunks = sse_events(&text);
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     let mut assembled: Vec<Value> = Vec::new();
@@ -131,10 +123,9 @@ async fn required_and_named_calls_come_back_as_openai_tool_calls() {
 async fn a_history_of_calls_renders_through_the_generic_prompt_and_a_native_template() {
     let (_dir, local, client) = serving_smollm2("smol").await;
     // The tiny Qwen2 fixture with the catalogue's Qwen2.5 template, which takes tools itself.
-    let (status, body) = post(
+    launch(
         &client,
-        local.url("/v1/models"),
-        None,
+        &local,
         json!({
             "model_name": "qwen2.5-instruct", "model_uid": "qwen", "model_engine": "transformers",
             "model_format": "pytorch", "model_size_in_billions": "0_5",
@@ -142,7 +133,6 @@ async fn a_history_of_calls_renders_through_the_generic_prompt_and_a_native_temp
         }),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
     let url = || local.url("/v1/chat/completions");
     let history = json!([
         { "role": "user", "content": "Weather in Oslo?" },

@@ -349,9 +349,8 @@ impl<B: Backend> Sequence<B> {
 struct Likely {
     log_total: f32,
     logits_at: Vec<(u32, f32)>,
-    /// The sampled token's raw logit is looked up in `raw`, kept only when it is not in the top.
+    /// The raw logits: the sampled token's is read from them once it is known.
     raw: Vec<f32>,
-    k: usize,
 }
 
 impl Likely {
@@ -371,7 +370,6 @@ impl Likely {
             log_total,
             logits_at: top,
             raw: logits.to_vec(),
-            k,
         }
     }
 
@@ -387,7 +385,6 @@ impl Likely {
             top: self
                 .logits_at
                 .iter()
-                .take(self.k)
                 .map(|&(t, v)| (t, v - self.log_total))
                 .collect(),
         }

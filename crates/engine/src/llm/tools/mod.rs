@@ -50,6 +50,23 @@ impl ToolStyle {
     }
 }
 
+/// `text` in pieces of about `step` bytes, cut at character boundaries: how the stream
+/// parsers' tests feed an answer.
+#[cfg(test)]
+pub(crate) fn pieces_of(text: &str, step: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < text.len() {
+        let mut end = (at + step.max(1)).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        out.push(&text[at..end]);
+        at = end;
+    }
+    out
+}
+
 /// A fresh call id in the format's convention: Mistral's templates insist on 9 letters and
 /// digits; everyone else gets OpenAI's `call_` and 24 of them.
 pub fn call_id(parser: ToolParser) -> String {

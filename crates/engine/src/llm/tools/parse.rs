@@ -280,14 +280,8 @@ mod tests {
     fn parse(parser: ToolParser, parallel: bool, answer: &str, step: usize) -> Vec<Piece> {
         let mut p = ToolCallParser::new(parser, parallel);
         let mut out = Vec::new();
-        let mut at = 0;
-        while at < answer.len() {
-            let mut end = (at + step).min(answer.len());
-            while !answer.is_char_boundary(end) {
-                end += 1;
-            }
-            out.extend(p.push(&answer[at..end]));
-            at = end;
+        for piece in crate::llm::tools::pieces_of(answer, step) {
+            out.extend(p.push(piece));
         }
         out.extend(p.finish());
         // Adjacent text pieces are one piece of text.

@@ -122,14 +122,8 @@ mod tests {
     fn split(answer: &str, opened: bool, step: usize) -> (String, String) {
         let mut s = ReasoningSplitter::new("<think>", "</think>", opened);
         let mut pieces = Vec::new();
-        let mut at = 0;
-        while at < answer.len() {
-            let mut end = (at + step).min(answer.len());
-            while !answer.is_char_boundary(end) {
-                end += 1;
-            }
-            pieces.extend(s.push(&answer[at..end]));
-            at = end;
+        for piece in crate::llm::tools::pieces_of(answer, step) {
+            pieces.extend(s.push(piece));
         }
         pieces.extend(s.finish());
         let (mut thought, mut text) = (String::new(), String::new());
