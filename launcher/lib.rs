@@ -10,6 +10,9 @@ use tracing_subscriber::EnvFilter;
 use xi_auth::ClusterSecret;
 use xi_supervisor::limits::body;
 
+mod oidc;
+pub use oidc::OidcArgs;
+
 /// Flags of every server binary (local, supervisor, worker).
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
@@ -128,6 +131,8 @@ pub struct ApiArgs {
         default_value_t = body::DEFAULT_MAX_CONNECTIONS
     )]
     pub max_connections: usize,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
 }
 
 /// Seconds from a flag: finite and within `0..=max`; 0 is `None` (the limit is off).
@@ -223,6 +228,7 @@ impl ApiArgs {
         config.throttle.per_address = self.login_failures_per_address;
         config.cluster_secret = cluster_secret;
         config.heartbeat_interval = std::time::Duration::from_secs_f64(self.heartbeat_interval);
+        config.oidc = self.oidc.settings(self.auth_config.as_deref())?;
         Ok(config)
     }
 }

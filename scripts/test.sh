@@ -2,8 +2,10 @@
 # The whole test suite: every crate's unit and integration tests and the end-to-end tests
 # that start the real binaries on 127.0.0.1 (port 0), then the compatibility tests of the real
 # Python SDKs (xinference-client, openai) against the real binary, then the web UI in headless
-# Chromium, and last the CUDA build compiled and linked (no GPU needed; docs/gpu.md). Run from
-# anywhere; extra arguments go to `cargo test`.
+# Chromium, and last the CUDA build compiled and linked (no GPU needed; docs/gpu.md). The
+# single sign-on tests start a real OpenID provider (npm's oidc-provider, which xi-testkit
+# installs into tests/oidc with `npm ci` on first use). Run from anywhere; extra arguments go
+# to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

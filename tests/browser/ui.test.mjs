@@ -18,18 +18,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { extname, join } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { buildCrossEncoder } from './cross-encoder.mjs';
+import { env, launchBrowser, newPage as freshPage, refreshWith, screenshots } from './support.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set; run scripts/browser-test.sh`);
-  return value;
-};
 const URL_AUTH = env('XI_URL');
 const URL_OPEN = env('XI_OPEN_URL');
 const URL_STORE = env('XI_STORE_URL');
@@ -49,53 +44,11 @@ const FIXTURE = fileURLToPath(new URL('../../crates/engine/tests/fixtures/minilm
 const scratch = mkdtempSync(join(tmpdir(), 'xi-browser-'));
 
 let browser;
-let shots = 0;
+const shot = screenshots(OUT);
 const problems = []; // console errors and page errors, checked at the end
 
-// The headers the server sends with every UI file (crates/supervisor/src/routes/ui.rs).
-const UI_HEADERS = {
-  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    + "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
-  'x-content-type-options': 'nosniff',
-  'cache-control': 'no-cache',
-};
-const UI_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml' };
-
-async function newPage() {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
-  if (UI_DIR) {
-    // UI work without rebuilding the binary: its files come from the folder, the API from it.
-    // Requests that follow a redirect are not routed: `/` moves on to `ui/` with a new navigation.
-    await context.route((url) => url.pathname === '/', (route) => route.fulfill({
-      status: 200,
-      headers: { 'content-type': 'text/html' },
-      body: '<meta http-equiv="refresh" content="0; url=ui/">',
-    }));
-    await context.route((url) => url.pathname.startsWith('/ui/'), (route) => {
-      const name = new URL(route.request().url()).pathname.slice('/ui/'.length) || 'index.html';
-      const file = join(UI_DIR, name);
-      if (name.includes('/') || !existsSync(file)) return route.continue();
-      return route.fulfill({ status: 200, headers: { ...UI_HEADERS, 'content-type': UI_TYPES[extname(name)] }, body: readFileSync(file) });
-    });
-  }
-  const page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-  page.on('console', (msg) => {
-    // Chrome logs every non-2xx fetch; the 401/403/404 the tests provoke are expected.
-    if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) {
-      problems.push(`console: ${msg.text()}`);
-    }
-  });
-  return page;
-}
-
-async function shot(page, name) {
-  shots += 1;
-  const file = join(OUT, `${String(shots).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  return file;
-}
+/** A page in a fresh context; the UI's files from XI_UI_DIR when it is set. */
+const newPage = () => freshPage(browser, problems, { uiDir: UI_DIR });
 
 async function login(page, { username, password }, url = URL_AUTH) {
   await page.goto(`${url}/`);
@@ -116,15 +69,6 @@ function expiredToken(sub, scopes) {
   return `${unsigned}.${signature}`;
 }
 
-/** `POST /v1/auth/refresh` from outside the browser. */
-function refreshWith(url, refreshToken) {
-  return fetch(`${url}/v1/auth/refresh`, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ refresh_token: refreshToken }),
-  });
-}
-
 async function fillLaunchForm(page, fields) {
   for (const [id, value] of Object.entries(fields)) {
     if (id === 'launch-type') await page.selectOption('#launch-type', value);
@@ -134,21 +78,7 @@ async function fillLaunchForm(page, fields) {
 
 before(async () => {
   mkdirSync(OUT, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    // Playwright gives every launch a fresh, empty --user-data-dir itself. The network flags
-    // keep Chromium from calling home (the CI machine has no internet).
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchBrowser(CHROMIUM);
 });
 
 after(async () => {

@@ -15,6 +15,7 @@ mod logprobs;
 mod models;
 mod reasoning;
 mod slow_clients;
+mod sso;
 mod structured;
 mod support;
 mod templates;

@@ -34,6 +34,9 @@ pub struct TokenResponse {
     /// Set when the account must change its password before anything else.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub must_change_password: bool,
+    /// A single sign-on login: the provider's name (its logout goes through it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 impl std::fmt::Debug for TokenResponse {

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 /// Where a user comes from.
 pub const SOURCE_LOCAL: &str = "local";
 pub const SOURCE_CONFIG: &str = "config";
+/// A user of single sign-on (OpenID Connect), created at their first login.
+pub const SOURCE_OIDC: &str = "oidc";
 
 /// A user as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,7 +19,8 @@ pub struct UserInfo {
     /// `None` for a config-file user.
     pub id: Option<i64>,
     pub username: String,
-    /// `"local"` (the identity store) or `"config"` (the `--auth-config` file).
+    /// `"local"` (the identity store), `"oidc"` (single sign-on) or `"config"` (the
+    /// `--auth-config` file).
     pub source: String,
     pub enabled: bool,
     pub must_change_password: bool,

@@ -7,7 +7,7 @@
 //! of a generation request and their defaults), [`guide`] (structured output: the constraint a
 //! request puts on its answer), [`tools`] (tool calling: the functions a chat offers and the
 //! calls an answer makes), [`worker`] (the supervisor's view of a
-//! worker), [`cluster`] (the supervisor <-> worker protocol), [`names`] (the rules for names
+//! worker), [`sso`] (single sign-on: providers, one-time login codes, device logins), [`cluster`] (the supervisor <-> worker protocol), [`names`] (the rules for names
 //! that become paths) and
 //! [`ErrorBody`] (every error body is `{"detail": "..."}`).
 //!
@@ -22,6 +22,7 @@ pub mod launch;
 pub mod models;
 pub mod names;
 pub mod permission;
+pub mod sso;
 pub mod tools;
 pub mod worker;
 

@@ -12,6 +12,21 @@ pub const MAX_MODEL_NAME_LEN: usize = 200;
 /// The longest hub file path accepted in a listing or a file-name template.
 pub const MAX_HUB_PATH_LEN: usize = 512;
 
+/// The longest username of the identity store.
+pub const MAX_USERNAME_LEN: usize = 64;
+
+/// Usernames of the identity store (and of single sign-on users): 1 to [`MAX_USERNAME_LEN`]
+/// ASCII letters, digits, `.`, `_`, `-` or `@`, not starting with `-`. No `:`, so a name
+/// like `provider:service` can never be a stored user's.
+pub fn is_valid_username(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_USERNAME_LEN
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+}
+
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }

@@ -104,6 +104,22 @@ impl PermissionSet {
         names
     }
 
+    /// Parses a list of names (config files, single sign-on mappings): their union, or the
+    /// first unknown one with its position.
+    pub fn parse_list<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<PermissionSet, UnknownPermission> {
+        let mut set = PermissionSet::EMPTY;
+        for (index, name) in names.into_iter().enumerate() {
+            let parsed = PermissionSet::parse_name(name).ok_or_else(|| UnknownPermission {
+                index,
+                name: name.to_string(),
+            })?;
+            set = set.union(parsed);
+        }
+        Ok(set)
+    }
+
     pub const fn of(perm: Permission) -> PermissionSet {
         PermissionSet(perm.bit())
     }
@@ -139,6 +155,24 @@ impl PermissionSet {
             .filter(|p| self.0 & p.bit() != 0)
             .map(Permission::as_str)
             .collect()
+    }
+}
+
+/// A name [`PermissionSet::parse_list`] does not know, and where it stood in the list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPermission {
+    pub index: usize,
+    pub name: String,
+}
+
+impl fmt::Display for UnknownPermission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown permission {:?}; known: {}",
+            self.name,
+            PermissionSet::known_names().join(", ")
+        )
     }
 }
 

@@ -146,7 +146,8 @@ impl Parser<'_> {
 
     fn settings(mut self, root: &Value) -> Result<AuthSettings, AuthError> {
         let root = self.object(root, "(top level)")?;
-        self.warn_unknown(root, &["auth_config", "user_config"], "");
+        // `oidc` is single sign-on's section, read by xi-oidc.
+        self.warn_unknown(root, &["auth_config", "user_config", "oidc"], "");
         let auth = self.required(root, "auth_config", "auth_config")?;
         let auth = self.object(auth, "auth_config")?;
         self.warn_unknown(
@@ -307,21 +308,13 @@ impl Parser<'_> {
                 format!("must be a list of strings, found {}", kind(list)),
             )
         })?;
-        let mut set = PermissionSet::EMPTY;
-        for (i, item) in list.iter().enumerate() {
-            let name = self.string(item, &format!("{field}[{i}]"))?;
-            let parsed = PermissionSet::parse_name(name).ok_or_else(|| {
-                self.err(
-                    format!("{field}[{i}]"),
-                    format!(
-                        "unknown permission {name:?}; known: {}",
-                        PermissionSet::known_names().join(", ")
-                    ),
-                )
-            })?;
-            set = set.union(parsed);
-        }
-        Ok(set)
+        let names = list
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.string(item, &format!("{field}[{i}]")))
+            .collect::<Result<Vec<&str>, AuthError>>()?;
+        PermissionSet::parse_list(names)
+            .map_err(|unknown| self.err(format!("{field}[{}]", unknown.index), unknown.to_string()))
     }
 
     fn api_keys(
@@ -364,7 +357,9 @@ impl Parser<'_> {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
+/// What a JSON value is, for errors ("must be a list, found a string"); shared with the other
+/// config parsers (single sign-on's).
+pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -22,6 +22,8 @@ use crate::throttle::{LoginThrottle, ThrottlePolicy};
 pub enum Credential {
     Token,
     ApiKey,
+    /// An identity provider's own access token (single sign-on for services).
+    ProviderToken,
 }
 
 /// An authenticated caller with the permissions it holds *now*.

@@ -26,7 +26,7 @@ pub mod users;
 
 pub use error::IdentityError;
 pub use service::{
-    Authenticated, Bootstrap, Denial, Identity, IdentityOptions, ImportReport, Issued,
-    MUST_CHANGE_PASSWORD,
+    Authenticated, Bootstrap, Denial, FederatedLogin, Identity, IdentityOptions, ImportReport,
+    Issued, MUST_CHANGE_PASSWORD,
 };
 pub use store::Store;

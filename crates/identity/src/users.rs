@@ -2,7 +2,7 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
-use xi_api::identity::{UserInfo, SOURCE_LOCAL};
+use xi_api::identity::UserInfo;
 use xi_api::PermissionSet;
 
 use crate::error::Result;
@@ -13,6 +13,8 @@ use crate::perms;
 pub struct UserRow {
     pub id: i64,
     pub username: String,
+    /// `local`, or `oidc` for a user of single sign-on.
+    pub source: String,
     pub password_hash: Option<String>,
     pub enabled: bool,
     pub must_change_password: bool,
@@ -25,7 +27,7 @@ impl UserRow {
         UserInfo {
             id: Some(self.id),
             username: self.username.clone(),
-            source: SOURCE_LOCAL.into(),
+            source: self.source.clone(),
             enabled: self.enabled,
             must_change_password: self.must_change_password,
             permissions: perms::names(self.permissions),
@@ -34,13 +36,14 @@ impl UserRow {
     }
 }
 
-const COLUMNS: &str =
-    "id, username, password_hash, enabled, must_change_password, permissions, created_at";
+const COLUMNS: &str = "id, username, source, password_hash, enabled, must_change_password, \
+     permissions, created_at";
 
 fn from_row(row: &AnyRow) -> Result<UserRow> {
     Ok(UserRow {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
+        source: row.try_get("source")?,
         password_hash: row.try_get("password_hash")?,
         enabled: row.try_get::<i64, _>("enabled")? != 0,
         must_change_password: row.try_get::<i64, _>("must_change_password")? != 0,
@@ -62,6 +65,44 @@ pub async fn by_name<'e>(
     let sql = format!("SELECT {COLUMNS} FROM users WHERE username = $1");
     let row = sqlx::query(&sql).bind(username).fetch_optional(e).await?;
     row.as_ref().map(from_row).transpose()
+}
+
+/// The user a provider's issuer and subject name.
+pub async fn by_oidc<'e>(
+    e: impl Executor<'e, Database = Any>,
+    issuer: &str,
+    subject: &str,
+) -> Result<Option<UserRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE oidc_issuer = $1 AND oidc_subject = $2");
+    let row = sqlx::query(&sql)
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(e)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// A new user of single sign-on (no password); its id.
+pub async fn insert_oidc<'e>(
+    e: impl Executor<'e, Database = Any>,
+    username: &str,
+    issuer: &str,
+    subject: &str,
+    permissions: PermissionSet,
+    now: i64,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO users (username, source, enabled, must_change_password, permissions, \
+         created_at, oidc_issuer, oidc_subject) VALUES ($1, 'oidc', 1, 0, $2, $3, $4, $5) \
+         RETURNING id",
+    )
+    .bind(username)
+    .bind(perms::stored(permissions))
+    .bind(now)
+    .bind(issuer)
+    .bind(subject)
+    .fetch_one(e)
+    .await?)
 }
 
 pub async fn list<'e>(e: impl Executor<'e, Database = Any>) -> Result<Vec<UserRow>> {

@@ -75,11 +75,11 @@ pub async fn authenticate(
                 .filter(|b| b.is_ascii())
                 .and_then(|b| std::str::from_utf8(b).ok());
             let caller = match (&state.identity, &state.auth) {
-                (Some(identity), _) => identity
-                    .authenticate_request(header)
-                    .await
-                    .map(|a| (a.principal, a.admission))
-                    .map_err(SupervisorError::from),
+                (Some(_), _) if state.sso.is_some() => match provider_token(state, header).await {
+                    Some(result) => result.map(|p| (p, None)),
+                    None => store_caller(state, header).await,
+                },
+                (Some(_), _) => store_caller(state, header).await,
                 (None, Some(auth)) => auth
                     .authenticate(header)
                     .map(|p| (Arc::new(p), None))
@@ -123,6 +123,73 @@ pub async fn authenticate(
         }),
         None => res.map_into_left_body().map_into_left_body(),
     })
+}
+
+/// A caller of the identity store (its keys, sessions, and the config file's principals).
+async fn store_caller(
+    state: &AppState,
+    header: Option<&str>,
+) -> Result<
+    (
+        Arc<Principal>,
+        Option<Result<xi_identity::limits::Permit, xi_identity::limits::Refusal>>,
+    ),
+    SupervisorError,
+> {
+    let Some(identity) = &state.identity else {
+        return Err(SupervisorError::internal("no identity store"));
+    };
+    identity
+        .authenticate_request(header)
+        .await
+        .map(|a| (a.principal, a.admission))
+        .map_err(SupervisorError::from)
+}
+
+/// An identity provider's own access token (a JWT naming an issuer) when single sign-on
+/// accepts them; `None` for every other credential. Refusals answer as any bad credential
+/// does (the reason is logged); an unreachable provider is 503.
+async fn provider_token(
+    state: &AppState,
+    header: Option<&str>,
+) -> Option<Result<Arc<Principal>, SupervisorError>> {
+    let sso = state.sso.as_ref()?;
+    let token = xi_auth::service::bearer_token(header)?;
+    let user = match sso.bearer(token).await? {
+        Ok(user) => user,
+        Err(e @ (xi_oidc::OidcError::Unavailable(_) | xi_oidc::OidcError::Busy(_))) => {
+            return Some(Err(e.into()))
+        }
+        Err(e) => {
+            tracing::info!(reason = %e, "provider access token refused");
+            return Some(Err(AuthError::InvalidCredentials.into()));
+        }
+    };
+    // An admin who disabled the user here keeps them out on every path.
+    if let Some(identity) = &state.identity {
+        match identity
+            .federated_disabled(&user.issuer, &user.subject)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                return Some(Err(SupervisorError::Denied(
+                    "User account is disabled".into(),
+                )))
+            }
+            Err(e) => return Some(Err(e.into())),
+        }
+    }
+    Some(Ok(Arc::new(Principal {
+        // Store usernames cannot hold ':', so this never names one of them.
+        username: format!("{}:{}", user.provider, user.username),
+        permissions: user.permissions,
+        credential: xi_auth::Credential::ProviderToken,
+        user_id: None,
+        session: None,
+        must_change_password: false,
+        key: None,
+    })))
 }
 
 /// Records a refused request in the identity store's audit log (when there is one).

@@ -27,6 +27,9 @@ pub struct SupervisorConfig {
     /// The identity store's database: `sqlite://...` or `postgres://...`; `None`: SQLite at
     /// `$XINFERENCE_HOME/identity.db`.
     pub database_url: Option<String>,
+    /// Single sign-on providers (OpenID Connect); `None`: password logins only. Needs the
+    /// identity store (SSO users live there).
+    pub oidc: Option<xi_oidc::OidcSettings>,
     /// How the identity store behaves (token lifetimes, cache, poll interval, retention).
     pub identity: xi_identity::IdentityOptions,
     /// Reverse proxies whose `X-Forwarded-For` is believed: a request from one of them is
@@ -72,6 +75,7 @@ impl SupervisorConfig {
             auth_advanced: false,
             identity_store: true,
             database_url: None,
+            oidc: None,
             identity: xi_identity::IdentityOptions::default(),
             trusted_proxies: Vec::new(),
             home,

@@ -79,6 +79,9 @@ pub enum SupervisorError {
     /// An internal (worker) call without the right cluster secret.
     #[error("Missing or wrong cluster secret")]
     ClusterSecret,
+    /// An upstream service (an identity provider) answered against its protocol (502).
+    #[error("{0}")]
+    BadGateway(String),
     /// Startup failures (bad home folder, unreadable registrations folder).
     #[error("{0}")]
     Startup(String),
@@ -157,6 +160,31 @@ impl From<IdentityError> for SupervisorError {
     }
 }
 
+/// Single sign-on's errors. A provider that cannot be reached is 503, one that breaks the
+/// protocol 502; a refused token is 401, a bad request 400.
+impl From<xi_oidc::OidcError> for SupervisorError {
+    fn from(e: xi_oidc::OidcError) -> Self {
+        use xi_oidc::OidcError;
+        match e {
+            OidcError::Config { .. } => SupervisorError::Startup(e.to_string()),
+            OidcError::UnknownProvider(_) => SupervisorError::NotFound(e.to_string()),
+            OidcError::BadRequest(m) => SupervisorError::BadRequest(m),
+            OidcError::Pending(code) => SupervisorError::BadRequest(code.to_string()),
+            OidcError::InvalidToken(m) => SupervisorError::Unauthorized(m),
+            OidcError::Denied(m) => SupervisorError::Denied(m),
+            OidcError::Upstream(m) => SupervisorError::BadGateway(m),
+            OidcError::Unavailable(m) => SupervisorError::Unavailable {
+                detail: m,
+                retry_after: Some(30),
+            },
+            OidcError::Busy(m) => SupervisorError::Unavailable {
+                detail: m,
+                retry_after: Some(10),
+            },
+        }
+    }
+}
+
 /// The one table from worker kinds to the client's errors (statuses follow from
 /// [`ResponseError::status_code`]).
 impl From<WorkerError> for SupervisorError {
@@ -213,6 +241,7 @@ impl ResponseError for SupervisorError {
             SupervisorError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             SupervisorError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             SupervisorError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            SupervisorError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             SupervisorError::Cancelled(_) => {
                 StatusCode::from_u16(499).unwrap_or(StatusCode::CONFLICT)
             }

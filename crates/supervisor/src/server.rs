@@ -53,6 +53,16 @@ impl Supervisor {
                 Some(Arc::new(service))
             }
         };
+        if config.oidc.is_some() {
+            let auth_on = auth.is_some() || config.auth_advanced;
+            if !auth_on || !config.identity_store {
+                return Err(SupervisorError::Startup(
+                    "single sign-on (OIDC) needs auth on with the identity store: add --auth or \
+                     --auth-config, without --no-identity-store"
+                        .into(),
+                ));
+            }
+        }
         let registry = Registry::load(&config.home)?;
         let (cluster_secret, secret_source) = match config.cluster_secret.clone() {
             Some(secret) => (secret, SecretSource::Env),
@@ -156,6 +166,19 @@ impl Supervisor {
             .map_err(|e| SupervisorError::Startup(format!("cannot build the HTTP client: {e}")))?;
         let login_pool = Arc::new(HashPool::new(self.config.login_concurrency)?);
         let identity = self.open_identity(login_pool.clone()).await?;
+        let sso = match self.config.oidc.clone() {
+            None => None,
+            Some(settings) => {
+                for warning in &settings.warnings {
+                    tracing::warn!("{warning}");
+                }
+                let names: Vec<String> =
+                    settings.providers.iter().map(|p| p.name.clone()).collect();
+                let sso = xi_oidc::Sso::new(settings, Arc::new(SystemClock))?;
+                tracing::info!(providers = ?names, "single sign-on configured");
+                Some(Arc::new(sso))
+            }
+        };
         let metrics = web::Data::new(Metrics::new().map_err(SupervisorError::internal)?);
         let cluster = Arc::new(Cluster::new(
             self.registry,
@@ -173,6 +196,8 @@ impl Supervisor {
             stop_workers: std::sync::atomic::AtomicBool::new(false),
             auth: self.auth,
             identity,
+            sso,
+            sso_handoffs: Default::default(),
             address: address.clone(),
             started: Instant::now(),
             stop: stop.clone(),

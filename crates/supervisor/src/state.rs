@@ -25,6 +25,10 @@ pub struct AppState {
     /// The identity store (users, keys, sessions); `None` when auth is off or the store is
     /// switched off. When present it authenticates every request (config principals too).
     pub identity: Option<Arc<Identity>>,
+    /// Single sign-on; `None` when no provider is configured.
+    pub sso: Option<Arc<xi_oidc::Sso>>,
+    /// Finished single sign-on logins waiting for their one-time code to be exchanged.
+    pub sso_handoffs: xi_oidc::Handoffs<crate::routes::sso::Handoff>,
     /// Also registered on its own, for the request-log middleware.
     pub metrics: web::Data<Metrics>,
     pub public: PublicRoutes,

@@ -48,10 +48,12 @@ async function detailOf(res) {
 
 /**
  * Calls `path` (relative to the server root, e.g. 'v1/models'). Options: `body` (sent as JSON),
- * `action` (words for a 403 message), `signal`, `anonymous` (no token; a 401 is just an error).
+ * `action` (words for a 403 message), `signal`, `anonymous` (no token; a 401 is just an error),
+ * `cookies` (send this origin's cookies: only the single sign-on exchange, whose one-time code
+ * is bound to the browser by one; every other call carries its token and no ambient cookie).
  * Resolves to the Response when it is 2xx, else throws ApiError.
  */
-export async function request(method, path, { body, action = path, signal, anonymous = false } = {}) {
+export async function request(method, path, { body, action = path, signal, anonymous = false, cookies = false } = {}) {
   let sent = null;
   const call = () => {
     const headers = { Accept: 'application/json' };
@@ -64,7 +66,7 @@ export async function request(method, path, { body, action = path, signal, anony
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
       cache: 'no-store',
-      credentials: 'omit',
+      credentials: cookies ? 'same-origin' : 'omit',
     });
   };
   let res = await call();
@@ -143,6 +145,32 @@ export function del(path, options) {
 /** `POST /token` with the JSON body the SDK sends. */
 export function login(username, password) {
   return post('token', { username, password }, { anonymous: true, action: 'logging in' });
+}
+
+/** `GET /v1/auth/sso/providers`: `[{name, display_name}]`; none when the call fails (an older
+ *  server, SSO off): the login page then just has no provider buttons. */
+export async function ssoProviders() {
+  try {
+    const res = await get('v1/auth/sso/providers', { anonymous: true });
+    return res && Array.isArray(res.providers) ? res.providers.filter((p) => p && typeof p.name === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
+/** `POST /v1/auth/sso/exchange`: the one-time code the server put in `#/sso/<code>` for tokens. */
+export function ssoExchange(code) {
+  return post('v1/auth/sso/exchange', { code }, { anonymous: true, action: 'logging in', cookies: true });
+}
+
+/** Where the browser goes (a top-level navigation, not fetch: the provider's pages follow) to
+ *  log in through `provider`, or to end its session after ours. Under ROOT like the API. */
+export function ssoAuthorizeUrl(provider) {
+  return new URL(`api/oidc/authorize?provider=${encodeURIComponent(provider)}`, ROOT).href;
+}
+
+export function ssoLogoutUrl(provider) {
+  return new URL(`api/oidc/logout?provider=${encodeURIComponent(provider)}`, ROOT).href;
 }
 
 /** Ends the session on the server (best effort: the tab forgets it either way). */

@@ -1,6 +1,7 @@
 // The page's entry point: asks the server whether auth is on, then routes `#/<page>` to the
 // page modules. With auth on and no valid token stored, every page leads to the login page;
 // an account that must choose a new password gets only the password page until it has.
+// `#/sso/<code>` is where the server sends the browser back from a single sign-on provider.
 
 import * as api from './api.js';
 import * as session from './session.js';
@@ -30,6 +31,8 @@ const STORE_PAGES = {
 let cleanup = null;
 // What the login page says (session expired, logged out) and where to go after it.
 let loginMessage = '';
+// A failed login that happened elsewhere (a single sign-on's return), shown as the form's error.
+let loginError = '';
 let afterLogin = HOME;
 // The password typed at the login, kept only until the forced password change has used it.
 let typedPassword = '';
@@ -47,6 +50,10 @@ function go(page) {
 async function route() {
   const turn = ++routing;
   const { page: wanted, params } = parseHash(location.hash);
+  if (wanted.startsWith('sso/')) {
+    await finishSso(wanted.slice('sso/'.length));
+    return;
+  }
   let page = PAGES[wanted] ? wanted : HOME;
   if (session.authOn()) {
     let state = session.state();
@@ -87,6 +94,47 @@ async function route() {
   show(page, params);
 }
 
+/** Back from the provider with the server's one-time code: trades it for our tokens (as a
+ *  password login stores them), then goes on where the login started; on failure, the login
+ *  page says why. */
+async function finishSso(rawCode) {
+  // The code works once and only briefly, but it must not stay in the address bar or the
+  // history: the login page's address replaces it before anything else.
+  history.replaceState(null, '', '#/login');
+  const pending = session.takeSsoPending();
+  const next = PAGES[pending.next] && pending.next !== 'login' && pending.next !== 'password' ? pending.next : HOME;
+  if (!session.authOn()) {
+    go(HOME);
+    return;
+  }
+  let code = rawCode;
+  try {
+    code = decodeURIComponent(rawCode);
+  } catch {
+    // not percent-encoded after all: sent as it came
+  }
+  updateHeader('login');
+  const main = document.getElementById('main');
+  main.dataset.page = 'login';
+  main.replaceChildren(h('p', { class: 'muted', id: 'sso-pending' }, 'Logging in\u2026'));
+  try {
+    const res = await api.ssoExchange(code);
+    session.clear();
+    session.store(res.access_token, res.refresh_token);
+    session.setSsoProvider(res.provider || pending.provider || null);
+    loginMessage = '';
+    typedPassword = '';
+    afterLogin = HOME;
+    clearNotices();
+    go(next);
+  } catch (err) {
+    // 400 "Invalid or expired login code" (used twice, or too late): log in again.
+    loginError = err.message || String(err);
+    afterLogin = next;
+    go('login');
+  }
+}
+
 function show(page, params) {
   if (cleanup) cleanup();
   cleanup = null;
@@ -100,6 +148,8 @@ function show(page, params) {
   const context = { params, go };
   if (page === 'login') {
     context.message = loginMessage;
+    context.error = loginError;
+    context.next = afterLogin;
     context.onLoggedIn = (typed) => {
       loginMessage = '';
       typedPassword = typed;
@@ -118,6 +168,7 @@ function show(page, params) {
   } else if (page !== 'login') {
     typedPassword = '';
   }
+  loginError = '';
   const result = PAGES[page].render(main, context);
   cleanup = typeof result === 'function' ? result : null;
 }
@@ -135,7 +186,7 @@ function updateHeader(page) {
   // Config-file users have no id: their password is changed in the file.
   const me = session.me();
   const changePassword = document.getElementById('change-password');
-  changePassword.hidden = !(me && me.id !== null && me.id !== undefined) || page === 'password';
+  changePassword.hidden = !(me && me.id !== null && me.id !== undefined) || me.source === 'oidc' || page === 'password';
   for (const link of document.querySelectorAll('#nav a')) {
     link.classList.toggle('active', link.dataset.page === page);
     const shown = STORE_PAGES[link.dataset.page];
@@ -156,9 +207,16 @@ function updateHeader(page) {
 async function logout() {
   const button = document.getElementById('logout');
   button.disabled = true;
+  const provider = session.ssoProvider();
   await api.logout();
   button.disabled = false;
   session.clear();
+  if (provider) {
+    // Ours has ended; the provider's session would log the next "Log in with" straight back
+    // in. The server sends the browser to the provider's logout, which comes back to /ui/.
+    location.href = api.ssoLogoutUrl(provider);
+    return;
+  }
   typedPassword = '';
   loginMessage = 'You are logged out.';
   afterLogin = HOME;

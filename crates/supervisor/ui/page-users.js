@@ -75,12 +75,15 @@ export function render(main) {
     toggle.addEventListener('click', () => change(u, { enabled: !u.enabled }, `${u.enabled ? 'Disabled' : 'Enabled'} ${u.username}.`, toggle));
     const perms = h('button', { type: 'button', class: 'secondary small edit-permissions' }, 'Permissions');
     perms.addEventListener('click', () => editPermissions(u));
-    const reset = own
-      ? h('a', { href: '#/password', class: 'button-link' }, 'Change password')
-      : h('button', { type: 'button', class: 'secondary small reset-password', onclick: () => resetPassword(u) }, 'Reset password');
+    // Single sign-on users have no password here (the server refuses to set one).
+    const reset = u.source === 'oidc'
+      ? null
+      : own
+        ? h('a', { href: '#/password', class: 'button-link' }, 'Change password')
+        : h('button', { type: 'button', class: 'secondary small reset-password', onclick: () => resetPassword(u) }, 'Reset password');
     const remove = confirmButton('Delete', 'Really delete?', { 'data-username': u.username }, () => removeUser(u));
     remove.classList.add('delete');
-    return [toggle, perms, reset, remove];
+    return [toggle, perms, reset, remove].filter(Boolean);
   }
 
   async function change(u, body, done, button) {

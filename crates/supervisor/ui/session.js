@@ -6,6 +6,10 @@
 
 const KEY = 'xinference.token';
 const REFRESH_KEY = 'xinference.refresh';
+// The single sign-on provider of this login: logging out also ends the provider's session.
+const SSO_KEY = 'xinference.sso_provider';
+// Across the trip to the identity provider (the page is left): which provider, and where to go.
+const SSO_PENDING_KEY = 'xinference.sso_pending';
 
 let authEnabled = true;
 // `GET /v1/auth/me`'s answer; `undefined`: not asked yet this session, `null`: no identity store.
@@ -37,7 +41,36 @@ export function store(accessToken, newRefreshToken) {
 export function clear() {
   sessionStorage.removeItem(KEY);
   sessionStorage.removeItem(REFRESH_KEY);
+  sessionStorage.removeItem(SSO_KEY);
   account = undefined;
+}
+
+/** Records which provider this login came through (null: a password login). */
+export function setSsoProvider(name) {
+  if (name) sessionStorage.setItem(SSO_KEY, name);
+  else sessionStorage.removeItem(SSO_KEY);
+}
+
+/** The provider of this login, or null when it was a password login. */
+export function ssoProvider() {
+  return sessionStorage.getItem(SSO_KEY);
+}
+
+/** Before leaving for the provider: remembers it and the page to show after the login. */
+export function startSso(provider, next) {
+  sessionStorage.setItem(SSO_PENDING_KEY, JSON.stringify({ provider, next }));
+}
+
+/** What `startSso` remembered (once), or an empty object: the trip may have begun elsewhere. */
+export function takeSsoPending() {
+  const raw = sessionStorage.getItem(SSO_PENDING_KEY);
+  sessionStorage.removeItem(SSO_PENDING_KEY);
+  try {
+    const pending = JSON.parse(raw || '{}');
+    return pending && typeof pending === 'object' ? pending : {};
+  } catch {
+    return {};
+  }
 }
 
 /** Records `GET /v1/auth/me` (null: the server has no identity store). */

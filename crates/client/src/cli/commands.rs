@@ -12,6 +12,7 @@ use super::{prompt, table};
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::token_store;
+use xi_api::auth::TokenResponse;
 use xi_api::models::LaunchModelRequest;
 
 #[derive(Args, Debug, Clone)]
@@ -89,6 +90,24 @@ pub async fn login(
         None => prompt::password(&format!("Password for {username}"))?,
     };
     let reply = client.login_full(username, &password).await?;
+    let stored = save_login(home, endpoint, &reply)?;
+    println!("logged in to {endpoint} as {username} ({stored})");
+    if reply.must_change_password {
+        println!(
+            "{username} must change the password first: run `xinference user passwd --username {username} --old-password`"
+        );
+    }
+    Ok(())
+}
+
+/// Stores a login's tokens (password or single sign-on alike): the access token in upstream's
+/// file, the refresh token beside it, or no refresh file when the server gave none (an earlier
+/// login's would renew the wrong session). Returns where, for the message.
+pub(super) fn save_login(
+    home: &Path,
+    endpoint: &str,
+    reply: &TokenResponse,
+) -> Result<String, ClientError> {
     let path = token_store::save(home, endpoint, &reply.access_token)?;
     match &reply.refresh_token {
         Some(refresh) => {
@@ -103,16 +122,7 @@ pub async fn login(
     } else {
         ""
     };
-    println!(
-        "logged in to {endpoint} as {username} (token stored in {}{renewal})",
-        path.display()
-    );
-    if reply.must_change_password {
-        println!(
-            "{username} must change the password first: run `xinference user passwd --username {username} --old-password`"
-        );
-    }
-    Ok(())
+    Ok(format!("token stored in {}{renewal}", path.display()))
 }
 
 /// `xinference logout`: ends the server's session of the stored refresh token (a 401 means it

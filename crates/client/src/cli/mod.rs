@@ -4,6 +4,7 @@ mod commands;
 mod identity;
 mod prompt;
 mod session;
+mod sso;
 mod table;
 #[cfg(test)]
 mod test_server;
@@ -42,12 +43,28 @@ pub struct Cli {
 pub enum Command {
     /// Log in and store the access token for this endpoint ($XINFERENCE_HOME/auth/, mode 0600),
     /// with the refresh token beside it when the server gives one. Without --password the
-    /// password is read from the terminal (no echo) or one line of standard input.
+    /// password is read from the terminal (no echo) or one line of standard input. With --sso:
+    /// through the server's single sign-on (a code to enter at the identity provider, or a
+    /// browser login when the provider offers no device codes).
     Login {
-        #[arg(long)]
-        username: String,
-        #[arg(long)]
+        // (`requires = "sso"` on the SSO flags would be met by the flag's default `false`.)
+        #[arg(
+            long,
+            required_unless_present = "sso",
+            conflicts_with_all = ["sso", "provider", "no_browser"]
+        )]
+        username: Option<String>,
+        #[arg(long, conflicts_with = "sso")]
         password: Option<String>,
+        /// Log in through the server's OpenID Connect single sign-on instead of a password.
+        #[arg(long)]
+        sso: bool,
+        /// The single sign-on provider (by name); needed when the server has several.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Print the browser login's address without trying to open a browser.
+        #[arg(long = "no-browser")]
+        no_browser: bool,
     },
     /// End the stored login: the server's session (when it gave a refresh token) and the
     /// stored token files.
@@ -194,7 +211,20 @@ pub fn main(hash_password: impl FnOnce(Option<String>) -> ExitCode) -> ExitCode 
 async fn run(cli: Cli) -> Result<(), ClientError> {
     let home = token_store::home();
     match &cli.command {
-        Command::Login { username, password } => {
+        Command::Login {
+            sso: true,
+            provider,
+            no_browser,
+            ..
+        } => {
+            let options = sso::Options::terminal(!no_browser);
+            return sso::login(&cli.endpoint, &home?, provider.as_deref(), options).await;
+        }
+        Command::Login {
+            username, password, ..
+        } => {
+            // clap requires --username without --sso.
+            let username = username.as_deref().unwrap_or_default();
             return commands::login(&cli.endpoint, &home?, username, password.clone()).await;
         }
         Command::Logout => return commands::logout(&cli.endpoint, &home?).await,
@@ -266,6 +296,40 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn login_takes_a_username_or_sso_not_both() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let cli = parse(&[
+            "xinference",
+            "login",
+            "--sso",
+            "--provider",
+            "idp",
+            "--no-browser",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Login {
+                sso,
+                provider,
+                no_browser,
+                username,
+                ..
+            } => {
+                assert!(sso && no_browser);
+                assert_eq!(provider.as_deref(), Some("idp"));
+                assert_eq!(username, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["xinference", "login", "--username", "u"]).is_ok());
+        assert!(parse(&["xinference", "login"]).is_err());
+        assert!(parse(&["xinference", "login", "--sso", "--username", "u"]).is_err());
+        assert!(parse(&["xinference", "login", "--username", "u", "--provider", "p"]).is_err());
+        assert!(parse(&["xinference", "login", "--provider", "p"]).is_err());
+        assert!(parse(&["xinference", "login", "--no-browser"]).is_err());
     }
 
     #[test]

@@ -125,11 +125,11 @@ impl Identity {
         })
     }
 
-    fn refresh_secs(&self) -> i64 {
+    pub(super) fn refresh_secs(&self) -> i64 {
         i64::try_from(self.options.refresh_token_secs).unwrap_or(i64::MAX)
     }
 
-    fn access_token(
+    pub(super) fn access_token(
         &self,
         username: &str,
         permissions: PermissionSet,

@@ -3,6 +3,7 @@
 //! keys with their rules (nobody grants what they do not hold, the last admin stays, config
 //! principals are read-only). No HTTP here: the routes call these methods with the caller.
 
+mod federated;
 mod import;
 mod keys;
 mod login;
@@ -24,6 +25,7 @@ use crate::error::{IdentityError, Result};
 use crate::limits::{periods, Limiter};
 use crate::store::{Store, Write};
 
+pub use federated::FederatedLogin;
 pub use import::ImportReport;
 
 pub use login::{Authenticated, Issued, MUST_CHANGE_PASSWORD};

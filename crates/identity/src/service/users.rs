@@ -4,8 +4,9 @@
 
 use xi_api::identity::{
     ChangePasswordRequest, CreateUserRequest, CreatedUser, UpdateUserRequest, UserInfo,
-    SOURCE_CONFIG,
+    SOURCE_CONFIG, SOURCE_OIDC,
 };
+use xi_api::names::{is_valid_username, MAX_USERNAME_LEN};
 use xi_api::{Permission, PermissionSet};
 use xi_auth::password::PasswordHash;
 use xi_auth::Principal;
@@ -21,20 +22,12 @@ pub struct Bootstrap {
     pub password: String,
 }
 
-const MAX_USERNAME: usize = 64;
-
 fn check_username(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_USERNAME
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
-    if ok {
+    if is_valid_username(name) {
         return Ok(());
     }
     Err(IdentityError::BadRequest(format!(
-        "username: 1 to {MAX_USERNAME} letters, digits, '.', '_', '-' or '@', not starting \
+        "username: 1 to {MAX_USERNAME_LEN} letters, digits, '.', '_', '-' or '@', not starting \
          with '-'"
     )))
 }
@@ -310,6 +303,12 @@ impl Identity {
         if !own && is_admin(target.permissions) && !is_admin(actor.permissions) {
             return Err(IdentityError::Forbidden(
                 "Only an admin can change an admin user's password".into(),
+            ));
+        }
+        // A password would be a second way into an account its provider vouches for.
+        if target.source == SOURCE_OIDC {
+            return Err(IdentityError::Conflict(
+                "This user logs in through single sign-on and has no password here".into(),
             ));
         }
         if own {

@@ -60,6 +60,7 @@ pub async fn token(
                     expires_in: issued.expires_in,
                     refresh_token: None,
                     must_change_password: false,
+                    provider: None,
                 }))
         }
         Err(err) => {

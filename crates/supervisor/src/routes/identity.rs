@@ -16,7 +16,7 @@ use xi_api::auth::TokenResponse;
 use xi_api::identity::{
     ChangePasswordRequest, CreateKeyRequest, CreateUserRequest, KeyModelPermissions, MeResponse,
     Ok as Done, RefreshRequest, UpdateKeyRequest, UpdateUserRequest, UserPermissions,
-    SOURCE_CONFIG, SOURCE_LOCAL,
+    SOURCE_CONFIG, SOURCE_OIDC,
 };
 use xi_auth::{Credential, Principal};
 use xi_identity::audit::Filter;
@@ -93,6 +93,11 @@ pub(super) fn peer(state: &AppState, req: &HttpRequest) -> String {
 
 /// The answer to a login or a refresh (never cached by proxies).
 pub(super) fn tokens(issued: Issued) -> HttpResponse {
+    tokens_of(issued, None)
+}
+
+/// [`tokens`] of a single sign-on login, which names its provider.
+pub(super) fn tokens_of(issued: Issued, provider: Option<String>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(TokenResponse {
@@ -101,6 +106,7 @@ pub(super) fn tokens(issued: Issued) -> HttpResponse {
             expires_in: issued.expires_in,
             refresh_token: Some(issued.refresh_token),
             must_change_password: issued.must_change_password,
+            provider,
         })
 }
 
@@ -152,15 +158,18 @@ pub async fn me(
     who: Authenticated,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, SupervisorError> {
-    identity(&state)?;
+    let store = identity(&state)?;
     let p = principal(&who.caller)?;
+    // A store user's source is in its row (`local` or `oidc`); the rest have none there.
+    let source = match (p.user_id, &p.credential) {
+        (Some(id), _) => store.user(id).await?.source,
+        (None, Credential::ProviderToken) => SOURCE_OIDC.into(),
+        (None, _) => SOURCE_CONFIG.into(),
+    };
     Ok(HttpResponse::Ok().json(MeResponse {
         id: p.user_id,
         username: p.username.clone(),
-        source: match p.user_id {
-            Some(_) => SOURCE_LOCAL.into(),
-            None => SOURCE_CONFIG.into(),
-        },
+        source,
         permissions: p
             .permissions
             .names()
@@ -171,6 +180,7 @@ pub async fn me(
         credential: match p.credential {
             Credential::Token => "token".into(),
             Credential::ApiKey => "api_key".into(),
+            Credential::ProviderToken => "provider_token".into(),
         },
     }))
 }

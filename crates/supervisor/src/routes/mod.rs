@@ -16,6 +16,7 @@ mod inference;
 mod internal;
 mod models;
 mod registrations;
+pub(crate) mod sso;
 mod ui;
 
 use actix_web::dev::ResourceDef;
@@ -232,6 +233,24 @@ pub fn route_table() -> Vec<RouteDef> {
             r.to(identity::refresh)
         }),
         row(Post, "/v1/auth/logout", Public, |r| r.to(identity::logout)),
+        // Single sign-on: the browser's redirects (upstream's paths), the one-time code and
+        // device logins; each is its own credential, as a login is.
+        row(Get, "/v1/auth/sso/providers", Public, |r| {
+            r.to(sso::providers)
+        }),
+        row(Post, "/v1/auth/sso/exchange", Public, |r| {
+            r.to(sso::exchange)
+        }),
+        row(Post, "/v1/auth/sso/device", Public, |r| r.to(sso::device)),
+        row(Post, "/v1/auth/sso/device/token", Public, |r| {
+            r.to(sso::device_token)
+        }),
+        row(Get, "/api/oidc/authorize", Public, |r| r.to(sso::authorize)),
+        row(Get, "/api/oidc/callback", Public, |r| r.to(sso::callback)),
+        row(Get, "/api/oidc/logout", Public, |r| r.to(sso::logout)),
+        row(Get, "/v1/cluster/ui_config", Public, |r| {
+            r.to(sso::ui_config)
+        }),
         row(Get, "/v1/auth/me", Authenticated, |r| r.to(identity::me)),
         // Users and api keys of the identity store.
         row(Post, "/v1/admin/users", Requires(UsersManage), |r| {
