@@ -74,7 +74,9 @@ const POST_LOGOUT_PATH: &str = "/ui/";
 const LISTENING: &str = "oidc-provider listening on ";
 
 /// How long a start (spawn to the listening line) may take; `npm ci` comes before and on top.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Generous: it is a second or two on an idle machine, but the end-to-end tests start
+/// providers while models load and generate on every core.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long the provider may take to exit on SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
