@@ -31,6 +31,9 @@ pub struct Metadata {
     pub userinfo_endpoint: Option<String>,
     pub device_authorization_endpoint: Option<String>,
     pub end_session_endpoint: Option<String>,
+    /// RFC 9207: the provider names itself (`iss`) in every authorization answer, so an
+    /// answer without it is refused (a mix-up attack would strip it).
+    pub iss_parameter_supported: bool,
 }
 
 /// Tokens from the token endpoint.
@@ -173,6 +176,10 @@ impl Provider {
             userinfo_endpoint: endpoint("userinfo_endpoint")?,
             device_authorization_endpoint: endpoint("device_authorization_endpoint")?,
             end_session_endpoint: endpoint("end_session_endpoint")?,
+            iss_parameter_supported: doc
+                .get("authorization_response_iss_parameter_supported")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 

@@ -195,6 +195,13 @@ impl Sso {
                 "The login answer names another issuer (iss); start the login again".into(),
             ));
         }
+        if iss.is_none() && provider.metadata().await?.iss_parameter_supported {
+            return Err(OidcError::BadRequest(
+                "The login answer does not name its issuer (iss), which this provider always \
+                 does; start the login again"
+                    .into(),
+            ));
+        }
         let tokens = provider
             .exchange_code(code, &pending.verifier, &pending.redirect_uri)
             .await?;

@@ -191,6 +191,25 @@ async fn callbacks_that_do_not_belong_to_this_login_are_refused() {
     assert_eq!(status, 400);
     assert!(message.contains("invalid_grant"), "{message}");
 
+    // An answer whose issuer was stripped (RFC 9207: this provider always names it) or
+    // swapped: a mix-up with another provider.
+    let fresh = browserless_login(&browser, &sso.authorize(), "alice").await;
+    let mut stripped = reqwest::Url::parse(&fresh).unwrap();
+    let kept: Vec<(String, String)> = stripped
+        .query_pairs()
+        .filter(|(k, _)| k != "iss")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    stripped.query_pairs_mut().clear().extend_pairs(kept);
+    let (status, message) = detail(browser.get(stripped.as_str()).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("does not name its issuer"), "{message}");
+    let fresh = browserless_login(&browser, &sso.authorize(), "alice").await;
+    let swapped = replace_param(&fresh, "iss", "https://other.example");
+    let (status, message) = detail(browser.get(&swapped).send().await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("another issuer"), "{message}");
+
     // The user says no at the provider.
     let denier = browser_client();
     let denied = browserless_deny(&denier, &sso.authorize(), "alice").await;
