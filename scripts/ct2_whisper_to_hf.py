@@ -142,7 +142,7 @@ def convert(src, dst):
                 for i in range(parts)]
 
     def no_bias(ct2, block):
-        dtype, _, raw = block
+        raw = block[2]
         if any(raw):
             raise Ct2Error("%s: the key projection has a non-zero bias, which a whisper "
                            "attention does not have" % ct2)
@@ -168,6 +168,15 @@ def convert(src, dst):
         no_bias(ct2 + "/bias", kb)
         tensors.update({hf + ".k_proj.weight": k, hf + ".v_proj.weight": v, hf + ".v_proj.bias": vb})
 
+    def self_attention_and_ffn(hf, ct2):
+        """What encoder and decoder layers share: self-attention and the feed-forward block."""
+        layer_norm(hf + ".self_attn_layer_norm", ct2 + "/self_attention/layer_norm")
+        fused_qkv(hf + ".self_attn", ct2 + "/self_attention/linear_0")
+        linear(hf + ".self_attn.out_proj", ct2 + "/self_attention/linear_1")
+        layer_norm(hf + ".final_layer_norm", ct2 + "/ffn/layer_norm")
+        linear(hf + ".fc1", ct2 + "/ffn/linear_0")
+        linear(hf + ".fc2", ct2 + "/ffn/linear_1")
+
     def layers(side):
         n = 0
         while "%s/layer_%d/ffn/linear_0/weight" % (side, n) in variables:
@@ -177,8 +186,9 @@ def convert(src, dst):
         return n
 
     for flag, want in (("decoder/pre_norm", 1), ("decoder/scale_embeddings", 0), ("decoder/alibi", 0)):
-        if flag in variables and scalar(variables, flag) != want:
-            raise Ct2Error("%s is %d: not a whisper decoder" % (flag, scalar(variables, flag)))
+        value = scalar(variables, flag) if flag in variables else want
+        if value != want:
+            raise Ct2Error("%s is %d: not a whisper decoder" % (flag, value))
 
     enc_layers, dec_layers = layers("encoder"), layers("decoder")
     put("model.encoder.conv1.weight", "encoder/conv1/weight")
@@ -188,29 +198,18 @@ def convert(src, dst):
     put("model.encoder.embed_positions.weight", "encoder/position_encodings/encodings")
     layer_norm("model.encoder.layer_norm", "encoder/layer_norm")
     for i in range(enc_layers):
-        hf, ct2 = "model.encoder.layers.%d" % i, "encoder/layer_%d" % i
-        layer_norm(hf + ".self_attn_layer_norm", ct2 + "/self_attention/layer_norm")
-        fused_qkv(hf + ".self_attn", ct2 + "/self_attention/linear_0")
-        linear(hf + ".self_attn.out_proj", ct2 + "/self_attention/linear_1")
-        layer_norm(hf + ".final_layer_norm", ct2 + "/ffn/layer_norm")
-        linear(hf + ".fc1", ct2 + "/ffn/linear_0")
-        linear(hf + ".fc2", ct2 + "/ffn/linear_1")
+        self_attention_and_ffn("model.encoder.layers.%d" % i, "encoder/layer_%d" % i)
 
     put("model.decoder.embed_tokens.weight", "decoder/embeddings/weight")
     put("model.decoder.embed_positions.weight", "decoder/position_encodings/encodings")
     layer_norm("model.decoder.layer_norm", "decoder/layer_norm")
     for i in range(dec_layers):
         hf, ct2 = "model.decoder.layers.%d" % i, "decoder/layer_%d" % i
-        layer_norm(hf + ".self_attn_layer_norm", ct2 + "/self_attention/layer_norm")
-        fused_qkv(hf + ".self_attn", ct2 + "/self_attention/linear_0")
-        linear(hf + ".self_attn.out_proj", ct2 + "/self_attention/linear_1")
+        self_attention_and_ffn(hf, ct2)
         layer_norm(hf + ".encoder_attn_layer_norm", ct2 + "/attention/layer_norm")
         linear(hf + ".encoder_attn.q_proj", ct2 + "/attention/linear_0")
         fused_kv(hf + ".encoder_attn", ct2 + "/attention/linear_1")
         linear(hf + ".encoder_attn.out_proj", ct2 + "/attention/linear_2")
-        layer_norm(hf + ".final_layer_norm", ct2 + "/ffn/layer_norm")
-        linear(hf + ".fc1", ct2 + "/ffn/linear_0")
-        linear(hf + ".fc2", ct2 + "/ffn/linear_1")
 
     # The output projection: whisper ties it to the token embeddings. An untied model stores
     # its own, which HF names proj_out.

@@ -137,8 +137,7 @@ def tiny_variables(d=8, vocab=16, dtype=np.float16):
          "decoder/embeddings/weight": w(vocab, d), "decoder/position_encodings/encodings": w(5, d),
          "decoder/projection/weight": w(vocab, d)}
     for side in ("encoder", "decoder"):
-        for norm in ("layer_norm",):
-            v["%s/%s/gamma" % (side, norm)], v["%s/%s/beta" % (side, norm)] = w(d), w(d)
+        v[side + "/layer_norm/gamma"], v[side + "/layer_norm/beta"] = w(d), w(d)
         p = side + "/layer_0/"
         qkv_bias = w(3 * d)
         qkv_bias[d:2 * d] = 0
