@@ -92,10 +92,19 @@ pub fn var_builder(
     device: &Device,
     dtype: DType,
 ) -> Result<VarBuilder<'static>, EngineError> {
+    var_builder_for(&files.weights, device, dtype)
+}
+
+/// Memory-maps safetensors files onto `device` as `dtype`.
+pub(crate) fn var_builder_for(
+    weights: &[std::path::PathBuf],
+    device: &Device,
+    dtype: DType,
+) -> Result<VarBuilder<'static>, EngineError> {
     // SAFETY: the weight files are memory-mapped read-only; like every mmap-based loader we
     // rely on nobody truncating them while the model is loaded.
-    unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device) }.map_err(|e| {
-        let first = files.weights.first().cloned().unwrap_or_default();
+    unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device) }.map_err(|e| {
+        let first = weights.first().cloned().unwrap_or_default();
         tracing::debug!(error = %candle_message(&e), "cannot map the weights");
         match candle_root(&e) {
             candle_core::Error::Io(io) => {

@@ -157,7 +157,7 @@ fn inside(relative: &str) -> bool {
     })
 }
 
-fn find_weights(folder: &Path) -> Result<Vec<PathBuf>, EngineError> {
+pub(crate) fn find_weights(folder: &Path) -> Result<Vec<PathBuf>, EngineError> {
     let single = folder.join("model.safetensors");
     if single.is_file() {
         return Ok(vec![single]);

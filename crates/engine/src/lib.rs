@@ -1,6 +1,8 @@
 //! The xinference-rs model engine: candle models behind one trait per ability. No HTTP.
 //!
 //! Parts:
+//! - [`audio`]: audio files (WAV, FLAC, MP3, OGG/Vorbis, M4A/AAC) decoded to 16 kHz mono
+//!   samples for speech-to-text, with a length limit.
 //! - [`files`]: finds what a model folder holds (config, tokenizer, safetensors weights,
 //!   sentence-transformers pooling/normalisation, the real maximum length) and names what is
 //!   missing.
@@ -25,6 +27,7 @@
 //! [`EngineError`]); models are `Send` so each can live on its own thread; inference takes
 //! `&self`.
 
+pub mod audio;
 mod bert;
 mod checks;
 pub mod embedding;
@@ -38,6 +41,7 @@ pub mod rerank;
 #[cfg(test)]
 mod test_rng;
 pub mod text;
+pub mod whisper;
 
 pub use candle_core::quantized as candle_quantized;
 pub use checks::MAX_CONTEXT;

