@@ -154,9 +154,23 @@ pub struct ModelArgs {
     /// Requests that may wait per model replica; beyond it requests get 503 with Retry-After.
     #[arg(long, env = "XINFERENCE_MODEL_QUEUE_SIZE", default_value_t = 256)]
     pub model_queue_size: usize,
+    /// Longest audio a speech-to-text request may carry, in seconds; longer is 413.
+    #[arg(long, env = "XINFERENCE_MAX_AUDIO_SECONDS", default_value_t = xi_engine::audio::MAX_AUDIO_SECONDS)]
+    pub max_audio_seconds: f64,
 }
 
 impl ModelArgs {
+    /// The speech-to-text input limits, or why `--max-audio-seconds` is unusable.
+    pub fn audio_limits(&self) -> Result<xi_engine::audio::AudioLimits, String> {
+        let s = self.max_audio_seconds;
+        if !(s.is_finite() && s > 0.0 && s <= 24.0 * 3600.0) {
+            return Err(format!(
+                "--max-audio-seconds must be a number of seconds in (0, 86400], got {s}"
+            ));
+        }
+        Ok(xi_engine::audio::AudioLimits { max_seconds: s })
+    }
+
     /// Call before any thread exists: candle and rayon read this when they size their pools.
     pub fn apply_threads(&self) {
         if let Some(threads) = self.threads {

@@ -21,4 +21,6 @@ if [ -z "${XINFERENCE_LOCAL:-}" ]; then
   XINFERENCE_LOCAL="${CARGO_TARGET_DIR:-target}/debug/xinference-local"
 fi
 export XINFERENCE_LOCAL
+# The speech-to-text test synthesises its audio with espeak-ng.
+scripts/install-espeak.sh >/dev/null
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/compat

@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 # PostgreSQL for the tests that start a throwaway server of their own (installs Debian's
 # package when missing; starts no server).
 scripts/install-postgres.sh >/dev/null
+# espeak-ng for the speech-to-text tests, which synthesise known sentences (Debian's package).
+scripts/install-espeak.sh >/dev/null
 cargo test --workspace --locked "$@"
 scripts/compat-test.sh
 scripts/browser-test.sh

@@ -202,3 +202,46 @@ def test_cluster_and_model_views(server, models):
     assert client.get_workers_info()
     assert client.get_supervisor_info()
     client.terminate_model(uid)
+
+
+def espeak(text):
+    """`text` spoken by espeak-ng as WAV bytes (scripts/install-espeak.sh installs it)."""
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-g", "4", "-w", f.name, text], check=True)
+        return open(f.name, "rb").read()
+
+
+def test_speech_to_text_through_both_sdks(server, models):
+    client = admin(server)
+    uid = client.launch_model(model_name="whisper-tiny.en", model_type="audio", model_uid="sdk-whisper",
+                              model_path=f"{models}/whisper-tiny.en")
+    reader = Client(server)
+    reader.login("user2", "secret2")
+    assert reader.list_models()[uid]["model_type"] == "audio"
+    audio = espeak("The weather today is sunny with a light wind from the west.")
+    model = reader.get_model(uid)
+    text = model.transcriptions(audio)["text"]
+    assert "weather today is sunny" in text.lower()
+    verbose = model.transcriptions(audio, language="en", response_format="verbose_json")
+    assert verbose["text"] == text and verbose["segments"][0]["start"] >= 0
+    # tiny.en cannot translate: the SDK raises with our reason.
+    with pytest.raises(RuntimeError, match="English-only"):
+        model.translations(audio)
+
+    openai = OpenAI(base_url=f"{server}/v1", api_key=ADMIN_KEY)
+    got = openai.audio.transcriptions.create(model=uid, file=("speech.wav", audio))
+    assert got.text == text
+    srt = openai.audio.transcriptions.create(model=uid, file=("speech.wav", audio), response_format="srt")
+    assert srt.startswith("1\n00:00:00,000 --> ")
+    timed = openai.audio.transcriptions.create(model=uid, file=("speech.wav", audio), response_format="verbose_json",
+                                              timestamp_granularities=["word"])
+    assert "".join(w.word for w in timed.words).strip() == text
+    assert all(w.start <= w.end for w in timed.words)
+    stream = openai.audio.transcriptions.create(model=uid, file=("speech.wav", audio), stream=True)
+    events = list(stream)
+    assert events[-1].type == "transcript.text.done" and events[-1].text == text
+    assert all(e.type == "transcript.text.delta" for e in events[:-1]) and len(events) >= 2
+
+    client.terminate_model(uid)

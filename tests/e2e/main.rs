@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `xinference-local` binary on 127.0.0.1:0 (and the `xinference`
 //! CLI against it).
 
+mod audio;
 mod choices;
 mod cli;
 mod cluster;

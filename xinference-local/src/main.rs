@@ -107,6 +107,7 @@ fn serve(cli: Cli) -> Result<(), String> {
 
     let mut worker_config = WorkerConfig::new(address.to_string(), &home);
     worker_config.queue_capacity = cli.models.model_queue_size.max(1);
+    worker_config.audio_limits = cli.models.audio_limits()?;
     worker_config.template_sandbox = Some(xi_launch::template_sandbox()?);
     let worker: Arc<dyn Worker> = Arc::new(LocalWorker::new(worker_config));
     serve_api("xinference-local", supervisor, listener, vec![worker])

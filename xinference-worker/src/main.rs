@@ -72,6 +72,7 @@ fn serve(cli: Cli) -> Result<(), String> {
     let address = std::net::SocketAddr::new(host, bound.port()).to_string();
     let mut worker = WorkerConfig::new(address.clone(), &home);
     worker.queue_capacity = cli.models.model_queue_size.max(1);
+    worker.audio_limits = cli.models.audio_limits()?;
     worker.template_sandbox = Some(xi_launch::template_sandbox()?);
     let config = NodeConfig {
         supervisor: cli.endpoint.trim_end_matches('/').to_string(),

@@ -6,13 +6,15 @@
 //! [`launch`] (the typed launch options, parsed once), [`generation`] (the typed sampling fields
 //! of a generation request and their defaults), [`guide`] (structured output: the constraint a
 //! request puts on its answer), [`tools`] (tool calling: the functions a chat offers and the
-//! calls an answer makes), [`worker`] (the supervisor's view of a
+//! calls an answer makes), [`audio`] (speech-to-text requests, transcripts and their
+//! formats), [`worker`] (the supervisor's view of a
 //! worker), [`sso`] (single sign-on: providers, one-time login codes, device logins), [`cluster`] (the supervisor <-> worker protocol), [`names`] (the rules for names
 //! that become paths) and
 //! [`ErrorBody`] (every error body is `{"detail": "..."}`).
 //!
 //! Invariant: this crate knows nothing of actix, candle or any runtime; it is plain serde types.
 
+pub mod audio;
 pub mod auth;
 pub mod cluster;
 pub mod generation;

@@ -15,10 +15,18 @@ pub enum ModelType {
     Embedding,
     #[serde(rename = "rerank")]
     Rerank,
+    /// Speech-to-text (Whisper), upstream's `audio` type.
+    #[serde(rename = "audio")]
+    Audio,
 }
 
 impl ModelType {
-    pub const ALL: [ModelType; 3] = [ModelType::Llm, ModelType::Embedding, ModelType::Rerank];
+    pub const ALL: [ModelType; 4] = [
+        ModelType::Llm,
+        ModelType::Embedding,
+        ModelType::Rerank,
+        ModelType::Audio,
+    ];
 
     /// The value used in URLs and request bodies.
     pub const fn as_str(self) -> &'static str {
@@ -26,6 +34,7 @@ impl ModelType {
             ModelType::Llm => "LLM",
             ModelType::Embedding => "embedding",
             ModelType::Rerank => "rerank",
+            ModelType::Audio => "audio",
         }
     }
 
@@ -35,6 +44,7 @@ impl ModelType {
             ModelType::Llm => "llm",
             ModelType::Embedding => "embedding",
             ModelType::Rerank => "rerank",
+            ModelType::Audio => "audio",
         }
     }
 }
@@ -52,7 +62,7 @@ impl FromStr for ModelType {
         match ModelType::ALL.into_iter().find(|t| t.as_str() == s) {
             Some(t) => Ok(t),
             None => Err(format!(
-                "Model type {s:?} is not supported; supported types: LLM, embedding, rerank"
+                "Model type {s:?} is not supported; supported types: LLM, embedding, rerank, audio"
             )),
         }
     }

@@ -65,6 +65,8 @@ pub enum WorkerErrorKind {
     InvalidModel,
     /// The request cannot be served as sent (400).
     InvalidInput,
+    /// The request's input is over a limit (audio longer than the longest accepted): 413.
+    TooLarge,
     /// No such replica, or it was terminated meanwhile (404).
     NotFound,
     /// The replica's queue is full (503 with Retry-After).
@@ -82,9 +84,10 @@ pub enum WorkerErrorKind {
 
 impl WorkerErrorKind {
     /// Every kind, for tables and their tests.
-    pub const ALL: [WorkerErrorKind; 8] = [
+    pub const ALL: [WorkerErrorKind; 9] = [
         WorkerErrorKind::InvalidModel,
         WorkerErrorKind::InvalidInput,
+        WorkerErrorKind::TooLarge,
         WorkerErrorKind::NotFound,
         WorkerErrorKind::Busy,
         WorkerErrorKind::Unavailable,
@@ -100,6 +103,7 @@ impl WorkerErrorKind {
     pub fn status(self) -> u16 {
         match self {
             WorkerErrorKind::InvalidModel | WorkerErrorKind::InvalidInput => 400,
+            WorkerErrorKind::TooLarge => 413,
             WorkerErrorKind::NotFound => 404,
             WorkerErrorKind::Busy | WorkerErrorKind::Unavailable | WorkerErrorKind::Unreachable => {
                 503
@@ -200,6 +204,13 @@ pub trait Worker: Send + Sync + 'static {
         replica_uid: String,
         request: RerankRequest,
     ) -> BoxFuture<'_, Result<RerankResponse, WorkerError>>;
+    /// Starts a transcription (or translation) of an audio file; the stream yields segments
+    /// as they are decoded and ends after `Done` or `Error`. Dropping it stops the work.
+    fn transcribe(
+        &self,
+        replica_uid: String,
+        request: crate::audio::TranscribeRequest,
+    ) -> BoxFuture<'_, Result<crate::audio::TranscribeStream, WorkerError>>;
     /// Starts a generation; the stream ends after `Done` or `Error`. Dropping the stream stops
     /// the generation (within one token).
     fn generate(

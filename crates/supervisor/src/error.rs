@@ -205,6 +205,7 @@ impl From<WorkerError> for SupervisorError {
                 retry_after: Some(1),
             },
             WorkerErrorKind::Cancelled => SupervisorError::Cancelled(e.message),
+            WorkerErrorKind::TooLarge => SupervisorError::PayloadTooLarge(e.message),
             WorkerErrorKind::Internal => SupervisorError::Internal(e.message),
         }
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
+use xi_api::audio::{AudioTask, TranscribeRequest, TranscribeStream};
 use xi_api::models::ModelType;
 use xi_api::worker::{
     BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateEvent, GenerateRequest,
@@ -16,11 +17,13 @@ use xi_engine::llm::tools::{
     call_grammar, prepare_chat, Piece, ReasoningPiece, ReasoningSplitter, ToolCallParser,
 };
 use xi_engine::llm::CompiledGrammar;
-use xi_engine::EngineError;
+use xi_engine::whisper::{self, Task, TranscribeOptions};
+use xi_engine::{audio, EngineError};
 
 use xi_api::cluster::{RunningReplica, WorkerResources};
 
 use crate::gpu;
+use crate::replica::speech::SpeechJob;
 use crate::replica::{Job, LlmTools, Replica, ReplicaOptions};
 use crate::system::SystemProbe;
 use crate::template_sandbox::{Renderer, TemplateSandbox};
@@ -42,6 +45,8 @@ pub struct WorkerConfig {
     /// render in-process, bounded by fuel and an output limit only: a template can still
     /// exhaust the process's memory, so servers set this.
     pub template_sandbox: Option<TemplateSandbox>,
+    /// Longest audio one speech-to-text request may carry (longer is 413).
+    pub audio_limits: audio::AudioLimits,
 }
 
 impl WorkerConfig {
@@ -52,6 +57,7 @@ impl WorkerConfig {
             batch_tokens: 8_192,
             cache_dir: home.join("cache").join("v2"),
             template_sandbox: None,
+            audio_limits: audio::AudioLimits::default(),
         }
     }
 }
@@ -286,6 +292,28 @@ impl Worker for LocalWorker {
         request: RerankRequest,
     ) -> BoxFuture<'_, Result<RerankResponse, WorkerError>> {
         Box::pin(async move { self.ask(&replica_uid, |tx| Job::Rerank(request, tx)).await })
+    }
+
+    fn transcribe(
+        &self,
+        replica_uid: String,
+        request: TranscribeRequest,
+    ) -> BoxFuture<'_, Result<TranscribeStream, WorkerError>> {
+        Box::pin(async move {
+            self.replica(&replica_uid)?;
+            let limits = self.config.audio_limits;
+            let job = tokio::task::spawn_blocking(move || speech_job(request, &limits))
+                .await
+                .map_err(|e| WorkerError::new(WorkerErrorKind::Internal, e.to_string()))??;
+            let replica = self.replica(&replica_uid)?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            replica.submit(Job::Transcribe(Box::new(job), tx))?;
+            drop(replica);
+            let events = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|event| (event, rx))
+            });
+            Ok(Box::pin(events) as TranscribeStream)
+        })
     }
 
     fn generate(
@@ -547,4 +575,48 @@ async fn stop_when_unshared(mut replica: Arc<Replica>) {
             }
         }
     }
+}
+
+/// Decodes a request's audio (off the async runtime and off the model thread) into the job a
+/// Whisper replica runs. Audio over the length limit is 413, any other bad file 400.
+fn speech_job(
+    request: TranscribeRequest,
+    limits: &audio::AudioLimits,
+) -> Result<SpeechJob, WorkerError> {
+    let pcm = audio::decode_to_16k_mono(&request.audio, limits).map_err(|e| {
+        let kind = if audio::is_too_long(&e) {
+            WorkerErrorKind::TooLarge
+        } else {
+            WorkerErrorKind::InvalidInput
+        };
+        WorkerError::new(kind, e.to_string())
+    })?;
+    let task = match request.task {
+        AudioTask::Transcribe => Task::Transcribe,
+        AudioTask::Translate => Task::Translate,
+    };
+    let language = match request.language.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(l) => Some(
+            whisper::language_code(l)
+                .ok_or_else(|| {
+                    WorkerError::new(
+                        WorkerErrorKind::InvalidInput,
+                        format!("language '{l}' is not one Whisper knows (use an ISO-639-1 code such as 'en')"),
+                    )
+                })?
+                .to_string(),
+        ),
+    };
+    Ok(SpeechJob {
+        samples: pcm.samples,
+        options: TranscribeOptions {
+            task,
+            language,
+            prompt: request.prompt,
+            temperature: request.temperature,
+            seed: 0,
+            word_timestamps: request.word_timestamps,
+        },
+    })
 }

@@ -1,10 +1,11 @@
 //! One replica: a model on its own thread, fed by a bounded queue. The thread loads the model
 //! (`load`: download, checks, the engine's loaders) and then serves it: LLMs through the
 //! continuous batcher (`crate::batcher`), embedding and rerank models in dynamically batched
-//! rounds (`rounds`). A panic in either fails that launch or those requests, never the process.
+//! rounds (`rounds`), Whisper models window by window with batched encoding (`speech`). A panic in either fails that launch or those requests, never the process.
 
 mod load;
 mod rounds;
+pub mod speech;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -13,6 +14,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
+use xi_api::audio::TranscribeEvent;
 use xi_api::worker::{
     EmbedRequest, EmbedResponse, GenerateEvent, GenerateRequest, ReplicaInfo, ReplicaSpec,
     RerankRequest, RerankResponse, WorkerError, WorkerErrorKind,
@@ -41,6 +43,9 @@ pub enum Job {
         Option<CompiledGrammar>,
         UnboundedSender<GenerateEvent>,
     ),
+    /// Decoded audio to transcribe; segments go out as they are decoded, a closed channel
+    /// (client gone) stops the work.
+    Transcribe(Box<speech::SpeechJob>, UnboundedSender<TranscribeEvent>),
 }
 
 /// Shared between the replica thread and the worker.
@@ -216,7 +221,7 @@ fn run(
                     ),
                     reasoning: reasoning_tags(&spec.options),
                 }),
-                Loaded::Encoder(_) => None,
+                Loaded::Encoder(_) | Loaded::Speech(_) => None,
             };
             let _ = ready.send(Ok(Ready { info, llm }));
             model
@@ -234,6 +239,7 @@ fn run(
         let served = contained(|| match &mut model {
             Loaded::Llm(m) => crate::batcher::serve(m, options, &shared, &receiver),
             Loaded::Encoder(m) => rounds::serve(m, options, &shared, &receiver),
+            Loaded::Speech(m) => speech::serve(m, options, &shared, &receiver),
         });
         match served {
             Ok(()) => break,
@@ -266,6 +272,7 @@ pub(crate) fn refuse(jobs: Vec<Job>) {
             Job::Embed(_, reply) => drop(reply.send(Err(terminated()))),
             Job::Rerank(_, reply) => drop(reply.send(Err(terminated()))),
             Job::Generate(_, _, events) => drop(events.send(GenerateEvent::Error(terminated()))),
+            Job::Transcribe(_, events) => drop(events.send(TranscribeEvent::Error(terminated()))),
         }
     }
 }

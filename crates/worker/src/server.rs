@@ -18,6 +18,7 @@ use actix_web::{App, HttpResponse, HttpServer};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::Notify;
+use xi_api::audio::TranscribeRequest;
 use xi_api::cluster::CLUSTER_SECRET_HEADER;
 use xi_api::worker::{
     EmbedRequest, GenerateRequest, ReplicaSpec, RerankRequest, Worker, WorkerError, WorkerErrorKind,
@@ -152,16 +153,22 @@ async fn generate(
         .await
     {
         Err(e) => failure(e),
-        Ok(events) => {
-            let lines = events.map(|event| {
-                let mut line = serde_json::to_vec(&event).unwrap_or_default();
-                line.push(b'\n');
-                Ok::<_, actix_web::Error>(Bytes::from(line))
-            });
-            HttpResponse::Ok()
-                .content_type("application/x-ndjson")
-                .streaming(lines)
-        }
+        Ok(events) => ndjson(events),
+    }
+}
+
+async fn transcribe(
+    state: web::Data<NodeState>,
+    uid: web::Path<String>,
+    request: web::Json<TranscribeRequest>,
+) -> HttpResponse {
+    match state
+        .worker
+        .transcribe(uid.into_inner(), request.into_inner())
+        .await
+    {
+        Err(e) => failure(e),
+        Ok(events) => ndjson(events),
     }
 }
 
@@ -212,6 +219,7 @@ pub fn serve(
                     .route("/replicas/{uid}/embed", web::post().to(embed))
                     .route("/replicas/{uid}/rerank", web::post().to(rerank))
                     .route("/replicas/{uid}/generate", web::post().to(generate))
+                    .route("/replicas/{uid}/transcribe", web::post().to(transcribe))
                     .route("/shutdown", web::post().to(shutdown)),
             )
             .default_service(web::to(not_found))
@@ -233,6 +241,20 @@ pub fn serve(
     Ok(server)
 }
 
+/// A stream of events as NDJSON, one JSON object per line.
+fn ndjson<T: serde::Serialize + 'static>(
+    events: impl futures_util::Stream<Item = T> + 'static,
+) -> HttpResponse {
+    let lines = events.map(|event| {
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, actix_web::Error>(Bytes::from(line))
+    });
+    HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(lines)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +270,7 @@ mod tests {
                     kind,
                     WorkerErrorKind::InvalidModel
                         | WorkerErrorKind::InvalidInput
+                        | WorkerErrorKind::TooLarge
                         | WorkerErrorKind::NotFound
                         | WorkerErrorKind::Cancelled
                 ),

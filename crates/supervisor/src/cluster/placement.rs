@@ -226,6 +226,13 @@ mod tests {
         ) -> BoxFuture<'_, Result<EventStream, WorkerError>> {
             unreachable!()
         }
+        fn transcribe(
+            &self,
+            _: String,
+            _: xi_api::audio::TranscribeRequest,
+        ) -> BoxFuture<'_, Result<xi_api::audio::TranscribeStream, WorkerError>> {
+            unreachable!()
+        }
     }
 
     const GIB: u64 = 1 << 30;

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
+use xi_api::audio::{TranscribeEvent, TranscribeRequest, TranscribeStream};
 use xi_api::cluster::{WorkerResources, CLUSTER_SECRET_HEADER};
 use xi_api::worker::{
     BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateEvent, GenerateRequest,
@@ -180,31 +181,34 @@ impl Ends {
     }
 }
 
-/// The events up to and including the last (see [`Ends`]).
-fn until_final(
-    events: impl futures_util::Stream<Item = GenerateEvent> + Send + 'static,
-    choices: usize,
-) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
-    let state = (Box::pin(events), Ends::new(choices), false);
-    futures_util::stream::unfold(state, |(mut events, mut ends, done)| async move {
+/// `events` up to and including the first one `last` says is final.
+fn until_final<T: Send + 'static>(
+    events: impl futures_util::Stream<Item = T> + Send + 'static,
+    last: impl FnMut(&T) -> bool + Send + 'static,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    let state = (Box::pin(events), last, false);
+    futures_util::stream::unfold(state, |(mut events, mut last, done)| async move {
         if done {
             return None;
         }
         let event = events.next().await?;
-        let last = ends.last(&event);
-        Some((event, (events, ends, last)))
+        let fin = last(&event);
+        Some((event, (events, last, fin)))
     })
 }
 
-/// Splits a byte stream into lines and parses each as a [`GenerateEvent`].
-fn ndjson_events(
+/// Splits a byte stream into lines and parses each as an event `T`, ending after the event
+/// `last` says is the last one; a bad line or a cut stream becomes the error event `error`
+/// makes (and ends the stream).
+fn ndjson_lines<T: DeserializeOwned + Send + 'static>(
     bytes: impl futures_util::Stream<Item = reqwest::Result<actix_web::web::Bytes>> + Send + 'static,
     address: String,
-    choices: usize,
-) -> impl futures_util::Stream<Item = GenerateEvent> + Send + 'static {
+    last: impl FnMut(&T) -> bool + Send + 'static,
+    error: fn(WorkerError) -> T,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::unfold(
-        (Box::pin(bytes), Vec::<u8>::new(), Ends::new(choices), false),
-        move |(mut bytes, mut buffer, mut ends, done)| {
+        (Box::pin(bytes), Vec::<u8>::new(), last, false),
+        move |(mut bytes, mut buffer, mut last, done)| {
             let address = address.clone();
             async move {
                 if done {
@@ -213,31 +217,30 @@ fn ndjson_events(
                 loop {
                     if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = buffer.drain(..=end).collect();
-                        let event =
-                            serde_json::from_slice::<GenerateEvent>(&line).unwrap_or_else(|e| {
-                                GenerateEvent::Error(WorkerError::new(
-                                    WorkerErrorKind::Internal,
-                                    format!("bad event from worker {address}: {e}"),
-                                ))
-                            });
-                        let last = ends.last(&event);
-                        return Some((event, (bytes, buffer, ends, last)));
+                        let event = serde_json::from_slice::<T>(&line).unwrap_or_else(|e| {
+                            error(WorkerError::new(
+                                WorkerErrorKind::Internal,
+                                format!("bad event from worker {address}: {e}"),
+                            ))
+                        });
+                        let is_last = last(&event);
+                        return Some((event, (bytes, buffer, last, is_last)));
                     }
                     match bytes.next().await {
                         Some(Ok(chunk)) => buffer.extend_from_slice(chunk.as_ref()),
                         Some(Err(e)) => {
-                            let event = GenerateEvent::Error(WorkerError::new(
+                            let event = error(WorkerError::new(
                                 WorkerErrorKind::Unreachable,
                                 format!("Worker {address} is unreachable: {e}"),
                             ));
-                            return Some((event, (bytes, buffer, ends, true)));
+                            return Some((event, (bytes, buffer, last, true)));
                         }
                         None => {
-                            let event = GenerateEvent::Error(WorkerError::new(
+                            let event = error(WorkerError::new(
                                 WorkerErrorKind::Unreachable,
                                 format!("Worker {address} closed the stream before the end"),
                             ));
-                            return Some((event, (bytes, buffer, ends, true)));
+                            return Some((event, (bytes, buffer, last, true)));
                         }
                     }
                 }
@@ -309,44 +312,90 @@ impl Worker for RemoteWorker {
         })
     }
 
+    fn transcribe(
+        &self,
+        replica_uid: String,
+        request: TranscribeRequest,
+    ) -> BoxFuture<'_, Result<TranscribeStream, WorkerError>> {
+        Box::pin(async move {
+            let path = format!("/replicas/{replica_uid}/transcribe");
+            let last = || {
+                |e: &TranscribeEvent| {
+                    matches!(e, TranscribeEvent::Done(_) | TranscribeEvent::Error(_))
+                }
+            };
+            let events = self
+                .stream_post(&path, &request, last, TranscribeEvent::Error)
+                .await?;
+            Ok(Box::pin(events) as TranscribeStream)
+        })
+    }
+
     fn generate(
         &self,
         replica_uid: String,
         request: GenerateRequest,
     ) -> BoxFuture<'_, Result<EventStream, WorkerError>> {
         Box::pin(async move {
-            if self.is_lost() {
-                return Err(self.unreachable("it stopped sending heartbeats"));
-            }
             let path = format!("/replicas/{replica_uid}/generate");
-            let send = async {
-                let response = self
-                    .post(&path, &request)
-                    .send()
-                    .await
-                    .map_err(|e| self.transport(e))?;
-                self.check(response).await
-            };
-            let response = tokio::select! {
-                result = send => result?,
-                () = self.lost() => return Err(self.unreachable("it stopped sending heartbeats")),
-            };
-            // Dropping the stream drops the connection: the worker sees it and stops.
             let choices = request.sampling.choices();
-            let events = ndjson_events(response.bytes_stream(), self.address.clone(), choices);
-            let address = self.address.clone();
-            let lost = self.lost();
-            let cut = futures_util::stream::once(async move {
-                lost.await;
-                GenerateEvent::Error(WorkerError::new(
-                    WorkerErrorKind::Unreachable,
-                    format!("Worker {address} is unreachable: it stopped sending heartbeats"),
-                ))
-            });
-            // Whichever ends first: the worker's events, or the worker being declared dead.
-            let merged = futures_util::stream::select(events, cut);
-            Ok(Box::pin(until_final(merged, choices)) as EventStream)
+            let last = move || {
+                let mut ends = Ends::new(choices);
+                move |e: &GenerateEvent| ends.last(e)
+            };
+            let events = self
+                .stream_post(&path, &request, last, GenerateEvent::Error)
+                .await?;
+            Ok(Box::pin(events) as EventStream)
         })
+    }
+}
+
+impl RemoteWorker {
+    /// POSTs `request` to a streaming route and yields its NDJSON events up to the one a
+    /// predicate made by `last` says is final, or until the worker is declared dead (then an
+    /// `error` event says so). Dropping the stream drops the connection: the worker sees it
+    /// and stops.
+    async fn stream_post<T, L>(
+        &self,
+        path: &str,
+        request: &impl Serialize,
+        last: impl Fn() -> L,
+        error: fn(WorkerError) -> T,
+    ) -> Result<impl futures_util::Stream<Item = T> + Send + 'static, WorkerError>
+    where
+        T: DeserializeOwned + Send + 'static,
+        L: FnMut(&T) -> bool + Send + 'static,
+    {
+        if self.is_lost() {
+            return Err(self.unreachable("it stopped sending heartbeats"));
+        }
+        let send = async {
+            let response = self
+                .post(path, request)
+                .send()
+                .await
+                .map_err(|e| self.transport(e))?;
+            self.check(response).await
+        };
+        let response = tokio::select! {
+            result = send => result?,
+            () = self.lost() => return Err(self.unreachable("it stopped sending heartbeats")),
+        };
+        let events = ndjson_lines(response.bytes_stream(), self.address.clone(), last(), error);
+        let address = self.address.clone();
+        let lost = self.lost();
+        let cut = futures_util::stream::once(async move {
+            lost.await;
+            error(WorkerError::new(
+                WorkerErrorKind::Unreachable,
+                format!("Worker {address} is unreachable: it stopped sending heartbeats"),
+            ))
+        });
+        // Whichever ends first: the worker's events, or the worker being declared dead (the
+        // heartbeat watch never ends by itself, so the first final event ends the merge).
+        let merged = futures_util::stream::select(events, cut);
+        Ok(until_final(merged, last()))
     }
 }
 

@@ -142,6 +142,11 @@ pub fn description(plan: &LaunchPlan) -> Map<String, Value> {
             d.insert("language".into(), from(family, "language"));
             d.insert("model_ability".into(), json!(["rerank"]));
         }
+        ModelType::Audio => {
+            d.insert("model_family".into(), from(family, "model_family"));
+            d.insert("model_ability".into(), json!(["audio2text"]));
+            d.insert("multilingual".into(), from(family, "multilingual"));
+        }
         ModelType::Llm => {
             for key in [
                 "model_lang",

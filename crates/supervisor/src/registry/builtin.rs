@@ -24,6 +24,7 @@ macro_rules! catalogue {
     (@type llm) => { ModelType::Llm };
     (@type embedding) => { ModelType::Embedding };
     (@type rerank) => { ModelType::Rerank };
+    (@type audio) => { ModelType::Audio };
 }
 
 catalogue! {
@@ -38,6 +39,16 @@ catalogue! {
     embedding / "bge-small-en-v1.5.json",
     rerank / "bge-reranker-base.json",
     rerank / "ms-marco-MiniLM-L-6-v2.json",
+    audio / "whisper-base.json",
+    audio / "whisper-base.en.json",
+    audio / "whisper-large-v3.json",
+    audio / "whisper-large-v3-turbo.json",
+    audio / "whisper-medium.json",
+    audio / "whisper-medium.en.json",
+    audio / "whisper-small.json",
+    audio / "whisper-small.en.json",
+    audio / "whisper-tiny.json",
+    audio / "whisper-tiny.en.json",
 }
 
 /// Parses the embedded catalogue. An error here is a build defect, reported at startup.
@@ -113,7 +124,7 @@ mod tests {
     fn every_file_in_the_catalogue_folders_is_embedded() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("catalogue");
         let mut on_disk = Vec::new();
-        for kind in ["llm", "embedding", "rerank"] {
+        for kind in ["llm", "embedding", "rerank", "audio"] {
             for entry in std::fs::read_dir(root.join(kind)).unwrap() {
                 let name = entry.unwrap().file_name().into_string().unwrap();
                 on_disk.push(format!("{kind}/{name}"));
@@ -150,6 +161,8 @@ mod tests {
             "ms-marco-MiniLM-L-6-v2",
             "qwen2.5-instruct",
             "llama-3.2-instruct",
+            "whisper-tiny.en",
+            "whisper-large-v3",
         ] {
             assert!(families.iter().any(|f| f.name == name), "{name} missing");
         }

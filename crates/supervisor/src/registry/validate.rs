@@ -73,6 +73,7 @@ pub fn custom_definition(
             positive_int(&model, "max_tokens")?;
             string_list_or_default(&mut model, "language")?;
         }
+        ModelType::Audio => audio_fields(&mut model)?,
         ModelType::Rerank => {
             model.entry("type").or_insert(json!("normal"));
             model.entry("max_tokens").or_insert(json!(512));
@@ -82,6 +83,32 @@ pub fn custom_definition(
     }
     model.insert("is_builtin".into(), Value::Bool(false));
     Ok(model)
+}
+
+/// An audio model: a speech-to-text family (`model_family` defaults to `whisper`, the only
+/// one we run), `model_ability` `["audio2text"]`, `multilingual` a boolean (default true).
+fn audio_fields(model: &mut Map<String, Value>) -> Result<(), SupervisorError> {
+    let family = model.entry("model_family").or_insert(json!("whisper"));
+    if family.as_str() != Some("whisper") {
+        return Err(bad(
+            "Invalid model definition: `model_family` of an audio model must be \"whisper\" (the speech-to-text models we run)",
+        ));
+    }
+    let ability = model
+        .entry("model_ability")
+        .or_insert(json!(["audio2text"]));
+    if ability != &json!(["audio2text"]) {
+        return Err(bad(
+            "Invalid model definition: `model_ability` of an audio model must be [\"audio2text\"]",
+        ));
+    }
+    let multilingual = model.entry("multilingual").or_insert(json!(true));
+    if !multilingual.is_boolean() {
+        return Err(bad(
+            "Invalid model definition: `multilingual` must be true or false",
+        ));
+    }
+    Ok(())
 }
 
 fn positive_int(model: &Map<String, Value>, key: &str) -> Result<u64, SupervisorError> {
@@ -119,7 +146,7 @@ fn specs(
 ) -> Result<(), SupervisorError> {
     let formats: &[&str] = match model_type {
         ModelType::Llm => &["pytorch", "ggufv2"],
-        ModelType::Embedding | ModelType::Rerank => &["pytorch"],
+        ModelType::Embedding | ModelType::Rerank | ModelType::Audio => &["pytorch"],
     };
     let specs = model
         .get_mut("model_specs")

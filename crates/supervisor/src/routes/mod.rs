@@ -7,6 +7,7 @@
 //! (or `RequireUnlessPublic<P>`, or the identity routes' `Acting<P>`, which wraps `Require<P>`)
 //! in its signature, and the test proves the two agree.
 
+mod audio;
 mod auth;
 mod catalogue;
 mod cluster;
@@ -227,6 +228,15 @@ pub fn route_table() -> Vec<RouteDef> {
         }),
         row(Post, "/v1/rerank", Requires(ModelsRead), |r| {
             r.to(inference::rerank)
+        }),
+        row(
+            Post,
+            "/v1/audio/transcriptions",
+            Requires(ModelsRead),
+            |r| r.to(audio::transcriptions),
+        ),
+        row(Post, "/v1/audio/translations", Requires(ModelsRead), |r| {
+            r.to(audio::translations)
         }),
         // Sessions of the identity store: a refresh token is its own credential.
         row(Post, "/v1/auth/refresh", Public, |r| {

@@ -412,9 +412,10 @@ async fn only_an_unreachable_worker_is_failed_over_a_busy_one_answers_503() {
 }
 
 /// Each worker error kind and the status (and `Retry-After`) the client gets for it.
-const STATUS_OF_KIND: [(WorkerErrorKind, u16, Option<&str>); 8] = [
+const STATUS_OF_KIND: [(WorkerErrorKind, u16, Option<&str>); 9] = [
     (WorkerErrorKind::InvalidModel, 400, None),
     (WorkerErrorKind::InvalidInput, 400, None),
+    (WorkerErrorKind::TooLarge, 413, None),
     (WorkerErrorKind::NotFound, 404, None),
     (WorkerErrorKind::Busy, 503, Some("1")),
     (WorkerErrorKind::Unavailable, 503, None),

@@ -7,6 +7,7 @@ use xi_api::models::ModelType;
 use xi_api::worker::{ReplicaInfo, ReplicaSpec, WorkerError, WorkerErrorKind};
 use xi_engine::candle_quantized::GgmlDType;
 use xi_engine::llm::{LlmModel, LoadOptions};
+use xi_engine::whisper::WhisperModel;
 use xi_engine::{CrossEncoder, Embed, EmbeddingModel, Placement, Rerank};
 
 use super::ReplicaShared;
@@ -16,6 +17,7 @@ use crate::gpu::DeviceChoice;
 pub(super) enum Loaded {
     Encoder(Encoder),
     Llm(Box<LlmModel>),
+    Speech(Box<WhisperModel>),
 }
 
 /// The models served in dynamically batched rounds.
@@ -71,6 +73,10 @@ pub(super) fn load(
                 max_tokens: Some(model.max_tokens()),
             };
             (Loaded::Encoder(Encoder::Rerank(Box::new(model))), info)
+        }
+        ModelType::Audio => {
+            let model = WhisperModel::load(&spec.model_path, &placement)?;
+            (Loaded::Speech(Box::new(model)), ReplicaInfo::default())
         }
         ModelType::Llm => {
             let options = LoadOptions {

@@ -63,7 +63,7 @@ fn estimate_tokens(job: &Job) -> usize {
             .iter()
             .map(|d| (d.len() + r.query.len()) / 3 + 3)
             .sum(),
-        Job::Generate(..) => 0,
+        Job::Generate(..) | Job::Transcribe(..) => 0,
     }
 }
 
