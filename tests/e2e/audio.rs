@@ -397,3 +397,90 @@ async fn whisper_transcribes_in_every_format_with_auth_and_limits() {
     let (status, _, _) = send(&client, url, Some(&reader), &[("model", "stt")], Some(&wav)).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_registered_audio_model_launches_by_name() {
+    let dir = TempDir::new().unwrap();
+    let local = Local::start(&dir.path().join("home"), &[]);
+    let client = Client::new();
+    // Upstream's flat shape: model_uri at the top level.
+    let definition = json!({
+        "model_name": "my-whisper", "model_family": "whisper", "multilingual": false,
+        "model_uri": whisper_tiny_en(),
+    });
+    let (status, body) = post(
+        &client,
+        local.url("/v1/model_registrations/audio"),
+        None,
+        json!({ "model": definition.to_string(), "persist": false }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = client
+        .get(local.url("/v1/model_registrations/audio"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["model_name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"my-whisper") && names.contains(&"whisper-large-v3"),
+        "{names:?}"
+    );
+    let (status, body) = post(
+        &client,
+        local.url("/v1/models"),
+        None,
+        json!({ "model_uid": "mine", "model_name": "my-whisper", "model_type": "audio" }),
+    )
+    .await;
+    assert_eq!((status, &body), (200, &json!({ "model_uid": "mine" })));
+    let wav = speech(SENTENCES[4]);
+    let (status, _, body) = send(
+        &client,
+        local.url("/v1/audio/transcriptions"),
+        None,
+        &[("model", "mine")],
+        Some(&wav),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("weather today is sunny"), "{body}");
+
+    // A definition that is not a speech model is refused naming the field.
+    for (bad, needle) in [
+        (
+            json!({ "model_name": "x", "model_family": "sensevoice", "model_uri": whisper_tiny_en() }),
+            "model_family",
+        ),
+        (
+            json!({ "model_name": "x", "model_ability": ["text2audio"], "model_uri": whisper_tiny_en() }),
+            "model_ability",
+        ),
+        (
+            json!({ "model_name": "x", "multilingual": "yes", "model_uri": whisper_tiny_en() }),
+            "multilingual",
+        ),
+        (json!({ "model_name": "x" }), "model_specs"),
+    ] {
+        let (status, body) = post(
+            &client,
+            local.url("/v1/model_registrations/audio"),
+            None,
+            json!({ "model": bad.to_string(), "persist": false }),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad} -> {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(needle),
+            "{bad} -> {body}"
+        );
+    }
+}

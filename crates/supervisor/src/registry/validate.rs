@@ -65,6 +65,9 @@ pub fn custom_definition(
             names::MAX_MODEL_NAME_LEN
         )));
     }
+    if model_type == ModelType::Audio {
+        flat_audio_spec(&mut model);
+    }
     specs(model_type, &mut model, check_paths)?;
     match model_type {
         ModelType::Llm => llm_fields(&mut model, builtins)?,
@@ -83,6 +86,25 @@ pub fn custom_definition(
     }
     model.insert("is_builtin".into(), Value::Bool(false));
     Ok(model)
+}
+
+/// Upstream's custom audio models carry `model_uri` (or `model_id` and `model_revision`) at
+/// the top level, without `model_specs`: that becomes the one spec.
+fn flat_audio_spec(model: &mut Map<String, Value>) {
+    if model.contains_key("model_specs") {
+        return;
+    }
+    let mut spec = Map::new();
+    spec.insert("model_format".into(), json!("pytorch"));
+    spec.insert("quantization".into(), json!("none"));
+    for key in ["model_uri", "model_id", "model_revision"] {
+        if let Some(v) = model.remove(key) {
+            spec.insert(key.into(), v);
+        }
+    }
+    if spec.len() > 2 {
+        model.insert("model_specs".into(), json!([spec]));
+    }
 }
 
 /// An audio model: a speech-to-text family (`model_family` defaults to `whisper`, the only
