@@ -265,9 +265,10 @@ fn decode(bytes: &[u8], limits: &AudioLimits) -> Result<Pcm, AudioError> {
             .as_ref()
             .is_none_or(|b| b.capacity() < decoded.capacity() * ch)
         {
-            sample_buf = Some(SampleBuffer::new(decoded.capacity() as u64, spec));
+            sample_buf = None;
         }
-        let buf = sample_buf.as_mut().expect("just set");
+        let buf =
+            sample_buf.get_or_insert_with(|| SampleBuffer::new(decoded.capacity() as u64, spec));
         buf.copy_interleaved_ref(decoded);
         mono.clear();
         mono.extend(buf.samples().chunks_exact(ch).map(|frame| {
@@ -278,7 +279,10 @@ fn decode(bytes: &[u8], limits: &AudioLimits) -> Result<Pcm, AudioError> {
                 0.0
             }
         }));
-        let o = out.as_mut().expect("set above");
+        // Set by the first decoded packet, above.
+        let Some(o) = out.as_mut() else {
+            continue;
+        };
         o.push(&mono)?;
         let seconds = o.seconds_in();
         // A NaN limit refuses rather than disabling the check.
