@@ -602,7 +602,10 @@ fn speech_job(
                 .ok_or_else(|| {
                     WorkerError::new(
                         WorkerErrorKind::InvalidInput,
-                        format!("language '{l}' is not one Whisper knows (use an ISO-639-1 code such as 'en')"),
+                        format!(
+                            "language '{}' is not one Whisper knows (use an ISO-639-1 code such as 'en')",
+                            l.chars().take(32).collect::<String>()
+                        ),
                     )
                 })?
                 .to_string(),

@@ -168,7 +168,7 @@ impl FrameScratch {
 }
 
 /// numpy's `reflect` padding: index `i` mirrored into `0..len` (without repeating the edge).
-fn reflect(i: isize, len: usize) -> usize {
+pub(crate) fn reflect(i: isize, len: usize) -> usize {
     if len == 1 {
         return 0;
     }

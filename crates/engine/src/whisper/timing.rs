@@ -8,8 +8,9 @@
 use candle_core::Tensor;
 
 use crate::error::EngineError;
+use crate::whisper::mel::reflect;
 use crate::whisper::model::CrossKv;
-use crate::whisper::transcribe::Segment;
+use crate::whisper::transcribe::{round2, Segment};
 use crate::whisper::WhisperModel;
 
 /// Time of one encoder position (two mel frames): 20 ms.
@@ -241,15 +242,7 @@ fn normalise_and_filter(mut w: Vec<f32>, tokens: usize, frames: usize) -> Vec<f3
         let row = &w[r * frames..(r + 1) * frames];
         for f in 0..frames {
             for (k, slot) in window.iter_mut().enumerate() {
-                let i = f as isize + k as isize - pad as isize;
-                let i = if i < 0 {
-                    -i
-                } else if i >= frames as isize {
-                    2 * (frames as isize - 1) - i
-                } else {
-                    i
-                };
-                *slot = row[i as usize];
+                *slot = row[reflect(f as isize + k as isize - pad as isize, frames)];
             }
             window.sort_by(f32::total_cmp);
             out[r * frames + f] = window[pad];
@@ -403,10 +396,6 @@ fn median(values: &[f64]) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 #[cfg(test)]

@@ -402,7 +402,8 @@ impl Job {
     }
 }
 
-fn round2(x: f64) -> f64 {
+/// Seconds to the hundredth, as OpenAI reports times.
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
