@@ -34,10 +34,13 @@ pub mod embedding;
 pub mod encoder;
 pub mod error;
 pub mod files;
+mod gemv;
 pub mod llm;
 mod ops;
 pub mod placement;
 pub mod rerank;
+mod softmax;
+mod step_attention;
 #[cfg(test)]
 mod test_rng;
 pub mod text;

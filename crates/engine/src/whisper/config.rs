@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use candle_core::DType;
+
 use serde_json::Value;
 
 use crate::checks::{expect_shape, positive, safetensors_shapes, Shapes};
@@ -177,14 +179,29 @@ impl WhisperConfig {
 }
 
 /// Opens the safetensors files and checks them against `cfg`; the error names the tensor.
+/// Checks the weights' shapes against the configuration; returns the dtype every matrix of
+/// the decoder is stored in, when they share one.
 pub(crate) fn check_files(
     cfg: &WhisperConfig,
     weights: &[std::path::PathBuf],
     folder: &Path,
-) -> Result<(), EngineError> {
+) -> Result<Option<DType>, EngineError> {
     let tensors = crate::checks::open_safetensors(weights)?;
     let origin = weights.first().map(|p| p.as_path()).unwrap_or(folder);
     let shapes = safetensors_shapes(&tensors, origin)?;
     cfg.check_weights(&shapes)
-        .map_err(|reason| EngineError::bad_file(folder, reason))
+        .map_err(|reason| EngineError::bad_file(folder, reason))?;
+    let mut stored = None;
+    for (name, view) in tensors.tensors() {
+        if !name.starts_with("model.decoder.") || view.shape().len() != 2 {
+            continue;
+        }
+        let dtype = DType::try_from(view.dtype()).ok();
+        match stored {
+            None => stored = Some(dtype),
+            Some(seen) if seen != dtype => return Ok(None),
+            Some(_) => {}
+        }
+    }
+    Ok(stored.flatten())
 }

@@ -71,7 +71,7 @@ impl WhisperModel {
                 what: "the weights; only safetensors files are loaded",
             });
         }
-        config::check_files(&cfg, &weights, folder)?;
+        let stored = config::check_files(&cfg, &weights, folder)?;
         let file_bytes: u64 = weights
             .iter()
             .filter_map(|p| p.metadata().ok())
@@ -83,7 +83,17 @@ impl WhisperModel {
             ensure_memory(file_bytes.saturating_mul(factor), "this Whisper model")?;
         }
         let vb = var_builder_for(&weights, &placement.device, placement.dtype)?;
-        Whisper::from_var_builder(cfg, vb)
+        // Half-precision decoder matrices stay half on the CPU (f32 arithmetic, half the
+        // bytes per step); everywhere else they take the placement's dtype.
+        let keep_half = placement.device.is_cpu()
+            && placement.dtype == DType::F32
+            && stored == Some(DType::F16);
+        let decoder_weights = if keep_half {
+            DType::F16
+        } else {
+            placement.dtype
+        };
+        Whisper::from_var_builder(cfg, vb, decoder_weights)
     }
 
     /// Loads a Hugging Face whisper folder onto `placement`.

@@ -14,9 +14,11 @@
 //! a caller needs onto the vocabulary (the tied token embedding).
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{
-    conv1d, layer_norm, linear, linear_no_bias, Conv1d, Conv1dConfig, LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{conv1d, layer_norm, Conv1d, Conv1dConfig, LayerNorm, VarBuilder};
+
+use crate::gemv::Dense;
+use crate::ops;
+use crate::step_attention;
 
 use crate::error::EngineError;
 use crate::whisper::config::WhisperConfig;
@@ -24,24 +26,61 @@ use crate::whisper::config::WhisperConfig;
 type Result<T> = std::result::Result<T, EngineError>;
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
+    q: Dense,
+    k: Dense,
+    v: Dense,
+    out: Dense,
     heads: usize,
     scale: f64,
 }
 
+/// A linear layer `d_in → d_out` whose weight is read as `weights` (the checkpoint's own f16
+/// for the decoder on the CPU, see [`Whisper::from_var_builder`]) and whose bias, if any, as
+/// the model's dtype.
+fn dense(
+    vb: &VarBuilder,
+    weights: DType,
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+) -> candle_core::Result<Dense> {
+    let weight = vb.to_dtype(weights).get((d_out, d_in), "weight")?;
+    let bias = if bias {
+        Some(vb.get(d_out, "bias")?)
+    } else {
+        None
+    };
+    Ok(Dense::new(weight, bias))
+}
+
 impl Attention {
-    fn load(vb: VarBuilder, d: usize, heads: usize) -> candle_core::Result<Attention> {
+    fn load(
+        vb: VarBuilder,
+        d: usize,
+        heads: usize,
+        weights: DType,
+    ) -> candle_core::Result<Attention> {
         Ok(Attention {
-            q: linear(d, d, vb.pp("q_proj"))?,
-            k: linear_no_bias(d, d, vb.pp("k_proj"))?,
-            v: linear(d, d, vb.pp("v_proj"))?,
-            out: linear(d, d, vb.pp("out_proj"))?,
+            q: dense(&vb.pp("q_proj"), weights, d, d, true)?,
+            k: dense(&vb.pp("k_proj"), weights, d, d, false)?,
+            v: dense(&vb.pp("v_proj"), weights, d, d, true)?,
+            out: dense(&vb.pp("out_proj"), weights, d, d, true)?,
             heads,
             scale: ((d / heads) as f64).powf(-0.5),
         })
+    }
+
+    /// Q, K and V as one matrix `[3 d, d]` with one bias (zeros for K).
+    fn stacked(&self) -> candle_core::Result<Dense> {
+        let weight = Tensor::cat(&[self.q.weight(), self.k.weight(), self.v.weight()], 0)?;
+        let bias = |m: &Dense| -> candle_core::Result<Tensor> {
+            match m.bias() {
+                Some(b) => Ok(b.clone()),
+                None => Tensor::zeros(m.weight().dim(0)?, m.weight().dtype(), m.weight().device()),
+            }
+        };
+        let bias = Tensor::cat(&[bias(&self.q)?, bias(&self.k)?, bias(&self.v)?], 0)?;
+        Ok(Dense::new(weight, Some(bias)))
     }
 
     /// `[b, t, d]` → `[b, heads, t, head_dim]`.
@@ -70,6 +109,13 @@ impl Attention {
         keep: bool,
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let (b, t, d) = x.dims3()?;
+        if t == 1 && mask.is_none() && !keep {
+            let q = self.split(&self.q.forward(x)?)?;
+            if let Some(mixed) = step_attention::attend_one(&q, k, v, self.scale as f32)? {
+                let mixed = mixed.transpose(1, 2)?.reshape((b, t, d))?;
+                return Ok((self.out.forward(&mixed)?, None));
+            }
+        }
         let q = self.split(&(self.q.forward(x)? * self.scale)?)?;
         let mut scores = q.matmul(&k.t()?)?;
         if let Some(mask) = mask {
@@ -82,15 +128,15 @@ impl Attention {
 }
 
 struct Mlp {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
 }
 
 impl Mlp {
-    fn load(vb: &VarBuilder, d: usize, ffn: usize) -> candle_core::Result<Mlp> {
+    fn load(vb: &VarBuilder, d: usize, ffn: usize, weights: DType) -> candle_core::Result<Mlp> {
         Ok(Mlp {
-            fc1: linear(d, ffn, vb.pp("fc1"))?,
-            fc2: linear(ffn, d, vb.pp("fc2"))?,
+            fc1: dense(&vb.pp("fc1"), weights, d, ffn, true)?,
+            fc2: dense(&vb.pp("fc2"), weights, ffn, d, true)?,
         })
     }
 
@@ -105,6 +151,8 @@ fn norm(vb: VarBuilder, d: usize) -> candle_core::Result<LayerNorm> {
 
 struct EncoderLayer {
     attn_norm: LayerNorm,
+    /// Q, K and V stacked (`[3 d, d]`, K's bias zero) for the fused attention kernel.
+    qkv: Dense,
     attn: Attention,
     mlp_norm: LayerNorm,
     mlp: Mlp,
@@ -202,6 +250,8 @@ pub struct Whisper {
     encoder_layers: Vec<EncoderLayer>,
     encoder_norm: LayerNorm,
     embed_tokens: Tensor,
+    /// The tied token embedding as the vocabulary projection.
+    vocab: Dense,
     decoder_positions: Tensor,
     decoder_layers: Vec<DecoderLayer>,
     decoder_norm: LayerNorm,
@@ -210,8 +260,17 @@ pub struct Whisper {
 }
 
 impl Whisper {
-    /// Builds the network from checked weights (`config::check_files` ran first).
-    pub(crate) fn from_var_builder(cfg: WhisperConfig, vb: VarBuilder) -> Result<Whisper> {
+    /// Builds the network from checked weights (`config::check_files` ran first). The
+    /// decoder's matrices (its linear layers and the token embedding, which is also the
+    /// vocabulary projection) are read as `decoder_weights`: the model's dtype, or f16 where
+    /// the checkpoint stores f16 and the model computes in f32 on the CPU. Each decoder step
+    /// reads all of them once, so half the bytes is close to half the time; the values are
+    /// the checkpoint's, widened as the kernel loads them, so the arithmetic is f32's.
+    pub(crate) fn from_var_builder(
+        cfg: WhisperConfig,
+        vb: VarBuilder,
+        decoder_weights: DType,
+    ) -> Result<Whisper> {
         let device = vb.device().clone();
         let dtype = vb.dtype();
         let d = cfg.d_model;
@@ -227,27 +286,36 @@ impl Whisper {
         let mut encoder_layers = Vec::with_capacity(cfg.encoder_layers);
         for i in 0..cfg.encoder_layers {
             let l = e.pp(format!("layers.{i}"));
+            let attn = Attention::load(l.pp("self_attn"), d, cfg.encoder_heads, dtype)?;
             encoder_layers.push(EncoderLayer {
                 attn_norm: norm(l.pp("self_attn_layer_norm"), d)?,
-                attn: Attention::load(l.pp("self_attn"), d, cfg.encoder_heads)?,
+                qkv: attn.stacked()?,
+                attn,
                 mlp_norm: norm(l.pp("final_layer_norm"), d)?,
-                mlp: Mlp::load(&l, d, cfg.encoder_ffn_dim)?,
+                mlp: Mlp::load(&l, d, cfg.encoder_ffn_dim, dtype)?,
             });
         }
         let encoder_norm = norm(e.pp("layer_norm"), d)?;
         let dd = vb.pp("model.decoder");
-        let embed_tokens = dd.get((cfg.vocab_size, d), "embed_tokens.weight")?;
+        let embed_tokens = dd
+            .to_dtype(decoder_weights)
+            .get((cfg.vocab_size, d), "embed_tokens.weight")?;
         let decoder_positions = dd.get((cfg.max_target_positions, d), "embed_positions.weight")?;
         let mut decoder_layers = Vec::with_capacity(cfg.decoder_layers);
         for i in 0..cfg.decoder_layers {
             let l = dd.pp(format!("layers.{i}"));
             decoder_layers.push(DecoderLayer {
                 attn_norm: norm(l.pp("self_attn_layer_norm"), d)?,
-                attn: Attention::load(l.pp("self_attn"), d, cfg.decoder_heads)?,
+                attn: Attention::load(l.pp("self_attn"), d, cfg.decoder_heads, decoder_weights)?,
                 cross_norm: norm(l.pp("encoder_attn_layer_norm"), d)?,
-                cross: Attention::load(l.pp("encoder_attn"), d, cfg.decoder_heads)?,
+                cross: Attention::load(
+                    l.pp("encoder_attn"),
+                    d,
+                    cfg.decoder_heads,
+                    decoder_weights,
+                )?,
                 mlp_norm: norm(l.pp("final_layer_norm"), d)?,
-                mlp: Mlp::load(&l, d, cfg.decoder_ffn_dim)?,
+                mlp: Mlp::load(&l, d, cfg.decoder_ffn_dim, decoder_weights)?,
             });
         }
         let decoder_norm = norm(dd.pp("layer_norm"), d)?;
@@ -258,6 +326,7 @@ impl Whisper {
             encoder_positions,
             encoder_layers,
             encoder_norm,
+            vocab: Dense::new(embed_tokens.clone(), None),
             embed_tokens,
             decoder_positions,
             decoder_layers,
@@ -290,16 +359,30 @@ impl Whisper {
         let x = self.conv1.forward(&mel)?.gelu_erf()?;
         let x = self.conv2.forward(&x)?.gelu_erf()?.transpose(1, 2)?;
         let positions = x.dim(1)?;
-        let mut x = x.broadcast_add(&self.encoder_positions.narrow(0, 0, positions)?)?;
+        let x = x.broadcast_add(&self.encoder_positions.narrow(0, 0, positions)?)?;
+        let (b, t, d) = x.dims3()?;
+        let mut x = x.reshape((b * t, d))?;
+        // The CPU kernels of `ops` (one task per window and head; a vectorised GELU) where
+        // they apply, the same arithmetic in candle ops elsewhere.
+        let cpu_kernels = self.device.is_cpu() && self.dtype == DType::F32;
+        let segments: Vec<(usize, usize)> = (0..b).map(|i| (i * t, t)).collect();
         for layer in &self.encoder_layers {
-            let h = layer.attn_norm.forward(&x)?;
-            let (k, v) = layer.attn.keys_values(&h)?;
-            let (a, _) = layer.attn.attend(&h, &k, &v, None, false)?;
-            x = (x + a)?;
-            let m = layer.mlp.forward(&layer.mlp_norm.forward(&x)?)?;
-            x = (x + m)?;
+            let qkv = layer.qkv.forward(&layer.attn_norm.forward(&x)?)?;
+            let context = if cpu_kernels {
+                ops::attention(&qkv, layer.attn.heads, segments.clone())?
+            } else {
+                ops::attention_tensors(&qkv, layer.attn.heads, &segments)?
+            };
+            x = (x + layer.attn.out.forward(&context)?)?;
+            let inner = layer.mlp.fc1.forward(&layer.mlp_norm.forward(&x)?)?;
+            let inner = if cpu_kernels {
+                ops::gelu_erf(&inner)?
+            } else {
+                ops::gelu_erf_any(&inner)?
+            };
+            x = (x + layer.mlp.fc2.forward(&inner)?)?;
         }
-        Ok(self.encoder_norm.forward(&x)?)
+        Ok(self.encoder_norm.forward(&x)?.reshape((b, t, d))?)
     }
 
     /// The cross-attention keys and values of encoder states `[b, positions, d_model]`.
@@ -339,7 +422,10 @@ impl Whisper {
                 offset + t
             )));
         }
-        let embedded = self.embed_tokens.embedding(&tokens.flatten_all()?)?;
+        let embedded = self
+            .embed_tokens
+            .embedding(&tokens.flatten_all()?)?
+            .to_dtype(self.dtype)?;
         let (b, _) = tokens.dims2()?;
         let embedded = embedded.reshape((b, t, self.cfg.d_model))?;
         let embedded = if self.cfg.scale_embedding {
@@ -383,8 +469,7 @@ impl Whisper {
 
     /// Vocabulary logits (f32) of hidden states `[.., d_model]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let logits = hidden.broadcast_matmul(&self.embed_tokens.t()?)?;
-        Ok(logits.to_dtype(DType::F32)?)
+        Ok(self.vocab.forward(hidden)?.to_dtype(DType::F32)?)
     }
 }
 
@@ -408,4 +493,69 @@ fn causal_mask(t: usize, offset: usize, device: &Device, dtype: DType) -> Result
         .collect();
     let mask = Tensor::from_vec(values, (t, keys), device)?.to_dtype(dtype)?;
     Ok(Some(mask))
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::Whisper;
+    use crate::whisper::config::{check_files, WhisperConfig};
+
+    /// Decoder matrices kept as the f16 checkpoint stores them give exactly the hidden states
+    /// and logits of the same values widened to f32 at load: for a prompt (the widened-matmul
+    /// path) and for single steps (the half-precision kernel).
+    #[test]
+    fn half_decoder_weights_equal_widened_ones() {
+        let folder = xi_testkit::whisper_tiny_en();
+        let config_path = folder.join("config.json");
+        let config = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+        let cfg = WhisperConfig::from_json(&config, &config_path).unwrap();
+        let weights = crate::files::find_weights(&folder).unwrap();
+        let stored = check_files(&cfg, &weights, &folder).unwrap();
+        assert_eq!(
+            stored,
+            Some(DType::F16),
+            "the test model is an f16 checkpoint"
+        );
+        let vb = crate::encoder::var_builder_for(&weights, &Device::Cpu, DType::F32).unwrap();
+        let half = Whisper::from_var_builder(cfg.clone(), vb.clone(), DType::F16).unwrap();
+        let full = Whisper::from_var_builder(cfg, vb, DType::F32).unwrap();
+        assert_eq!(half.vocab.weight().dtype(), DType::F16);
+        assert_eq!(full.vocab.weight().dtype(), DType::F32);
+
+        let frames = 400;
+        let noise = crate::test_rng::uniform(80 * frames, 7, -1.0, 1.0);
+        let mel = Tensor::from_vec(noise, (1, 80, frames), &Device::Cpu).unwrap();
+        let encoded = full.encode(&mel).unwrap();
+        let (cross_half, cross_full) = (
+            half.cross_kv(&encoded).unwrap(),
+            full.cross_kv(&encoded).unwrap(),
+        );
+        let (mut cache_half, mut cache_full) = (half.new_cache(), full.new_cache());
+        let prompt: Vec<u32> = (0..20).map(|i| 50257 + (i % 3) as u32 * 100 + i).collect();
+        let mut steps = vec![prompt];
+        steps.extend([[50256u32], [400], [13]].map(|t| t.to_vec()));
+        for tokens in steps {
+            let n = tokens.len();
+            let tokens = Tensor::from_vec(tokens, (1, n), &Device::Cpu).unwrap();
+            let a = half
+                .decode(&tokens, &cross_half, &mut cache_half, false)
+                .unwrap();
+            let b = full
+                .decode(&tokens, &cross_full, &mut cache_full, false)
+                .unwrap();
+            let logits = |net: &Whisper, hidden: &Tensor| -> Vec<f32> {
+                net.logits(hidden)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            };
+            let (la, lb) = (logits(&half, &a.hidden), logits(&full, &b.hidden));
+            assert_eq!(la.len(), n * 51864);
+            assert!(la == lb, "the logits of {n} tokens differ");
+        }
+    }
 }
