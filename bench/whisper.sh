@@ -29,4 +29,4 @@ for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done
 url=$(sed -n 's/^xinference-local listening on //p' "$out")
 curl -sf "$url/v1/models" -H 'content-type: application/json' \
   -d "{\"model_uid\":\"stt\",\"model_name\":\"whisper-tiny.en\",\"model_type\":\"audio\",\"model_path\":\"$models/whisper-tiny.en\"}" >/dev/null
-"$venv/bin/python" bench/whisper_bench.py "$url" stt "$models"
+BENCH_BINARY="$(basename "$(dirname "$bin")")/xinference-local" "$venv/bin/python" bench/whisper_bench.py "$url" stt "$models"
