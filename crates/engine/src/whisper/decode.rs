@@ -15,7 +15,7 @@ use rand::distributions::{Distribution, WeightedIndex};
 use rand::Rng;
 
 use crate::error::EngineError;
-use crate::whisper::model::{CrossKv, Whisper};
+use crate::whisper::model::{CrossKv, SelfCache, Whisper};
 use crate::whisper::tokens::SpecialTokens;
 
 /// Most tokens one window may generate (half the decoder's 448 positions, as OpenAI).
@@ -58,6 +58,111 @@ struct Candidate {
     done: bool,
 }
 
+/// The most tokens `req` may generate, or an error for a prompt that leaves no room.
+fn token_budget(model: &Whisper, req: &WindowRequest) -> Result<usize, EngineError> {
+    let positions = model.config().max_target_positions;
+    let max_tokens = req
+        .max_tokens
+        .min(SAMPLE_LEN)
+        .min(positions.saturating_sub(req.prompt.len()));
+    if req.prompt.is_empty() || req.sot_index >= req.prompt.len() || max_tokens == 0 {
+        return Err(EngineError::internal(
+            "a window prompt that leaves no room to decode",
+        ));
+    }
+    Ok(max_tokens)
+}
+
+/// Runs the prompt of `n` candidates (`cross` holds `n` rows) into a new cache: the
+/// no-speech probability and the last position's logits `[n, vocab]`.
+fn prefill(
+    model: &Whisper,
+    cross: &CrossKv,
+    special: &SpecialTokens,
+    req: &WindowRequest,
+    n: usize,
+) -> Result<(SelfCache, f64, Tensor), EngineError> {
+    let device = model.device();
+    let mut cache = model.new_cache();
+    let prompt: Vec<u32> = (0..n).flat_map(|_| req.prompt.iter().copied()).collect();
+    let input = Tensor::from_vec(prompt, (n, req.prompt.len()), device)?;
+    let out = model.decode(&input, cross, &mut cache, false)?;
+    let last = req.prompt.len() - 1;
+    // The no-speech probability, from the first candidate's logits at the start token.
+    let no_speech_prob = match special.no_speech {
+        Some(id) => {
+            let at_sot =
+                model.logits(&out.hidden.narrow(0, 0, 1)?.narrow(1, req.sot_index, 1)?)?;
+            let row: Vec<f32> = at_sot.flatten_all()?.to_vec1()?;
+            softmax_at(&row, id as usize)
+        }
+        None => 0.0,
+    };
+    let logits = model
+        .logits(&out.hidden.narrow(1, last, 1)?)?
+        .reshape((n, ()))?;
+    Ok((cache, no_speech_prob, logits))
+}
+
+impl Candidate {
+    fn new() -> Candidate {
+        Candidate {
+            tokens: Vec::new(),
+            sum_logprob: 0.0,
+            done: false,
+        }
+    }
+
+    /// Applies the rules to this step's `row`, takes the token `pick` chooses from it and
+    /// records it (the end of text finishes the candidate); returns the token.
+    fn advance(
+        &mut self,
+        mut row: Vec<f32>,
+        step: usize,
+        req: &WindowRequest,
+        special: &SpecialTokens,
+        pick: impl FnOnce(&[f32]) -> u32,
+    ) -> u32 {
+        apply_rules(&mut row, &self.tokens, step, req, special);
+        let logprobs = log_softmax(&row);
+        let token = pick(&row);
+        self.sum_logprob += f64::from(logprobs[token as usize]);
+        if token == special.eot {
+            self.done = true;
+        } else {
+            self.tokens.push(token);
+        }
+        token
+    }
+}
+
+fn cancelled_error() -> EngineError {
+    EngineError::InvalidInput("the request was cancelled".into())
+}
+
+/// OpenAI's measure over the candidates: the best by length-normalised log probability
+/// (length penalty None: divide by the length), reported as the sum over `tokens + 1`.
+fn best_result(
+    candidates: Vec<Candidate>,
+    no_speech_prob: f64,
+    temperature: f32,
+) -> Result<WindowResult, EngineError> {
+    let best = candidates
+        .into_iter()
+        .max_by(|a, b| {
+            let score = |c: &Candidate| c.sum_logprob / c.tokens.len().max(1) as f64;
+            score(a).total_cmp(&score(b))
+        })
+        .ok_or_else(|| EngineError::internal("no candidate was decoded"))?;
+    let avg_logprob = best.sum_logprob / (best.tokens.len() + 1) as f64;
+    Ok(WindowResult {
+        tokens: best.tokens,
+        avg_logprob,
+        no_speech_prob,
+        temperature,
+    })
+}
+
 /// Decodes one window of encoder output (`cross`: one batch row).
 pub fn decode_window(
     model: &Whisper,
@@ -73,16 +178,7 @@ pub fn decode_window(
         1
     };
     let device = model.device().clone();
-    let positions = model.config().max_target_positions;
-    let max_tokens = req
-        .max_tokens
-        .min(SAMPLE_LEN)
-        .min(positions.saturating_sub(req.prompt.len()));
-    if req.prompt.is_empty() || req.sot_index >= req.prompt.len() || max_tokens == 0 {
-        return Err(EngineError::internal(
-            "a window prompt that leaves no room to decode",
-        ));
-    }
+    let max_tokens = token_budget(model, req)?;
     let repeated;
     let cross = if n > 1 {
         repeated = cross.repeat(n)?;
@@ -90,58 +186,26 @@ pub fn decode_window(
     } else {
         cross
     };
-    let mut cache = model.new_cache();
-    let prompt: Vec<u32> = (0..n).flat_map(|_| req.prompt.iter().copied()).collect();
-    let input = Tensor::from_vec(prompt, (n, req.prompt.len()), &device)?;
-    let out = model.decode(&input, cross, &mut cache, false)?;
-    let last = req.prompt.len() - 1;
-    // The no-speech probability, from the first candidate's logits at the start token.
-    let no_speech_prob = match special.no_speech {
-        Some(id) => {
-            let at_sot =
-                model.logits(&out.hidden.narrow(0, 0, 1)?.narrow(1, req.sot_index, 1)?)?;
-            let row: Vec<f32> = at_sot.flatten_all()?.to_vec1()?;
-            softmax_at(&row, id as usize)
-        }
-        None => 0.0,
-    };
-    let mut logits = model
-        .logits(&out.hidden.narrow(1, last, 1)?)?
-        .reshape((n, ()))?;
-    let mut candidates: Vec<Candidate> = (0..n)
-        .map(|_| Candidate {
-            tokens: Vec::new(),
-            sum_logprob: 0.0,
-            done: false,
-        })
-        .collect();
+    let (mut cache, no_speech_prob, mut logits) = prefill(model, cross, special, req, n)?;
+    let mut candidates: Vec<Candidate> = (0..n).map(|_| Candidate::new()).collect();
     for step in 0..max_tokens {
         if cancelled() {
-            return Err(EngineError::InvalidInput(
-                "the request was cancelled".into(),
-            ));
+            return Err(cancelled_error());
         }
         let rows: Vec<Vec<f32>> = logits.to_vec2()?;
         let mut next = Vec::with_capacity(n);
-        for (cand, mut row) in candidates.iter_mut().zip(rows) {
+        for (cand, row) in candidates.iter_mut().zip(rows) {
             if cand.done {
                 next.push(special.eot);
                 continue;
             }
-            apply_rules(&mut row, &cand.tokens, step, req, special);
-            let logprobs = log_softmax(&row);
-            let token = if req.temperature > 0.0 {
-                sample(&row, req.temperature, rng)
-            } else {
-                argmax(&row)
-            };
-            cand.sum_logprob += f64::from(logprobs[token as usize]);
-            if token == special.eot {
-                cand.done = true;
-            } else {
-                cand.tokens.push(token);
-            }
-            next.push(token);
+            next.push(cand.advance(row, step, req, special, |row| {
+                if req.temperature > 0.0 {
+                    sample(row, req.temperature, rng)
+                } else {
+                    argmax(row)
+                }
+            }));
         }
         if candidates.iter().all(|c| c.done) {
             break;
@@ -153,22 +217,119 @@ pub fn decode_window(
         let out = model.decode(&input, cross, &mut cache, false)?;
         logits = model.logits(&out.hidden)?.reshape((n, ()))?;
     }
-    // OpenAI ranks candidates by the length-normalised log probability (length penalty None:
-    // divide by the length) and reports the sum over `tokens + 1`.
-    let best = candidates
+    best_result(candidates, no_speech_prob, req.temperature)
+}
+
+/// One window of [`decode_windows_greedy`] on its way.
+struct GreedyRow {
+    cache: SelfCache,
+    candidate: Candidate,
+    no_speech_prob: f64,
+    max_tokens: usize,
+    logits: Vec<f32>,
+}
+
+/// Decodes several windows greedily (temperature 0) in lockstep: each step runs every
+/// unfinished window's next token through [`Whisper::decode_rows`] at once, so the weights
+/// are read once per step for all of them. Window `i` is `windows[i]` (its own audio row
+/// and request) and may be cancelled on its own by `cancelled[i]`; each result is exactly
+/// what [`decode_window`] gives that window alone.
+pub fn decode_windows_greedy(
+    model: &Whisper,
+    special: &SpecialTokens,
+    windows: &[(&CrossKv, &WindowRequest)],
+    cancelled: &[&dyn Fn() -> bool],
+) -> Vec<Result<WindowResult, EngineError>> {
+    let mut results: Vec<Option<Result<WindowResult, EngineError>>> =
+        windows.iter().map(|_| None).collect();
+    let mut rows: Vec<Option<GreedyRow>> = Vec::with_capacity(windows.len());
+    for (i, (cross, req)) in windows.iter().enumerate() {
+        let started = if req.temperature > 0.0 {
+            Err(EngineError::internal(
+                "a sampled window in the greedy batch",
+            ))
+        } else {
+            token_budget(model, req).and_then(|max_tokens| {
+                let (cache, no_speech_prob, logits) = prefill(model, cross, special, req, 1)?;
+                Ok(GreedyRow {
+                    cache,
+                    candidate: Candidate::new(),
+                    no_speech_prob,
+                    max_tokens,
+                    logits: logits.flatten_all()?.to_vec1()?,
+                })
+            })
+        };
+        match started {
+            Ok(row) => rows.push(Some(row)),
+            Err(e) => {
+                results[i] = Some(Err(e));
+                rows.push(None);
+            }
+        }
+    }
+    for step in 0.. {
+        let mut stepping = Vec::new();
+        for (i, slot) in rows.iter_mut().enumerate() {
+            let Some(row) = slot.as_mut() else { continue };
+            if cancelled.get(i).is_some_and(|c| c()) {
+                results[i] = Some(Err(cancelled_error()));
+                *slot = None;
+                continue;
+            }
+            let req = windows[i].1;
+            let logits = std::mem::take(&mut row.logits);
+            let token = row.candidate.advance(logits, step, req, special, argmax);
+            if row.candidate.done || step + 1 == row.max_tokens {
+                if let Some(row) = slot.take() {
+                    let result = best_result(vec![row.candidate], row.no_speech_prob, 0.0);
+                    results[i] = Some(result);
+                }
+                continue;
+            }
+            stepping.push((i, token));
+        }
+        if stepping.is_empty() {
+            break;
+        }
+        let tokens: Vec<u32> = stepping.iter().map(|&(_, t)| t).collect();
+        let crosses: Vec<&CrossKv> = stepping.iter().map(|&(i, _)| windows[i].0).collect();
+        let mut caches: Vec<&mut SelfCache> = Vec::with_capacity(stepping.len());
+        for (i, slot) in rows.iter_mut().enumerate() {
+            if let Some(row) = slot
+                .as_mut()
+                .filter(|_| stepping.iter().any(|&(s, _)| s == i))
+            {
+                caches.push(&mut row.cache);
+            }
+        }
+        let logits = model
+            .decode_rows(&tokens, &crosses, &mut caches)
+            .and_then(|hidden| model.logits(&hidden))
+            .and_then(|l| Ok(l.reshape((stepping.len(), ()))?.to_vec2::<f32>()?));
+        match logits {
+            Ok(all) => {
+                for (&(i, _), l) in stepping.iter().zip(all) {
+                    if let Some(row) = rows[i].as_mut() {
+                        row.logits = l;
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for &(i, _) in &stepping {
+                    results[i] = Some(Err(EngineError::internal(format!(
+                        "a batched decoder step failed: {reason}"
+                    ))));
+                    rows[i] = None;
+                }
+            }
+        }
+    }
+    results
         .into_iter()
-        .max_by(|a, b| {
-            let score = |c: &Candidate| c.sum_logprob / c.tokens.len().max(1) as f64;
-            score(a).total_cmp(&score(b))
-        })
-        .ok_or_else(|| EngineError::internal("no candidate was decoded"))?;
-    let avg_logprob = best.sum_logprob / (best.tokens.len() + 1) as f64;
-    Ok(WindowResult {
-        tokens: best.tokens,
-        avg_logprob,
-        no_speech_prob,
-        temperature: req.temperature,
-    })
+        .map(|r| r.unwrap_or_else(|| Err(EngineError::internal("a window was not decoded"))))
+        .collect()
 }
 
 /// Applies the logit rules of the module doc to one candidate's `row`.

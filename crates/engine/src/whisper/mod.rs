@@ -38,7 +38,7 @@ pub use mel::MelFilters;
 pub use model::{CrossKv, Whisper};
 pub use timing::Word;
 pub use tokens::{language_code, language_name, SpecialTokens, WhisperTokenizer, LANGUAGES};
-pub use transcribe::{Job, Segment, Task, TranscribeOptions, Transcript};
+pub use transcribe::{step_jobs, Job, Segment, Task, TranscribeOptions, Transcript};
 
 /// A loaded Whisper model with its tokenizer and front end.
 pub struct WhisperModel {

@@ -111,10 +111,9 @@ impl Attention {
         let (b, t, d) = x.dims3()?;
         if t == 1 && mask.is_none() && !keep {
             let q = self.split(&self.q.forward(x)?)?;
-            if let Some(mixed) = step_attention::attend_one(&q, k, v, self.scale as f32)? {
-                let mixed = mixed.transpose(1, 2)?.reshape((b, t, d))?;
-                return Ok((self.out.forward(&mixed)?, None));
-            }
+            let mixed = self.attend_step(&q, k, v)?;
+            let mixed = mixed.transpose(1, 2)?.reshape((b, t, d))?;
+            return Ok((self.out.forward(&mixed)?, None));
         }
         let q = self.split(&(self.q.forward(x)? * self.scale)?)?;
         let mut scores = q.matmul(&k.t()?)?;
@@ -124,6 +123,16 @@ impl Attention {
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let mixed = weights.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
         Ok((self.out.forward(&mixed)?, keep.then_some(weights)))
+    }
+
+    /// One query row per head (`q [b, heads, 1, head_dim]`, not yet scaled) over `k`/`v`:
+    /// the mixed values `[b, heads, 1, head_dim]`, before the output projection.
+    fn attend_step(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(mixed) = step_attention::attend_one(q, k, v, self.scale as f32)? {
+            return Ok(mixed);
+        }
+        let scores = (q * self.scale)?.matmul(&k.t()?)?;
+        candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
     }
 }
 
@@ -465,6 +474,90 @@ impl Whisper {
             hidden: self.decoder_norm.forward(&x)?,
             cross_attention,
         })
+    }
+
+    /// One decoder step of several independent sequences: row `i` is `tokens[i]` after what
+    /// `caches[i]` holds, attending to `crosses[i]` (one batch row each), and its keys and
+    /// values are appended to `caches[i]`. The linear layers (and, in [`Whisper::logits`],
+    /// the vocabulary projection) run once over all the rows, so each weight is read once
+    /// per step whatever the row count; attention runs row by row over each row's own cache
+    /// and audio. Each row's result is exactly what [`Whisper::decode`] gives it alone.
+    /// Returns hidden states `[rows, 1, d_model]`.
+    pub fn decode_rows(
+        &self,
+        tokens: &[u32],
+        crosses: &[&CrossKv],
+        caches: &mut [&mut SelfCache],
+    ) -> Result<Tensor> {
+        let b = tokens.len();
+        if b == 0 || crosses.len() != b || caches.len() != b {
+            return Err(EngineError::internal(format!(
+                "decode_rows: {b} tokens, {} audio rows, {} caches",
+                crosses.len(),
+                caches.len()
+            )));
+        }
+        let positions = self.cfg.max_target_positions;
+        if let Some(full) = caches.iter().find(|c| c.len + 1 > positions) {
+            return Err(EngineError::InvalidInput(format!(
+                "the decoder holds {positions} tokens per window; {} were asked",
+                full.len + 1
+            )));
+        }
+        if crosses.iter().any(|c| c.batch_rows() != 1) {
+            return Err(EngineError::internal(
+                "decode_rows takes one audio row per sequence",
+            ));
+        }
+        let d = self.cfg.d_model;
+        let ids = Tensor::from_vec(tokens.to_vec(), b, &self.device)?;
+        let embedded = self.embed_tokens.embedding(&ids)?.to_dtype(self.dtype)?;
+        let embedded = if self.cfg.scale_embedding {
+            (embedded * (d as f64).sqrt())?
+        } else {
+            embedded
+        };
+        let offsets: Vec<u32> = caches.iter().map(|c| c.len as u32).collect();
+        let offsets = Tensor::from_vec(offsets, b, &self.device)?;
+        let placed = self.decoder_positions.index_select(&offsets, 0)?;
+        let mut x = (embedded + placed)?.reshape((b, 1, d))?;
+        for (l, layer) in self.decoder_layers.iter().enumerate() {
+            let h = layer.attn_norm.forward(&x)?;
+            let (k, v) = layer.attn.keys_values(&h)?;
+            let q = layer.attn.split(&layer.attn.q.forward(&h)?)?;
+            let mut mixed = Vec::with_capacity(b);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let (k, v) = (k.narrow(0, i, 1)?, v.narrow(0, i, 1)?);
+                let slot = &mut cache.layers[l];
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                mixed.push(layer.attn.attend_step(&q.narrow(0, i, 1)?, &k, &v)?);
+                *slot = Some((k, v));
+            }
+            let mixed = Tensor::cat(&mixed, 0)?
+                .transpose(1, 2)?
+                .reshape((b, 1, d))?;
+            x = (x + layer.attn.out.forward(&mixed)?)?;
+            let h = layer.cross_norm.forward(&x)?;
+            let q = layer.cross.split(&layer.cross.q.forward(&h)?)?;
+            let mut mixed = Vec::with_capacity(b);
+            for (i, cross) in crosses.iter().enumerate() {
+                let (ck, cv) = &cross.layers[l];
+                mixed.push(layer.cross.attend_step(&q.narrow(0, i, 1)?, ck, cv)?);
+            }
+            let mixed = Tensor::cat(&mixed, 0)?
+                .transpose(1, 2)?
+                .reshape((b, 1, d))?;
+            x = (x + layer.cross.out.forward(&mixed)?)?;
+            let m = layer.mlp.forward(&layer.mlp_norm.forward(&x)?)?;
+            x = (x + m)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        Ok(self.decoder_norm.forward(&x)?)
     }
 
     /// Vocabulary logits (f32) of hidden states `[.., d_model]`.

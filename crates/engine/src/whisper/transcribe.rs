@@ -6,7 +6,8 @@
 //!
 //! A [`Job`] is one request's walk. It is a state machine rather than a loop so that a replica
 //! can encode the current windows of several jobs in one batch: [`Job::window`] gives the next
-//! window's features, [`Job::step`] decodes it from its encoder output.
+//! window's features, [`Job::step`] decodes it from its encoder output, and [`step_jobs`]
+//! decodes the windows of several jobs together.
 
 use std::io::Write;
 
@@ -14,7 +15,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::error::EngineError;
-use crate::whisper::decode::{decode_window, WindowRequest, WindowResult, SAMPLE_LEN};
+use crate::whisper::decode::{
+    decode_window, decode_windows_greedy, WindowRequest, WindowResult, SAMPLE_LEN,
+};
 use crate::whisper::mel::{log_mel, CHUNK_FRAMES, HOP_LENGTH, SAMPLE_RATE};
 use crate::whisper::model::CrossKv;
 use crate::whisper::timing::{add_word_timestamps, Word};
@@ -99,6 +102,13 @@ pub struct Transcript {
     /// Seconds of audio.
     pub duration: f64,
     pub segments: Vec<Segment>,
+}
+
+/// The current window's prompt: `<|startofprev|>` and the text so far (if any), then the
+/// start sequence from `sot_index`.
+struct WindowPlan {
+    prompt: Vec<u32>,
+    sot_index: usize,
 }
 
 /// One request's walk through its audio (see the module doc).
@@ -213,8 +223,34 @@ impl Job {
         cross: &CrossKv,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Vec<Segment>, EngineError> {
-        if self.is_done() {
+        let Some(plan) = self.plan(model, cross)? else {
             return Ok(Vec::new());
+        };
+        let req = self.request(model, &plan, self.first_temperature());
+        let special = &model.tokenizer.special;
+        let first = decode_window(&model.net, cross, special, &req, &mut self.rng, cancelled)?;
+        self.finish(model, cross, &plan, first, cancelled)
+    }
+
+    /// The temperature each window is first decoded at.
+    fn first_temperature(&self) -> f32 {
+        self.options.temperature.clamp(0.0, 1.0)
+    }
+
+    /// Whether windows are first decoded greedily (so [`step_jobs`] can batch them).
+    fn starts_greedy(&self) -> bool {
+        self.first_temperature() == 0.0
+    }
+
+    /// The prompt of the current window (detecting the language first where none is set);
+    /// `None` once every window is done.
+    fn plan(
+        &mut self,
+        model: &WhisperModel,
+        cross: &CrossKv,
+    ) -> Result<Option<WindowPlan>, EngineError> {
+        if self.is_done() {
+            return Ok(None);
         }
         let special = &model.tokenizer.special;
         let language = match &self.language {
@@ -225,7 +261,6 @@ impl Job {
                 code
             }
         };
-        let segment_size = self.window_frames();
         let mut prompt = Vec::new();
         let previous = &self.all_tokens[self.prompt_reset_since..];
         if !previous.is_empty() {
@@ -243,8 +278,39 @@ impl Job {
             };
             prompt.extend(task);
         }
-        let result = self.decode_with_fallback(model, cross, &prompt, sot_index, cancelled)?;
-        let (result, compression_ratio) = result;
+        Ok(Some(WindowPlan { prompt, sot_index }))
+    }
+
+    fn request<'a>(
+        &self,
+        model: &'a WhisperModel,
+        plan: &'a WindowPlan,
+        temperature: f32,
+    ) -> WindowRequest<'a> {
+        WindowRequest {
+            prompt: &plan.prompt,
+            sot_index: plan.sot_index,
+            temperature,
+            best_of: BEST_OF,
+            timestamps: true,
+            suppress: &model.suppress,
+            max_tokens: SAMPLE_LEN,
+        }
+    }
+
+    /// Takes the current window's first decoding (`first`), decodes it again at higher
+    /// temperatures while it looks wrong, then cuts it into segments (timing the words when
+    /// asked) and moves on.
+    fn finish(
+        &mut self,
+        model: &WhisperModel,
+        cross: &CrossKv,
+        plan: &WindowPlan,
+        first: WindowResult,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<Segment>, EngineError> {
+        let segment_size = self.window_frames();
+        let (result, compression_ratio) = self.fall_back(model, cross, plan, first, cancelled)?;
         if result.no_speech_prob > NO_SPEECH_THRESHOLD && result.avg_logprob <= LOGPROB_THRESHOLD {
             self.seek += segment_size;
             return Ok(Vec::new());
@@ -252,7 +318,7 @@ impl Job {
         let seek = self.seek;
         let mut made = self.cut_segments(model, &result, compression_ratio, segment_size, seek)?;
         if self.options.word_timestamps && !made.is_empty() {
-            let sot_sequence = &prompt[sot_index..];
+            let sot_sequence = &plan.prompt[plan.sot_index..];
             self.last_speech = add_word_timestamps(
                 model,
                 cross,
@@ -269,43 +335,36 @@ impl Job {
         Ok(made)
     }
 
-    fn decode_with_fallback(
+    /// The temperature fallback: `result` is kept when it is probably silence or looks
+    /// right, else the window is decoded again 0.2 hotter, up to 1.0. Returns the result
+    /// kept and its text's compression ratio.
+    fn fall_back(
         &mut self,
         model: &WhisperModel,
         cross: &CrossKv,
-        prompt: &[u32],
-        sot_index: usize,
+        plan: &WindowPlan,
+        mut result: WindowResult,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<(WindowResult, f64), EngineError> {
-        let mut temperature = self.options.temperature.clamp(0.0, 1.0);
         loop {
-            let req = WindowRequest {
-                prompt,
-                sot_index,
-                temperature,
-                best_of: BEST_OF,
-                timestamps: true,
-                suppress: &model.suppress,
-                max_tokens: SAMPLE_LEN,
-            };
-            let special = &model.tokenizer.special;
-            let result = decode_window(&model.net, cross, special, &req, &mut self.rng, cancelled)?;
             let text = model.tokenizer.decode(&result.tokens)?;
             let ratio = compression_ratio(&text);
             let silent = result.no_speech_prob > NO_SPEECH_THRESHOLD
                 && result.avg_logprob <= LOGPROB_THRESHOLD;
             let bad = ratio > COMPRESSION_RATIO_THRESHOLD || result.avg_logprob < LOGPROB_THRESHOLD;
-            let next = temperature + 0.2;
+            let next = result.temperature + 0.2;
             if silent || !bad || next > 1.0 + 1e-6 {
                 return Ok((result, ratio));
             }
             tracing::debug!(
-                temperature,
+                temperature = result.temperature,
                 ratio,
                 avg_logprob = result.avg_logprob,
                 "window decoded again at a higher temperature"
             );
-            temperature = next;
+            let req = self.request(model, plan, next);
+            let special = &model.tokenizer.special;
+            result = decode_window(&model.net, cross, special, &req, &mut self.rng, cancelled)?;
         }
     }
 
@@ -400,6 +459,65 @@ impl Job {
             segments: self.segments.clone(),
         }
     }
+}
+
+/// Steps several jobs by one window each: `crosses[i]` is job `i`'s encoder output (one batch
+/// row) and `cancelled[i]` its cancel flag. The first decoding of every window that starts
+/// greedy runs as one batch ([`decode_windows_greedy`]: each step reads the weights once for
+/// all of them); sampling, the temperature fallback and word timing run job by job. Each
+/// job's result (its new segments, or its error) is exactly what [`Job::step`] gives it alone.
+pub fn step_jobs(
+    model: &WhisperModel,
+    jobs: &mut [&mut Job],
+    crosses: &[&CrossKv],
+    cancelled: &[&dyn Fn() -> bool],
+) -> Vec<Result<Vec<Segment>, EngineError>> {
+    let n = jobs.len();
+    if crosses.len() != n || cancelled.len() != n {
+        let e = || {
+            Err(EngineError::internal(
+                "step_jobs: one audio row and flag per job",
+            ))
+        };
+        return (0..n).map(|_| e()).collect();
+    }
+    let mut results: Vec<Option<Result<Vec<Segment>, EngineError>>> =
+        (0..n).map(|_| None).collect();
+    let mut plans = Vec::new();
+    for (i, job) in jobs.iter_mut().enumerate() {
+        if !job.starts_greedy() {
+            results[i] = Some(job.step(model, crosses[i], cancelled[i]));
+            continue;
+        }
+        match job.plan(model, crosses[i]) {
+            Ok(Some(plan)) => plans.push((i, plan)),
+            Ok(None) => results[i] = Some(Ok(Vec::new())),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    let requests: Vec<WindowRequest> = plans
+        .iter()
+        .map(|(i, plan)| jobs[*i].request(model, plan, 0.0))
+        .collect();
+    let windows: Vec<(&CrossKv, &WindowRequest)> = plans
+        .iter()
+        .zip(&requests)
+        .map(|((i, _), req)| (crosses[*i], req))
+        .collect();
+    let flags: Vec<&dyn Fn() -> bool> = plans.iter().map(|(i, _)| cancelled[*i]).collect();
+    let special = &model.tokenizer.special;
+    let firsts = decode_windows_greedy(&model.net, special, &windows, &flags);
+    drop(windows);
+    drop(requests);
+    for ((i, plan), first) in plans.iter().zip(firsts) {
+        let result =
+            first.and_then(|first| jobs[*i].finish(model, crosses[*i], plan, first, cancelled[*i]));
+        results[*i] = Some(result);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(EngineError::internal("a job was not stepped"))))
+        .collect()
 }
 
 /// Seconds to the hundredth, as OpenAI reports times.

@@ -3,7 +3,7 @@
 //! long recording walked in 30 s windows with timestamps.
 
 use xi_engine::audio::{decode_to_16k_mono, AudioLimits};
-use xi_engine::whisper::{Task, TranscribeOptions, WhisperModel};
+use xi_engine::whisper::{step_jobs, CrossKv, Job, Task, TranscribeOptions, WhisperModel};
 use xi_engine::{EngineError, Placement};
 use xi_testkit::{speech, whisper_tiny_en, word_error_rate, SENTENCES};
 
@@ -172,4 +172,96 @@ fn english_only_models_refuse_other_languages_and_translation() {
     // Cancelled before the first token: no transcript.
     let cancelled = model.transcribe(&audio, TranscribeOptions::default(), &mut |_| {}, &|| true);
     assert!(cancelled.is_err());
+}
+
+/// Several requests walked together, as a replica walks them (their windows encoded in one
+/// batch, their greedy decodes stepped in lockstep by `step_jobs`), give each exactly the
+/// transcript it gets alone: audio of different lengths (one, two and three windows, so jobs
+/// drop out of the batch at different rounds), one with word timestamps and one sampling (which
+/// `step_jobs` decodes on its own). A job cancelled mid-walk fails alone.
+#[test]
+fn jobs_walked_together_equal_each_walked_alone() {
+    let model = WhisperModel::load(&whisper_tiny_en(), &Placement::cpu()).unwrap();
+    let pause = || std::iter::repeat_n(0.0f32, 8000);
+    let mut clips: Vec<Vec<f32>> = Vec::new();
+    let mut long = Vec::new();
+    for sentence in SENTENCES {
+        long.extend(samples(sentence));
+        long.extend(pause());
+    }
+    clips.push(samples(SENTENCES[1]));
+    clips.push(long.iter().chain(&long).copied().collect());
+    clips.push(long.iter().chain(&long).chain(&long).copied().collect());
+    clips.push(samples(SENTENCES[4]));
+    clips.push(samples(SENTENCES[2]));
+    let options = |i: usize| TranscribeOptions {
+        word_timestamps: i == 1,
+        temperature: if i == 3 { 0.4 } else { 0.0 },
+        seed: 7,
+        ..TranscribeOptions::default()
+    };
+    let alone: Vec<_> = clips
+        .iter()
+        .enumerate()
+        .map(|(i, clip)| {
+            model
+                .transcribe(clip, options(i), &mut |_| {}, &never)
+                .unwrap()
+        })
+        .collect();
+
+    let mut jobs: Vec<Job> = clips
+        .iter()
+        .enumerate()
+        .map(|(i, clip)| Job::new(&model, clip, options(i)).unwrap())
+        .collect();
+    let cancel_at = 1;
+    let mut cancelled_job = Job::new(&model, &clips[2], options(2)).unwrap();
+    let mut outcome = Vec::new();
+    for round in 0.. {
+        let mut walking: Vec<&mut Job> = jobs.iter_mut().filter(|j| !j.is_done()).collect();
+        let with_cancel = !cancelled_job.is_done() && outcome.is_empty();
+        if walking.is_empty() && !with_cancel {
+            break;
+        }
+        if with_cancel {
+            walking.push(&mut cancelled_job);
+        }
+        let windows: Vec<Vec<f32>> = walking.iter().map(|j| j.window()).collect();
+        let cross = model.encode_windows(&windows).unwrap();
+        let rows: Vec<CrossKv> = (0..walking.len()).map(|i| cross.row(i).unwrap()).collect();
+        let crosses: Vec<&CrossKv> = rows.iter().collect();
+        let cancel_now = move || round == cancel_at;
+        let mut flags: Vec<&dyn Fn() -> bool> = vec![&never; walking.len()];
+        if with_cancel {
+            *flags.last_mut().unwrap() = &cancel_now;
+        }
+        let steps = step_jobs(&model, &mut walking, &crosses, &flags);
+        for (k, step) in steps.into_iter().enumerate() {
+            if with_cancel && k + 1 == walking.len() {
+                if let Err(e) = step {
+                    outcome.push(e);
+                }
+            } else {
+                step.unwrap();
+            }
+        }
+    }
+    for (i, (job, want)) in jobs.iter().zip(&alone).enumerate() {
+        let got = job.transcript();
+        assert_eq!(got.segments, want.segments, "clip {i}");
+        assert_eq!(got.text, want.text, "clip {i}");
+    }
+    assert!(
+        alone[2].segments.iter().map(|s| s.seek).max()
+            > alone[1].segments.iter().map(|s| s.seek).max()
+    );
+    assert!(
+        !alone[1].segments[0].words.is_empty(),
+        "word timestamps were asked"
+    );
+    assert!(
+        matches!(outcome.as_slice(), [EngineError::InvalidInput(m)] if m.contains("cancelled")),
+        "{outcome:?}"
+    );
 }

@@ -10,7 +10,9 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use tokio::sync::mpsc::UnboundedSender;
 use xi_api::audio::{TranscribeEvent, TranscriptSegment, TranscriptSummary, TranscriptWord};
 use xi_api::worker::WorkerError;
-use xi_engine::whisper::{language_name, Job as Walk, Segment, TranscribeOptions, WhisperModel};
+use xi_engine::whisper::{
+    language_name, step_jobs, Job as Walk, Segment, TranscribeOptions, WhisperModel,
+};
 
 use super::{refuse, terminated, Job, ReplicaOptions, ReplicaShared};
 
@@ -89,7 +91,8 @@ fn admit(model: &WhisperModel, job: Job, active: &mut Vec<Active>) {
 }
 
 /// One round: the current windows of the first `batch` active jobs encoded together, then
-/// each decoded; finished or failed jobs leave.
+/// decoded together (their greedy first passes step in lockstep, each weight read once per
+/// token for all of them); finished or failed jobs leave.
 fn round(model: &WhisperModel, active: &mut Vec<Active>, batch: usize) {
     let n = active.len().min(batch);
     if n == 0 {
@@ -107,12 +110,40 @@ fn round(model: &WhisperModel, active: &mut Vec<Active>, batch: usize) {
         }
     };
     let mut finished = vec![false; n];
-    for (i, a) in active[..n].iter_mut().enumerate() {
-        let events = a.events.clone();
-        let cancelled = move || events.is_closed();
-        let step = cross
-            .row(i)
-            .and_then(|row| a.walk.step(model, &row, &cancelled));
+    // The windows whose audio row came out decode together; a failed row fails its job.
+    let mut stepping = Vec::with_capacity(n);
+    let mut rows = Vec::with_capacity(n);
+    for (i, a) in active[..n].iter().enumerate() {
+        match cross.row(i) {
+            Ok(row) => {
+                stepping.push(i);
+                rows.push(row);
+            }
+            Err(e) => {
+                let _ = a.events.send(TranscribeEvent::Error(WorkerError::from(e)));
+                finished[i] = true;
+            }
+        }
+    }
+    let flags: Vec<_> = stepping
+        .iter()
+        .map(|&i| {
+            let events = active[i].events.clone();
+            move || events.is_closed()
+        })
+        .collect();
+    let flags: Vec<&dyn Fn() -> bool> = flags.iter().map(|f| f as &dyn Fn() -> bool).collect();
+    let crosses: Vec<_> = rows.iter().collect();
+    let mut walks: Vec<&mut Walk> = active[..n]
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| stepping.contains(i))
+        .map(|(_, a)| &mut a.walk)
+        .collect();
+    let steps = step_jobs(model, &mut walks, &crosses, &flags);
+    drop(walks);
+    for (&i, step) in stepping.iter().zip(steps) {
+        let a = &active[i];
         match step {
             Ok(segments) => {
                 for s in segments {
