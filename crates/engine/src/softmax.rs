@@ -36,18 +36,7 @@ fn row_avx512(r: &mut [f32]) {
 
 #[inline(always)]
 fn row_body(r: &mut [f32]) {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = r.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (m, &x) in lanes.iter_mut().zip(c) {
-            *m = if x > *m { x } else { *m };
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    let max = max_of(r);
     let mut sums = [0f32; LANES];
     let mut chunks = r.chunks_exact_mut(LANES);
     for c in &mut chunks {
@@ -65,6 +54,59 @@ fn row_body(r: &mut [f32]) {
     for x in r.iter_mut() {
         *x *= inv;
     }
+}
+
+/// `ln Σ e^x` over `r` (`-inf` for an empty or all `-inf` row), vectorised as [`row`]: the
+/// decoder's logit rules take it over the whole vocabulary at every step.
+pub(crate) fn log_sum_exp(r: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: `avx512()` says the CPU has AVX-512F.
+        return unsafe { log_sum_exp_avx512(r) };
+    }
+    log_sum_exp_body(r)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn log_sum_exp_avx512(r: &[f32]) -> f32 {
+    log_sum_exp_body(r)
+}
+
+#[inline(always)]
+fn log_sum_exp_body(r: &[f32]) -> f32 {
+    let max = max_of(r);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    let mut sums = [0f32; LANES];
+    let mut chunks = r.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (s, &x) in sums.iter_mut().zip(c) {
+            *s += crate::ops::exp(x - max);
+        }
+    }
+    let mut sum: f32 = sums.iter().sum();
+    for &x in chunks.remainder() {
+        sum += crate::ops::exp(x - max);
+    }
+    max + sum.ln()
+}
+
+#[inline(always)]
+fn max_of(r: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = r.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
 }
 
 #[cfg(test)]
@@ -91,5 +133,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Equal to a plain f64 log-sum-exp, with `-inf` entries (masked tokens) among the
+    /// values, and `-inf` for a row with nothing left.
+    #[test]
+    fn log_sum_exp_matches_a_plain_one() {
+        for len in [1usize, 5, 16, 17, 33, 51864] {
+            let mut x = crate::test_rng::uniform(len, len as u64, -30.0, 30.0);
+            for v in x.iter_mut().skip(1).step_by(3) {
+                *v = f32::NEG_INFINITY;
+            }
+            let max = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let want = max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            let got = super::log_sum_exp(&x) as f64;
+            assert!(
+                (got - want).abs() < 1e-5 * want.abs().max(1.0),
+                "len {len}: {got} vs {want}"
+            );
+            assert_eq!(got, super::log_sum_exp_body(&x) as f64, "both builds agree");
+        }
+        assert_eq!(super::log_sum_exp(&[]), f32::NEG_INFINITY);
+        assert_eq!(
+            super::log_sum_exp(&[f32::NEG_INFINITY; 20]),
+            f32::NEG_INFINITY
+        );
     }
 }

@@ -13,6 +13,7 @@
 use candle_core::Tensor;
 use rand::distributions::{Distribution, WeightedIndex};
 use rand::Rng;
+use rayon::prelude::*;
 
 use crate::error::EngineError;
 use crate::whisper::model::{CrossKv, SelfCache, Whisper};
@@ -269,19 +270,33 @@ pub fn decode_windows_greedy(
         }
     }
     for step in 0.. {
-        let mut stepping = Vec::new();
         for (i, slot) in rows.iter_mut().enumerate() {
-            let Some(row) = slot.as_mut() else { continue };
-            if cancelled.get(i).is_some_and(|c| c()) {
+            if slot.is_some() && cancelled.get(i).is_some_and(|c| c()) {
                 results[i] = Some(Err(cancelled_error()));
                 *slot = None;
-                continue;
             }
-            let req = windows[i].1;
-            let logits = std::mem::take(&mut row.logits);
-            let token = row.candidate.advance(logits, step, req, special, argmax);
-            if row.candidate.done || step + 1 == row.max_tokens {
-                if let Some(row) = slot.take() {
+        }
+        // The logit rules run over the whole vocabulary for each row: on the pool.
+        let tokens: Vec<Option<u32>> = rows
+            .par_iter_mut()
+            .enumerate()
+            .map(|(i, slot)| {
+                let row = slot.as_mut()?;
+                let logits = std::mem::take(&mut row.logits);
+                Some(
+                    row.candidate
+                        .advance(logits, step, windows[i].1, special, argmax),
+                )
+            })
+            .collect();
+        let mut stepping = Vec::new();
+        for (i, token) in tokens.into_iter().enumerate() {
+            let Some(token) = token else { continue };
+            let finished = rows[i]
+                .as_ref()
+                .is_some_and(|row| row.candidate.done || step + 1 == row.max_tokens);
+            if finished {
+                if let Some(row) = rows[i].take() {
                     let result = best_result(vec![row.candidate], row.no_speech_prob, 0.0);
                     results[i] = Some(result);
                 }
@@ -419,11 +434,7 @@ fn sample(row: &[f32], temperature: f32, rng: &mut impl Rng) -> u32 {
 }
 
 fn log_sum_exp(xs: &[f32]) -> f32 {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return max;
-    }
-    max + xs.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
+    crate::softmax::log_sum_exp(xs)
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f32> {
