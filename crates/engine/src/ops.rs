@@ -58,6 +58,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     // integer in the low mantissa bits: `ROUND_BITS + n`.
     const ROUND: f32 = 12_582_912.0;
     const ROUND_BITS: i32 = 0x4B40_0000;
+    // `max`/`min`, not `clamp` (which asserts its bounds and keeps NaN): see the doc above.
+    #[allow(clippy::manual_clamp)]
     let x = x.max(-87.0).min(88.0);
     let shifted = x * LOG2E + ROUND;
     let n = shifted - ROUND;

@@ -626,7 +626,7 @@ mod tests {
             full.cross_kv(&encoded).unwrap(),
         );
         let (mut cache_half, mut cache_full) = (half.new_cache(), full.new_cache());
-        let prompt: Vec<u32> = (0..20).map(|i| 50257 + (i % 3) as u32 * 100 + i).collect();
+        let prompt: Vec<u32> = (0..20u32).map(|i| 50257 + (i % 3) * 100 + i).collect();
         let mut steps = vec![prompt];
         steps.extend([[50256u32], [400], [13]].map(|t| t.to_vec()));
         for tokens in steps {
