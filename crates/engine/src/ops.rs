@@ -302,18 +302,7 @@ mod tests {
         crate::test_rng::uniform(len, seed, -2.0, 2.0)
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::test_rng::max_diff;
 
     #[test]
     fn tensor_op_attention_and_gelu_match_the_cpu_kernels() {

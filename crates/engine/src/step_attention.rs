@@ -165,16 +165,7 @@ mod tests {
                 .unwrap();
             let got = attend_one(&q, &k, &v, scale).unwrap().unwrap();
             assert_eq!(got.dims(), want.dims());
-            let diff: f32 = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = crate::test_rng::max_diff(&got, &want);
             assert!(diff < 1e-5, "{b} {h} {keys} {d}: {diff}");
         }
     }

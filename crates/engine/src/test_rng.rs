@@ -1,5 +1,7 @@
 //! Reproducible pseudo-random inputs for the unit tests (a 64-bit LCG: no dependency, the
-//! same numbers on every machine).
+//! same numbers on every machine), and the comparison the kernel tests share.
+
+use candle_core::{DType, Tensor};
 
 /// `len` values in `[low, high)`, the same for the same `seed`.
 pub fn uniform(len: usize, seed: u64, low: f32, high: f32) -> Vec<f32> {
@@ -13,4 +15,18 @@ pub fn uniform(len: usize, seed: u64, low: f32, high: f32) -> Vec<f32> {
             low + unit * (high - low)
         })
         .collect()
+}
+
+/// The largest absolute difference between two tensors of one shape (compared in f32).
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
