@@ -424,7 +424,7 @@ mod tests {
                     };
                     let got = Dense::new(stored.clone(), bias).forward(&x).unwrap();
                     assert_eq!(got.dims(), want.dims());
-                    let diff = crate::test_rng::max_diff(&got, &want);
+                    let diff = crate::test_rng::max_diff(&got, &want).unwrap();
                     assert!(
                         diff < 1e-4 * (k as f32).sqrt(),
                         "half {half} n {n} k {k} m {m}: {diff}"

@@ -302,7 +302,9 @@ mod tests {
         crate::test_rng::uniform(len, seed, -2.0, 2.0)
     }
 
-    use crate::test_rng::max_diff;
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        crate::test_rng::max_diff(a, b).unwrap()
+    }
 
     #[test]
     fn tensor_op_attention_and_gelu_match_the_cpu_kernels() {

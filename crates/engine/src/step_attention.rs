@@ -165,7 +165,7 @@ mod tests {
                 .unwrap();
             let got = attend_one(&q, &k, &v, scale).unwrap().unwrap();
             assert_eq!(got.dims(), want.dims());
-            let diff = crate::test_rng::max_diff(&got, &want);
+            let diff = crate::test_rng::max_diff(&got, &want).unwrap();
             assert!(diff < 1e-5, "{b} {h} {keys} {d}: {diff}");
         }
     }

@@ -18,15 +18,10 @@ pub fn uniform(len: usize, seed: u64, low: f32, high: f32) -> Vec<f32> {
 }
 
 /// The largest absolute difference between two tensors of one shape (compared in f32).
-pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
+pub fn max_diff(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+    (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
         .to_scalar::<f32>()
-        .unwrap()
 }
