@@ -7,7 +7,8 @@
 //! of a generation request and their defaults), [`guide`] (structured output: the constraint a
 //! request puts on its answer), [`tools`] (tool calling: the functions a chat offers and the
 //! calls an answer makes), [`audio`] (speech-to-text requests, transcripts and their
-//! formats), [`worker`] (the supervisor's view of a
+//! formats), [`framing`] (cutting NDJSON and Server-Sent Event streams into messages, bounded),
+//! [`worker`] (the supervisor's view of a
 //! worker), [`sso`] (single sign-on: providers, one-time login codes, device logins), [`cluster`] (the supervisor <-> worker protocol), [`names`] (the rules for names
 //! that become paths) and
 //! [`ErrorBody`] (every error body is `{"detail": "..."}`).
@@ -17,6 +18,7 @@
 pub mod audio;
 pub mod auth;
 pub mod cluster;
+pub mod framing;
 pub mod generation;
 pub mod guide;
 pub mod identity;

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use xi_api::auth::{AuthStatus, LoginRequest, TokenResponse};
+use xi_api::framing::SseFramer;
 use xi_api::models::{LaunchModelRequest, ModelUidResponse, RegisterModelRequest};
 use xi_api::ErrorBody;
 
@@ -200,48 +201,44 @@ impl Client {
         let endpoint = self.endpoint.clone();
         let bytes = response.bytes_stream();
         let events = futures_util::stream::unfold(
-            (bytes, String::new(), false),
-            move |(mut bytes, mut buffer, done)| {
+            (bytes, SseFramer::default(), false),
+            move |(mut bytes, mut framer, done)| {
                 let endpoint = endpoint.clone();
                 async move {
                     if done {
                         return None;
                     }
                     loop {
-                        if let Some(end) = buffer.find("\n\n") {
-                            let event: String = buffer.drain(..end + 2).collect();
-                            let data: String = event
-                                .lines()
-                                .filter_map(|l| l.strip_prefix("data:"))
-                                .map(str::trim)
-                                .collect();
-                            if data.is_empty() {
-                                continue;
+                        match framer.next_event() {
+                            Some(Ok(event)) if event.data == "[DONE]" => return None,
+                            Some(Ok(event)) => {
+                                let item = match serde_json::from_str::<Value>(&event.data) {
+                                    Ok(v) if v.get("error").is_some() => Err(ClientError::Server {
+                                        status: 500,
+                                        detail: error_text(&v["error"]),
+                                    }),
+                                    Ok(v) => Ok(v),
+                                    Err(e) => Err(ClientError::Invalid(format!(
+                                        "a stream event is not JSON: {e}"
+                                    ))),
+                                };
+                                let stop = item.is_err();
+                                return Some((item, (bytes, framer, stop)));
                             }
-                            if data == "[DONE]" {
-                                return None;
+                            Some(Err(e)) => {
+                                let err = ClientError::Invalid(e.to_string());
+                                return Some((Err(err), (bytes, framer, true)));
                             }
-                            let item = match serde_json::from_str::<Value>(&data) {
-                                Ok(v) if v.get("error").is_some() => Err(ClientError::Server {
-                                    status: 500,
-                                    detail: error_text(&v["error"]),
-                                }),
-                                Ok(v) => Ok(v),
-                                Err(e) => Err(ClientError::Invalid(format!(
-                                    "a stream event is not JSON: {e}"
-                                ))),
-                            };
-                            let stop = item.is_err();
-                            return Some((item, (bytes, buffer, stop)));
+                            None => {}
                         }
                         match bytes.next().await {
-                            Some(Ok(chunk)) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                            Some(Ok(chunk)) => framer.push(&chunk),
                             Some(Err(e)) => {
                                 let err = ClientError::Connect {
                                     endpoint,
                                     reason: root_cause(&e),
                                 };
-                                return Some((Err(err), (bytes, buffer, true)));
+                                return Some((Err(err), (bytes, framer, true)));
                             }
                             None => return None,
                         }

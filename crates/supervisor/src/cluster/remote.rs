@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use xi_api::audio::{TranscribeEvent, TranscribeRequest, TranscribeStream};
 use xi_api::cluster::{WorkerResources, CLUSTER_SECRET_HEADER};
+use xi_api::framing::LineFramer;
 use xi_api::worker::{
     BoxFuture, EmbedRequest, EmbedResponse, EventStream, GenerateEvent, GenerateRequest,
     ReplicaInfo, ReplicaSpec, RerankRequest, RerankResponse, Worker, WorkerError, WorkerErrorKind,
@@ -207,40 +208,49 @@ fn ndjson_lines<T: DeserializeOwned + Send + 'static>(
     error: fn(WorkerError) -> T,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::unfold(
-        (Box::pin(bytes), Vec::<u8>::new(), last, false),
-        move |(mut bytes, mut buffer, mut last, done)| {
+        (Box::pin(bytes), LineFramer::default(), last, false),
+        move |(mut bytes, mut framer, mut last, done)| {
             let address = address.clone();
             async move {
                 if done {
                     return None;
                 }
                 loop {
-                    if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buffer.drain(..=end).collect();
-                        let event = serde_json::from_slice::<T>(&line).unwrap_or_else(|e| {
-                            error(WorkerError::new(
+                    match framer.next_line() {
+                        Some(Ok(line)) => {
+                            let event = serde_json::from_slice::<T>(&line).unwrap_or_else(|e| {
+                                error(WorkerError::new(
+                                    WorkerErrorKind::Internal,
+                                    format!("bad event from worker {address}: {e}"),
+                                ))
+                            });
+                            let is_last = last(&event);
+                            return Some((event, (bytes, framer, last, is_last)));
+                        }
+                        Some(Err(e)) => {
+                            let event = error(WorkerError::new(
                                 WorkerErrorKind::Internal,
                                 format!("bad event from worker {address}: {e}"),
-                            ))
-                        });
-                        let is_last = last(&event);
-                        return Some((event, (bytes, buffer, last, is_last)));
+                            ));
+                            return Some((event, (bytes, framer, last, true)));
+                        }
+                        None => {}
                     }
                     match bytes.next().await {
-                        Some(Ok(chunk)) => buffer.extend_from_slice(chunk.as_ref()),
+                        Some(Ok(chunk)) => framer.push(chunk.as_ref()),
                         Some(Err(e)) => {
                             let event = error(WorkerError::new(
                                 WorkerErrorKind::Unreachable,
                                 format!("Worker {address} is unreachable: {e}"),
                             ));
-                            return Some((event, (bytes, buffer, last, true)));
+                            return Some((event, (bytes, framer, last, true)));
                         }
                         None => {
                             let event = error(WorkerError::new(
                                 WorkerErrorKind::Unreachable,
                                 format!("Worker {address} closed the stream before the end"),
                             ));
-                            return Some((event, (bytes, buffer, last, true)));
+                            return Some((event, (bytes, framer, last, true)));
                         }
                     }
                 }
