@@ -65,6 +65,10 @@ pub struct ApiArgs {
     /// Require `admin` for GET /metrics (public by default, like upstream).
     #[arg(long, env = "XINFERENCE_METRICS_REQUIRE_AUTH")]
     pub metrics_require_auth: bool,
+    /// Require `models:list` for GET /openapi.json and GET /docs (public by default, like
+    /// upstream's /docs).
+    #[arg(long, env = "XINFERENCE_DOCS_REQUIRE_AUTH")]
+    pub docs_require_auth: bool,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "XINFERENCE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -237,6 +241,7 @@ impl ApiArgs {
         config.database_url = self.database_url.clone();
         config.trusted_proxies = self.trusted_proxies.clone();
         config.metrics_require_auth = self.metrics_require_auth;
+        config.docs_require_auth = self.docs_require_auth;
         config.max_body_bytes = self.max_body_bytes;
         config.throttle.per_user = self.login_failures_per_user;
         config.throttle.per_address = self.login_failures_per_address;

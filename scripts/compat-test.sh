@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compatibility tests: the real `xinference-client` (PyPI) and `openai` SDKs, unchanged, against
-# the real xinference-local binary. Creates a Python venv once (cached) and runs pytest.
+# the real xinference-local binary, and the served OpenAPI document through an independent
+# validator (openapi-spec-validator). Creates a Python venv once (cached) and runs pytest.
 #
 #   COMPAT_VENV            venv location (default: $HOME/.cache/xinference-rs/compat-venv)
 #   XINFERENCE_LOCAL       binary to test (default: built here, debug profile)
@@ -8,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${COMPAT_VENV:-$HOME/.cache/xinference-rs/compat-venv}"
-want="xinference-client==4.1.0 openai==3.57.0 pytest==9.2.0 numpy==2.4.6 safetensors==0.8.0"
+want="xinference-client==4.1.0 openai==3.57.0 pytest==9.2.0 numpy==2.4.6 safetensors==0.8.0 openapi-spec-validator==0.9.0"
 if [ ! -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "$want" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"

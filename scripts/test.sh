@@ -4,8 +4,8 @@
 # Python SDKs (xinference-client, openai) against the real binary, then the web UI in headless
 # Chromium, and last the CUDA build compiled and linked (no GPU needed; docs/gpu.md). The
 # single sign-on tests start a real OpenID provider (npm's oidc-provider, which xi-testkit
-# installs into tests/oidc with `npm ci` on first use). Run from anywhere; extra arguments go
-# to `cargo test`.
+# installs into tests/oidc with `npm ci` on first use). The fuzz targets are built and each run
+# briefly on its seeds (docs/fuzzing.md). Run from anywhere; extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +17,5 @@ scripts/install-espeak.sh >/dev/null
 cargo test --workspace --locked "$@"
 scripts/compat-test.sh
 scripts/browser-test.sh
+FUZZ_PROFILE=dev fuzz/run.sh "${FUZZ_SECONDS:-10}"
 scripts/build-cuda.sh --ci

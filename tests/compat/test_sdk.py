@@ -245,3 +245,21 @@ def test_speech_to_text_through_both_sdks(server, models):
     assert all(e.type == "transcript.text.delta" for e in events[:-1]) and len(events) >= 2
 
     client.terminate_model(uid)
+
+
+def test_openapi_document_validates(server):
+    """The served OpenAPI document is valid OpenAPI 3.1 by an independent validator, and is
+    public with auth on, as upstream's."""
+    import urllib.request
+
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation import OpenAPIV31SpecValidator
+
+    with urllib.request.urlopen(f"http://{server}/openapi.json", timeout=30) as res:
+        assert res.status == 200
+        spec = json.load(res)
+    assert spec["openapi"] == "3.1.0"
+    validate(spec, cls=OpenAPIV31SpecValidator)
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    assert chat["x-permission"] == "models:read"
+    assert {"bearer": []} in chat["security"]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::worker::WorkerError;
 
 /// Transcribe in the spoken language, or translate into English.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AudioTask {
     Transcribe,
@@ -25,7 +25,7 @@ impl AudioTask {
 }
 
 /// The answer's format (`response_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TranscriptFormat {
     Json,
@@ -52,7 +52,7 @@ impl TranscriptFormat {
 
 /// What a worker is asked to transcribe: the audio file's bytes (any supported format; the
 /// worker decodes it) and the options.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscribeRequest {
     /// The file, base64 in JSON on the internal API.
     #[serde(with = "base64_bytes")]
@@ -72,7 +72,7 @@ pub struct TranscribeRequest {
 }
 
 /// A word with its time (`verbose_json` `words`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptWord {
     pub word: String,
     pub start: f64,
@@ -80,7 +80,7 @@ pub struct TranscriptWord {
 }
 
 /// A timed segment (`verbose_json` `segments`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptSegment {
     pub id: usize,
     pub seek: usize,
@@ -99,7 +99,7 @@ pub struct TranscriptSegment {
 }
 
 /// The end of a transcription.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptSummary {
     pub text: String,
     /// The language's English name ("english"), as OpenAI reports it.
@@ -110,7 +110,7 @@ pub struct TranscriptSummary {
 
 /// What a transcription stream yields: segments as they are decoded, then the summary or an
 /// error.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum TranscribeEvent {
     Segment(TranscriptSegment),
     Done(TranscriptSummary),
@@ -122,13 +122,13 @@ pub type TranscribeStream =
     std::pin::Pin<Box<dyn futures_core::Stream<Item = TranscribeEvent> + Send>>;
 
 /// OpenAI's `json` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptionJson {
     pub text: String,
 }
 
 /// OpenAI's `verbose_json` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptionVerbose {
     pub task: String,
     pub language: String,

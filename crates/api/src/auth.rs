@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `POST /token` body, as JSON (SDK, CLI, web UI) or as the OAuth2 password form.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
@@ -19,7 +19,7 @@ impl std::fmt::Debug for LoginRequest {
 }
 
 /// `POST /token` success body.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     /// Always `"bearer"`.
@@ -51,7 +51,7 @@ impl std::fmt::Debug for TokenResponse {
 }
 
 /// `GET /v1/cluster/auth` body.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuthStatus {
     pub auth: bool,
 }

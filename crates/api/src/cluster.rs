@@ -15,7 +15,7 @@ use crate::worker::{GpuInfo, ReplicaInfo, ReplicaSpec};
 pub const CLUSTER_SECRET_HEADER: &str = "x-xinference-cluster-secret";
 
 /// What a worker has: reported at join and with every heartbeat.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerResources {
     pub cpu_count: usize,
     /// Fraction of all cores busy since the previous report, 0..=1.
@@ -29,13 +29,13 @@ pub struct WorkerResources {
 }
 
 /// A replica a worker runs, with what the supervisor needs to serve it again after a restart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunningReplica {
     pub spec: ReplicaSpec,
     pub info: ReplicaInfo,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JoinRequest {
     /// `host:port` the supervisor calls the worker at.
     pub address: String,
@@ -44,7 +44,7 @@ pub struct JoinRequest {
     pub replicas: Vec<RunningReplica>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JoinResponse {
     /// How often the worker must send heartbeats.
     pub heartbeat_interval_ms: u64,
@@ -54,13 +54,13 @@ pub struct JoinResponse {
     pub stop_replicas: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     pub address: String,
     pub resources: WorkerResources,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaveRequest {
     pub address: String,
 }

@@ -28,7 +28,7 @@ pub const MAX_CHOICES: i64 = 16;
 
 /// Sampling and stopping; `None` means the default above (`top_p`, `top_k`: no cut; `seed`: a
 /// fresh one per request).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Sampling {
     pub max_tokens: Option<usize>,
     pub temperature: Option<f64>,
@@ -99,7 +99,7 @@ impl Sampling {
 }
 
 /// The sampling fields of a chat or completion body, as a client sends them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct SamplingFields {
     #[serde(default)]
     pub stream: bool,

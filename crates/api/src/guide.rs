@@ -13,7 +13,7 @@ pub const MAX_GUIDE_BYTES: usize = 64 * 1024;
 pub const MAX_GUIDE_CHOICES: usize = 1024;
 
 /// What the answer must be.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Guide {
     /// Any JSON object (`response_format: {"type": "json_object"}`).
@@ -30,7 +30,7 @@ pub enum Guide {
 }
 
 /// The request's constraint fields, as a client sends them (any JSON: checked by [`guide_of`]).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct GuideFields {
     #[serde(default)]
     pub response_format: Option<Value>,

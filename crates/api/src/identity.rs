@@ -14,7 +14,7 @@ pub const SOURCE_CONFIG: &str = "config";
 pub const SOURCE_OIDC: &str = "oidc";
 
 /// A user as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserInfo {
     /// `None` for a config-file user.
     pub id: Option<i64>,
@@ -30,7 +30,7 @@ pub struct UserInfo {
 }
 
 /// `POST /v1/admin/users`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     pub username: String,
@@ -53,14 +53,14 @@ impl std::fmt::Debug for CreateUserRequest {
 }
 
 /// `POST /v1/admin/users` answer (201).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedUser {
     pub id: i64,
     pub username: String,
 }
 
 /// `PUT /v1/admin/users/{id}`: only the fields present change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,7 +73,7 @@ pub struct UpdateUserRequest {
 
 /// `PUT /v1/admin/users/{id}/password`. `old_password` is required when users change their own
 /// password (admins too); `users:manage` sets other users' without it.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     pub new_password: String,
@@ -88,7 +88,7 @@ impl std::fmt::Debug for ChangePasswordRequest {
 }
 
 /// `GET/PUT /v1/admin/users/{id}/permissions`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPermissions {
     pub permissions: Vec<String>,
@@ -96,7 +96,7 @@ pub struct UserPermissions {
 
 /// One entry of a key's model list (upstream's shape): `all`, `model_id` (a model uid) or
 /// `model_type` (`LLM`, `embedding`, `rerank`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPermission {
     pub permission_type: String,
@@ -105,7 +105,7 @@ pub struct ModelPermission {
 }
 
 /// A key's optional limits; `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimits {
     #[serde(default)]
@@ -121,7 +121,7 @@ pub struct KeyLimits {
 }
 
 /// Counted use of a key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyUsage {
     pub requests: u64,
     pub prompt_tokens: u64,
@@ -129,7 +129,7 @@ pub struct KeyUsage {
 }
 
 /// An api key as the admin API shows it: never the key itself, only its display prefix.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: i64,
     pub user_id: i64,
@@ -151,7 +151,7 @@ pub struct KeyInfo {
 }
 
 /// An expiry as upstream's clients send it (an ISO-8601 string) or as a Unix time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Expiry {
     Unix(i64),
@@ -159,7 +159,7 @@ pub enum Expiry {
 }
 
 /// `POST /v1/admin/keys`. `models` is a shorthand for `model_permissions` of kind `model_id`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,7 +182,7 @@ pub struct CreateKeyRequest {
 }
 
 /// `POST /v1/admin/keys` answer (201): the only time the key is shown.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     pub id: i64,
     pub key: String,
@@ -205,7 +205,7 @@ impl std::fmt::Debug for CreatedKey {
 
 /// `PUT /v1/admin/keys/{id}`: only the fields present change (`expires_at: null` removes the
 /// expiry).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,7 +229,7 @@ pub struct UpdateKeyRequest {
 }
 
 /// `GET/PUT /v1/admin/keys/{id}/permissions` (upstream: the model list).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyModelPermissions {
     pub model_permissions: Vec<ModelPermission>,
@@ -245,7 +245,7 @@ where
 }
 
 /// `POST /v1/auth/refresh` and `POST /v1/auth/logout`.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RefreshRequest {
     #[serde(default)]
     pub refresh_token: String,
@@ -258,7 +258,7 @@ impl std::fmt::Debug for RefreshRequest {
 }
 
 /// `GET /v1/auth/me`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MeResponse {
     pub id: Option<i64>,
     pub username: String,
@@ -270,7 +270,7 @@ pub struct MeResponse {
 }
 
 /// `{"ok": true}`, upstream's answer to admin writes.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Ok {
     pub ok: bool,
 }

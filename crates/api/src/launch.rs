@@ -24,7 +24,7 @@ pub const DEFAULT_MAX_NUM_BATCHED_TOKENS: usize = 512;
 pub const MAX_COUNT_OPTION: usize = 1_000_000;
 
 /// What `n_gpu` asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum GpuRequest {
     /// Absent or `"auto"` (upstream's default): the freest GPU, else the CPU.
     #[default]
@@ -47,7 +47,7 @@ impl GpuRequest {
 
 /// `dtype`: the precision of the weights and activations (`None` in [`LaunchOptions`] is
 /// `"auto"`: the worker picks one for the device).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Dtype {
     Float32,
     Bfloat16,
@@ -67,7 +67,7 @@ impl Dtype {
 }
 
 /// `requantize`: convert every weight matrix at load (`None` in [`LaunchOptions`] is `"none"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Requantize {
     Q8_0,
     F32,
@@ -95,7 +95,7 @@ fn error(field: &'static str, message: String) -> LaunchOptionError {
 }
 
 /// The typed launch options of one launch, as the supervisor hands them to every replica.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LaunchOptions {
     pub n_gpu: GpuRequest,
     /// `gpu_idx` split evenly over the replicas, as upstream: replica `i` takes share `i`.

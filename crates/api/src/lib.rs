@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use permission::{Permission, PermissionSet};
 
 /// The body of every error response, as upstream Xinference sends it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub detail: String,
 }

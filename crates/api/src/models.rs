@@ -7,7 +7,19 @@ use std::str::FromStr;
 
 /// The model types xinference-rs serves. Path values are case-sensitive, as upstream:
 /// `LLM` upper-case, the others lower-case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum ModelType {
     #[serde(rename = "LLM")]
     Llm,
@@ -71,7 +83,7 @@ impl FromStr for ModelType {
 /// `POST /v1/models` body (upstream section 4). Unknown keys are kept in `extra` and passed to
 /// the engine as launch options. Absent fields are left out when it is sent (upstream reads
 /// some of them with a default that a `null` would not get).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LaunchModelRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_uid: Option<String>,
@@ -120,14 +132,14 @@ fn keep_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D:
 }
 
 /// `POST /v1/models` success body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelUidResponse {
     pub model_uid: String,
 }
 
 /// `POST /v1/model_registrations/{type}` body. `model` is the model definition as a JSON
 /// *string* (double-encoded, as upstream).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegisterModelRequest {
     pub model: String,
     #[serde(default)]
@@ -137,7 +149,7 @@ pub struct RegisterModelRequest {
 }
 
 /// Launch status of a model instance or replica (upstream `status_guard.py`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum LaunchStatus {
     Creating,

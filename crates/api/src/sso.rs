@@ -4,20 +4,20 @@
 use serde::{Deserialize, Serialize};
 
 /// One provider as the login page and the CLI see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SsoProvider {
     pub name: String,
     pub display_name: String,
 }
 
 /// `GET /v1/auth/sso/providers`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SsoProviders {
     pub providers: Vec<SsoProvider>,
 }
 
 /// `POST /v1/auth/sso/exchange`: a one-time login code for the session's tokens.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SsoExchange {
     pub code: String,
@@ -33,7 +33,7 @@ impl std::fmt::Debug for SsoExchange {
 }
 
 /// `POST /v1/auth/sso/device`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceLoginRequest {
     /// The provider's name; `None`: the first configured.
@@ -42,7 +42,7 @@ pub struct DeviceLoginRequest {
 }
 
 /// `POST /v1/auth/sso/device` answer (RFC 8628 3.2, with our handle for the device code).
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceLoginStarted {
     /// What to poll `/v1/auth/sso/device/token` with (the provider's device code stays on
     /// the server, with the client secret).
@@ -65,7 +65,7 @@ impl std::fmt::Debug for DeviceLoginStarted {
 }
 
 /// `POST /v1/auth/sso/device/token`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceTokenRequest {
     pub handle: String,
@@ -78,7 +78,7 @@ impl std::fmt::Debug for DeviceTokenRequest {
 }
 
 /// `GET /v1/cluster/ui_config` (upstream's shape; it adds monitoring settings we do not have).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UiConfig {
     /// Users, keys and sessions live in the identity store.
     pub auth_advanced: bool,

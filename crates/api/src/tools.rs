@@ -16,7 +16,7 @@ pub const MAX_FUNCTION_NAME: usize = 64;
 
 /// How a model writes its tool calls, and so how its answer is parsed (vLLM's
 /// `--tool-call-parser`, upstream's `tool_parser`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolParser {
     /// `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, one block per call:
@@ -74,7 +74,7 @@ impl ToolParser {
 }
 
 /// A function the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Function {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,7 +84,7 @@ pub struct Function {
 }
 
 /// Whether and which function the answer must call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ToolChoice {
     /// The model decides: text, or calls (OpenAI's default when tools are given).
@@ -96,7 +96,7 @@ pub enum ToolChoice {
 }
 
 /// The tools a chat request offers, checked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Tools {
     pub functions: Vec<Function>,
     pub choice: ToolChoice,
@@ -132,7 +132,7 @@ impl Tools {
 }
 
 /// A call the model made, as OpenAI returns it: `arguments` is a JSON object as a string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolCall {
     pub id: String,
     pub name: String,
@@ -140,7 +140,7 @@ pub struct ToolCall {
 }
 
 /// The tool fields of a chat body, as a client sends them (any JSON: checked by [`tools_of`]).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct ToolFields {
     #[serde(default)]
     pub tools: Option<Value>,

@@ -14,7 +14,7 @@ use crate::models::ModelType;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a worker needs to load one replica.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplicaSpec {
     /// `<model_uid>-<i>`: a name only; read `model_uid` and `replica_index`, never parse it.
     pub replica_uid: String,
@@ -25,6 +25,7 @@ pub struct ReplicaSpec {
     pub model_type: ModelType,
     pub model_name: String,
     /// A local model folder (or file, for GGUF).
+    #[schema(value_type = String)]
     pub model_path: PathBuf,
     /// The launch options, parsed and checked by the supervisor.
     #[serde(default)]
@@ -40,7 +41,7 @@ pub struct ReplicaSpec {
 }
 
 /// Model files on a hub (Hugging Face's URL layout, at `HF_ENDPOINT`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HubDownload {
     /// `owner/name`.
     pub repo: String,
@@ -52,14 +53,14 @@ pub struct HubDownload {
 }
 
 /// What the loaded replica turned out to be.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplicaInfo {
     pub dimensions: Option<usize>,
     pub max_tokens: Option<usize>,
 }
 
 /// Why a worker call failed; the supervisor maps each kind to one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum WorkerErrorKind {
     /// The model files or launch options are wrong (400).
     InvalidModel,
@@ -125,7 +126,7 @@ impl WorkerErrorKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerError {
     pub kind: WorkerErrorKind,
     pub message: String,
@@ -149,33 +150,33 @@ impl std::fmt::Display for WorkerError {
 impl std::error::Error for WorkerError {}
 
 /// One input of an embedding request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum EmbedInput {
     Text(String),
     Tokens(Vec<u32>),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbedRequest {
     pub inputs: Vec<EmbedInput>,
     /// Cut over-long inputs at the model's limit (upstream's behaviour) instead of refusing them.
     pub truncate: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbedResponse {
     pub embeddings: Vec<Vec<f32>>,
     pub prompt_tokens: usize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RerankRequest {
     pub query: String,
     pub documents: Vec<String>,
     pub truncate: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RerankResponse {
     /// One relevance score per document, in request order.
     pub scores: Vec<f32>,
@@ -223,7 +224,7 @@ pub trait Worker: Send + Sync + 'static {
 /// A chat message of a generation request, as a chat template sees it (Hugging Face's
 /// convention): fields a message does not have are left out, so templates that test
 /// `message.tool_calls is defined` work.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChatTurn {
     pub role: String,
     /// Text (an assistant message that only calls tools has none: empty).
@@ -253,7 +254,7 @@ impl ChatTurn {
 /// A call in an assistant message of the history: `{"id", "type": "function", "function":
 /// {"name", "arguments"}}`, with `arguments` as a JSON value (templates write it with
 /// `tojson`; OpenAI clients send it as a string, which the supervisor parses).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TurnToolCall {
     pub id: String,
     #[serde(rename = "type")]
@@ -261,14 +262,14 @@ pub struct TurnToolCall {
     pub function: TurnFunction,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TurnFunction {
     pub name: String,
     pub arguments: Value,
 }
 
 /// What to generate from: a chat (rendered with the model's template) or a raw prompt.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Prompt {
     Chat(Vec<ChatTurn>),
     Text(String),
@@ -277,7 +278,7 @@ pub enum Prompt {
 pub use crate::generation::Sampling;
 pub use crate::tools::{ToolCall, Tools};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GenerateRequest {
     pub prompt: Prompt,
     pub sampling: Sampling,
@@ -291,7 +292,7 @@ pub struct GenerateRequest {
 }
 
 /// The end of a generation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GenerateSummary {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -301,7 +302,7 @@ pub struct GenerateSummary {
 
 /// What a generation stream yields: text and tool calls as they become final, then a summary
 /// or an error.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum GenerateEvent {
     Text(String),
     /// Reasoning text (between the model's reasoning tags, with a launch that splits it out):
@@ -320,7 +321,7 @@ pub enum GenerateEvent {
 }
 
 /// One generated token and how likely the model found it (OpenAI's `logprobs` entry).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenLogprob {
     /// The token's text (its bytes as UTF-8, lossily: a token can end mid-character).
     pub token: String,
@@ -333,7 +334,7 @@ pub struct TokenLogprob {
 }
 
 /// An alternative at one position.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopLogprob {
     pub token: String,
     pub bytes: Vec<u8>,
@@ -344,7 +345,7 @@ pub struct TopLogprob {
 pub type EventStream = std::pin::Pin<Box<dyn futures_core::Stream<Item = GenerateEvent> + Send>>;
 
 /// One GPU of a worker, as it reports it (`/status`, `/v1/cluster/info`) and placement reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GpuInfo {
     /// The CUDA device ordinal (after `CUDA_VISIBLE_DEVICES`): what `gpu_idx` names.
     pub index: usize,

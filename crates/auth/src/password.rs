@@ -27,6 +27,21 @@ impl std::fmt::Debug for PasswordHash {
     }
 }
 
+/// The hasher for plain-text passwords: argon2id with the crate's defaults (OWASP's). Fuzz
+/// builds (`cfg(fuzzing)`, set by `cargo fuzz`) use the smallest parameters instead, so the
+/// `auth_config` target runs the config loader, not the hash, thousands of times a second.
+fn plain_hasher() -> Argon2<'static> {
+    #[cfg(fuzzing)]
+    {
+        let params = argon2::Params::new(8, 1, 1, None).unwrap_or_default();
+        Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+    }
+    #[cfg(not(fuzzing))]
+    {
+        Argon2::default()
+    }
+}
+
 impl PasswordHash {
     /// Reads a `password` value from the config file. A value that looks like an argon2 or
     /// bcrypt hash must be a valid one (`Err` says why); anything else is a plain password
@@ -65,7 +80,7 @@ impl PasswordHash {
     /// Hashes a plain password with argon2id (default parameters, random salt).
     pub fn hash_plain(plain: &str) -> Result<PasswordHash, AuthError> {
         let salt = SaltString::generate(&mut OsRng);
-        let hash = Argon2::default()
+        let hash = plain_hasher()
             .hash_password(plain.as_bytes(), &salt)
             .map_err(|e| AuthError::Internal(format!("argon2 hashing failed: {e}")))?;
         Ok(PasswordHash::Argon2id(hash.to_string()))

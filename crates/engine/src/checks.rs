@@ -117,6 +117,34 @@ pub(crate) fn tokenizer_problem(e: &(dyn std::error::Error + 'static)) -> String
     "is not a usable tokenizer".into()
 }
 
+/// Reads the `tokenizer.json` at `path` (see [`tokenizer_from_json`]).
+pub(crate) fn read_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer, EngineError> {
+    let json = std::fs::read(path)
+        .map_err(|e| EngineError::bad_file(path, format!("cannot read: {e}")))?;
+    tokenizer_from_json(&json, path)
+}
+
+/// A `tokenizer.json` (`path` names it in errors). The JSON is checked first: tokenizers 0.23
+/// panics (`expect("Helper")`) on a syntax error inside `decoder`, which fuzzing found; any
+/// other panic of its loader becomes an error too.
+pub(crate) fn tokenizer_from_json(
+    json: &[u8],
+    path: &Path,
+) -> Result<tokenizers::Tokenizer, EngineError> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(json) {
+        return Err(EngineError::bad_file(
+            path,
+            format!("is not a usable tokenizer: it {}", json_problem(&e)),
+        ));
+    }
+    let loaded = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(json));
+    match loaded {
+        Ok(Ok(tokenizer)) => Ok(tokenizer),
+        Ok(Err(e)) => Err(EngineError::bad_file(path, tokenizer_problem(&*e))),
+        Err(_) => Err(EngineError::bad_file(path, "is not a usable tokenizer")),
+    }
+}
+
 /// The problem with a field of a JSON config: `None` when it is a positive integer.
 fn positive_problem(value: &Value, key: &str) -> Option<String> {
     match value {

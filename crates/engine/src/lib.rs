@@ -34,6 +34,8 @@ pub mod embedding;
 pub mod encoder;
 pub mod error;
 pub mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gemv;
 pub mod llm;
 mod ops;

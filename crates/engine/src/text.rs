@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
-use crate::checks::tokenizer_problem;
+use crate::checks::tokenizer_from_json;
 use crate::error::EngineError;
 
 /// One tokenized input, unpadded.
@@ -46,8 +46,20 @@ impl TextEncoder {
         vocab_size: usize,
         type_vocab_size: usize,
     ) -> Result<TextEncoder, EngineError> {
-        let mut whole = Tokenizer::from_file(path)
-            .map_err(|e| EngineError::bad_file(path, tokenizer_problem(&*e)))?;
+        let json = std::fs::read(path)
+            .map_err(|e| EngineError::bad_file(path, format!("cannot read: {e}")))?;
+        Self::from_json(&json, path, max_len, vocab_size, type_vocab_size)
+    }
+
+    /// [`TextEncoder::load`] of a `tokenizer.json` already read; `path` names it in errors.
+    pub fn from_json(
+        json: &[u8],
+        path: &Path,
+        max_len: usize,
+        vocab_size: usize,
+        type_vocab_size: usize,
+    ) -> Result<TextEncoder, EngineError> {
+        let mut whole = tokenizer_from_json(json, path)?;
         whole.with_padding(None);
         whole
             .with_truncation(None)

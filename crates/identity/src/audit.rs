@@ -45,7 +45,7 @@ pub async fn record<'e>(
 }
 
 /// A recorded event, as `GET /v1/admin/audit` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: i64,
     pub at: i64,

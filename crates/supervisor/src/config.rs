@@ -40,6 +40,9 @@ pub struct SupervisorConfig {
     pub home: PathBuf,
     /// Require `admin` for `GET /metrics` (it is public by default, like upstream).
     pub metrics_require_auth: bool,
+    /// Require `models:list` for `GET /openapi.json` and `GET /docs` (public by default, like
+    /// upstream's `/docs`).
+    pub docs_require_auth: bool,
     /// Largest request body accepted, in bytes (413 beyond).
     pub max_body_bytes: usize,
     /// HTTP worker threads; `None` = one per CPU core.
@@ -80,6 +83,7 @@ impl SupervisorConfig {
             trusted_proxies: Vec::new(),
             home,
             metrics_require_auth: false,
+            docs_require_auth: false,
             max_body_bytes: 16 * 1024 * 1024,
             http_workers: None,
             throttle: ThrottlePolicy::default(),

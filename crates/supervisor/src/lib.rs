@@ -39,6 +39,8 @@ mod cluster;
 pub mod config;
 mod domain;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod lifecycle;
 pub mod limits;
 mod metrics;
@@ -50,5 +52,6 @@ mod usage;
 
 pub use config::SupervisorConfig;
 pub use error::SupervisorError;
-pub use routes::{route_table, Access, RouteDef, Verb};
+pub use routes::openapi::document as openapi_document;
+pub use routes::{route_table, Access, RouteDef, Switch, Verb};
 pub use server::{Running, Supervisor};

@@ -180,6 +180,9 @@ impl Supervisor {
             }
         };
         let metrics = web::Data::new(Metrics::new().map_err(SupervisorError::internal)?);
+        let openapi = serde_json::to_string(&routes::openapi::document(&table))
+            .map_err(SupervisorError::internal)?;
+        let openapi = web::Data::new(routes::openapi::OpenApiJson(openapi));
         let cluster = Arc::new(Cluster::new(
             self.registry,
             workers,
@@ -189,7 +192,10 @@ impl Supervisor {
             metrics.cluster_events.clone(),
         ));
         let state = web::Data::new(AppState {
-            public: routes::public_routes(&table, self.config.metrics_require_auth),
+            public: routes::public_routes(&table, |switch| match switch {
+                routes::Switch::Metrics => self.config.metrics_require_auth,
+                routes::Switch::Docs => self.config.docs_require_auth,
+            }),
             login_pool,
             metrics: metrics.clone(),
             cluster: cluster.clone(),
@@ -217,6 +223,7 @@ impl Supervisor {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(metrics.clone())
+                .app_data(openapi.clone())
                 .app_data(
                     // Like FastAPI, parse JSON whatever the content type says (curl -d sends
                     // form-urlencoded by default).

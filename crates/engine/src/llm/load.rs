@@ -15,7 +15,7 @@ use super::decoder::Decoder;
 use super::portable::TensorBackend;
 use super::weights::{self, GgufWeights, SafetensorsWeights};
 use super::{gguf_tokenizer, validate, ChatTemplate, Llm, LlmConfig, LlmModel, LoadOptions};
-use crate::checks::tokenizer_problem;
+use crate::checks::read_tokenizer;
 use crate::error::EngineError;
 use crate::files::{read_optional_json, ModelFiles};
 
@@ -169,8 +169,7 @@ impl LlmModel {
             on_cpu,
             &config_path,
         )?;
-        let tokenizer = Tokenizer::from_file(&files.tokenizer)
-            .map_err(|e| EngineError::bad_file(&files.tokenizer, tokenizer_problem(&*e)))?;
+        let tokenizer = read_tokenizer(&files.tokenizer)?;
         let tok_config =
             read_optional_json(&folder.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
         let generation =

@@ -38,7 +38,7 @@ mod sequence;
 pub mod template;
 pub mod tools;
 mod types;
-mod validate;
+pub(crate) mod validate;
 pub mod weights;
 
 use std::sync::Arc;

@@ -20,16 +20,25 @@ pub(crate) fn read_gguf(
     file: &mut std::fs::File,
     path: &Path,
 ) -> Result<gguf_file::Content, EngineError> {
+    let size = file
+        .metadata()
+        .map_err(|e| EngineError::bad_file(path, format!("cannot read: {e}")))?
+        .len();
+    read_gguf_from(file, size, path)
+}
+
+/// [`read_gguf`] over any reader of `size` bytes (the fuzz target reads from memory).
+pub(crate) fn read_gguf_from<R: Read + Seek>(
+    file: &mut R,
+    size: u64,
+    path: &Path,
+) -> Result<gguf_file::Content, EngineError> {
     let bad = |reason: &str| EngineError::bad_file(path, reason);
     let mut magic = [0u8; 4];
     if file.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
         return Err(bad("is not a GGUF file (bad magic number)"));
     }
     // candle's parser divides by `general.alignment`, which a file may set to 0.
-    let size = file
-        .metadata()
-        .map_err(|e| bad(&format!("cannot read: {e}")))?
-        .len();
     file.seek(SeekFrom::Start(0))
         .map_err(|e| bad(&format!("cannot read: {e}")))?;
     let alignment = gguf_alignment(file, size);
@@ -56,15 +65,15 @@ pub(crate) fn read_gguf(
 
 /// A forward-only reader of a GGUF header that skips without allocating and never goes past
 /// the file's end.
-struct Header<'a> {
-    r: std::io::BufReader<&'a mut std::fs::File>,
+struct Header<'a, R: Read + Seek> {
+    r: std::io::BufReader<&'a mut R>,
     pos: u64,
     size: u64,
     /// GGUF v1 writes lengths as u32, later versions as u64.
     v1: bool,
 }
 
-impl Header<'_> {
+impl<R: Read + Seek> Header<'_, R> {
     fn invalid(what: &str) -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
     }
@@ -132,7 +141,7 @@ impl Header<'_> {
 
 /// The `general.alignment` a GGUF header sets (as candle reads it: an integer of up to 32
 /// bits; a negative one means the default), found by skipping every other metadata value.
-fn gguf_alignment(file: &mut std::fs::File, size: u64) -> std::io::Result<Option<u64>> {
+fn gguf_alignment<R: Read + Seek>(file: &mut R, size: u64) -> std::io::Result<Option<u64>> {
     let mut h = Header {
         r: std::io::BufReader::new(file),
         pos: 0,

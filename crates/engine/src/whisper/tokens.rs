@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tokenizers::Tokenizer;
 
-use crate::checks::tokenizer_problem;
+use crate::checks::read_tokenizer;
 use crate::error::EngineError;
 
 /// Whisper's languages: code and the lower-case English name OpenAI's API reports, in the
@@ -155,8 +155,7 @@ pub struct WhisperTokenizer {
 impl WhisperTokenizer {
     /// Loads `tokenizer.json`; `vocab_size` (from config.json) bounds every special id.
     pub fn load(path: &Path, vocab_size: usize) -> Result<WhisperTokenizer, EngineError> {
-        let tokenizer = Tokenizer::from_file(path)
-            .map_err(|e| EngineError::bad_file(path, tokenizer_problem(e.as_ref())))?;
+        let tokenizer = read_tokenizer(path)?;
         let id = |text: &str| {
             tokenizer
                 .token_to_id(text)

@@ -613,6 +613,31 @@ fn hostile_encoder_configs_are_refused_naming_the_field() {
     }
 }
 
+/// Found by the `tokenizer` fuzz target: tokenizers 0.23 panics on a JSON syntax error inside
+/// `decoder` (`expect("Helper")`). Every loader of `tokenizer.json` refuses it as a bad file.
+#[test]
+fn a_tokenizer_with_a_syntax_error_in_its_decoder_is_refused_not_a_panic() {
+    let original =
+        std::fs::read_to_string(xi_testkit::fixture_path("tiny_llm/llama/tokenizer.json")).unwrap();
+    let broken = original.replacen("\"decoder\": null", "\"decoder\":'null", 1);
+    assert_ne!(broken, original, "the fixture has a decoder field");
+    let llm = tempfile::TempDir::new().unwrap();
+    copy_model(&xi_testkit::fixture_path("tiny_llm/llama"), llm.path());
+    std::fs::write(llm.path().join("tokenizer.json"), &broken).unwrap();
+    refused(
+        "LLM",
+        || load_folder(llm.path()),
+        &["tokenizer.json", "tokenizer"],
+    );
+    let bert = bert_folder(|_| {});
+    std::fs::write(bert.path().join("tokenizer.json"), &broken).unwrap();
+    refused(
+        "embedding",
+        || EmbeddingModel::load(bert.path()),
+        &["tokenizer.json", "tokenizer"],
+    );
+}
+
 #[test]
 fn weights_that_are_not_safetensors_are_described_without_their_content() {
     let dir = bert_folder(|_| {});

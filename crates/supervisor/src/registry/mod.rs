@@ -2,7 +2,7 @@
 
 mod builtin;
 mod store;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::path::Path;

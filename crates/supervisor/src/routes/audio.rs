@@ -32,6 +32,31 @@ fn bad(message: impl Into<String>) -> SupervisorError {
     SupervisorError::BadRequest(message.into())
 }
 
+/// The multipart form of both audio routes, as OpenAI's SDK sends it (what the OpenAPI
+/// document shows; [`parse_form`] reads the fields).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct TranscriptionForm {
+    /// The audio: WAV, FLAC, MP3, Ogg Vorbis or M4A/AAC.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// The uid of a running audio model.
+    model: String,
+    /// ISO 639-1 code; detected when absent (transcriptions only).
+    language: Option<String>,
+    /// Text the speech continues from (names, spellings).
+    prompt: Option<String>,
+    /// `json` (default), `text`, `srt`, `verbose_json` or `vtt`.
+    response_format: Option<String>,
+    /// 0 (default: greedy, with fallback) to 1.
+    temperature: Option<f64>,
+    /// `word` and/or `segment`, with `verbose_json`.
+    #[schema(rename = "timestamp_granularities[]")]
+    timestamp_granularities: Option<Vec<String>>,
+    /// Server-Sent Events of the text as it is recognised.
+    stream: Option<bool>,
+}
+
 /// A parsed form.
 struct Form {
     model: String,
@@ -42,6 +67,20 @@ struct Form {
     request_words: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/audio/transcriptions",
+    tag = "inference",
+    summary = "Transcribe speech (OpenAI's audio API)",
+    request_body(content = TranscriptionForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The transcript in `response_format` (json, text, srt, verbose_json, vtt), or Server-Sent Events with `stream`", content((Object = "application/json"), (String = "text/plain"), (String = "text/event-stream"))),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such model (or not one the caller may use)", body = xi_api::ErrorBody),
+        (status = 413, description = "The file is too large", body = xi_api::ErrorBody),
+        (status = 503, description = "The model is still loading (`Retry-After`)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn transcriptions(
     require: Require<ModelsRead>,
     state: web::Data<AppState>,
@@ -51,6 +90,20 @@ pub async fn transcriptions(
     serve(AudioTask::Transcribe, require, state, req, payload).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/audio/translations",
+    tag = "inference",
+    summary = "Translate speech into English text",
+    request_body(content = TranscriptionForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The English translation in `response_format`", content((Object = "application/json"), (String = "text/plain"), (String = "text/event-stream"))),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such model (or not one the caller may use)", body = xi_api::ErrorBody),
+        (status = 413, description = "The file is too large", body = xi_api::ErrorBody),
+        (status = 503, description = "The model is still loading (`Retry-After`)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn translations(
     require: Require<ModelsRead>,
     state: web::Data<AppState>,

@@ -11,12 +11,35 @@ use xi_auth::AuthError;
 use crate::error::SupervisorError;
 use crate::state::AppState;
 
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/auth",
+    tag = "auth",
+    summary = "Whether authentication is on",
+    responses(
+        (status = 200, description = "Whether the server requires authentication", body = AuthStatus),
+    )
+)]
 pub async fn cluster_auth(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(AuthStatus {
         auth: state.auth_on(),
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/token",
+    tag = "auth",
+    summary = "Log in: a username and password for an access token",
+    request_body(content((LoginRequest = "application/json"), (LoginRequest = "application/x-www-form-urlencoded")), description = "JSON, or the OAuth2 password grant form"),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, description = "Authentication is off", body = xi_api::ErrorBody),
+        (status = 401, description = "A bad login (the same answer for an unknown user)", body = xi_api::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = xi_api::ErrorBody),
+        (status = 429, description = "Too many failed logins (`Retry-After`)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -25,7 +48,12 @@ pub async fn token(
     if !state.auth_on() {
         return Err(AuthError::Disabled.into());
     }
-    let login = parse_login(&req, &body)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let login = parse_login(content_type, &body)?;
     if let Some(identity) = state.identity.clone() {
         let address = super::identity::peer(&state, &req);
         return store_login(&state, &identity, login, &address).await;
@@ -101,12 +129,10 @@ async fn store_login(
 }
 
 /// Reads `{"username","password"}` from JSON, or the OAuth2 password grant form.
-fn parse_login(req: &HttpRequest, body: &[u8]) -> Result<LoginRequest, SupervisorError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+pub(crate) fn parse_login(
+    content_type: &str,
+    body: &[u8],
+) -> Result<LoginRequest, SupervisorError> {
     if content_type.starts_with("application/x-www-form-urlencoded") {
         let form: HashMap<String, String> = serde_urlencoded::from_bytes(body)
             .map_err(|e| SupervisorError::Unprocessable(format!("Invalid form body: {e}")))?;

@@ -16,6 +16,15 @@ use crate::state::AppState;
 pub const ENGINE: &str = "candle";
 
 /// Built-in LLM family names by ability, in upstream's shape.
+#[utoipa::path(
+    get,
+    path = "/v1/models/families",
+    tag = "models",
+    summary = "Built-in LLM families by ability",
+    responses(
+        (status = 200, description = "Built-in LLM family names by ability", body = Object),
+    )
+)]
 pub async fn families(state: web::Data<AppState>) -> HttpResponse {
     let keys = [
         "chat",
@@ -46,6 +55,15 @@ pub async fn families(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Built-in chat templates by family name.
+#[utoipa::path(
+    get,
+    path = "/v1/models/prompts",
+    tag = "models",
+    summary = "Built-in chat templates",
+    responses(
+        (status = 200, description = "Built-in chat templates by family name", body = Object),
+    )
+)]
 pub async fn prompts(state: web::Data<AppState>) -> HttpResponse {
     let mut prompts = Map::new();
     for family in state
@@ -69,6 +87,17 @@ pub async fn prompts(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(prompts)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/engines/{model_name}",
+    tag = "models",
+    summary = "How a family can be launched, by engine",
+    params(("model_name" = String, Path, description = "A family name")),
+    responses(
+        (status = 200, description = "The launch parameters of each engine that runs the family", body = Object),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn engines(
     _: Require<ModelsList>,
     state: web::Data<AppState>,
@@ -83,6 +112,20 @@ pub async fn engines(
     Ok(HttpResponse::Ok().json(engine_matrix(&family)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/engines/{model_type}/{model_name}",
+    tag = "models",
+    summary = "How a family of a type can be launched, by engine",
+    params(
+        ("model_type" = String, Path, description = "`LLM`, `embedding`, `rerank` or `audio`"),
+        ("model_name" = String, Path, description = "A family name"),
+    ),
+    responses(
+        (status = 200, description = "The launch parameters of each engine that runs the family", body = Object),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn engines_by_type(
     _: Require<ModelsList>,
     state: web::Data<AppState>,

@@ -45,6 +45,15 @@ fn status_blocks(view: &MemberView) -> Value {
 
 /// Supervisor uptime and every worker's last heartbeat. Beyond upstream: dead workers stay
 /// listed (`alive: false`) until they join again.
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "cluster",
+    summary = "Supervisor uptime and the workers' heartbeats",
+    responses(
+        (status = 200, description = "Uptime and each worker's last heartbeat", body = Object),
+    )
+)]
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     let mut workers = serde_json::Map::new();
     let views = state.cluster.workers().views();
@@ -73,12 +82,23 @@ fn host_of(address: &str) -> &str {
     address.rsplit_once(':').map_or(address, |(h, _)| h)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InfoQuery {
     #[serde(default)]
     detailed: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/info",
+    tag = "cluster",
+    summary = "The cluster's nodes",
+    params(InfoQuery),
+    responses(
+        (status = 200, description = "The supervisor and each worker", body = Vec<Object>),
+    )
+)]
 pub async fn info(
     _: Require<Admin>,
     state: web::Data<AppState>,
@@ -112,6 +132,13 @@ pub async fn info(
     HttpResponse::Ok().json(nodes)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/version",
+    tag = "cluster",
+    summary = "The server's version",
+    responses((status = 200, description = "The server's version", body = Object))
+)]
 pub async fn version(_: Require<Admin>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -123,6 +150,15 @@ pub async fn version(_: Require<Admin>) -> HttpResponse {
 }
 
 /// Number of GPUs over the live workers.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/devices",
+    tag = "cluster",
+    summary = "The number of GPUs in the cluster",
+    responses(
+        (status = 200, description = "The number of GPUs of the live workers", body = u64),
+    )
+)]
 pub async fn devices(_: Require<ModelsList>, state: web::Data<AppState>) -> HttpResponse {
     let count: usize = state
         .cluster
@@ -136,6 +172,15 @@ pub async fn devices(_: Require<ModelsList>, state: web::Data<AppState>) -> Http
 }
 
 /// Each worker with the replicas it serves. Beyond upstream: `alive` and `last_heartbeat`.
+#[utoipa::path(
+    get,
+    path = "/v1/workers",
+    tag = "cluster",
+    summary = "The workers and what they serve",
+    responses(
+        (status = 200, description = "Each worker with the replicas it serves", body = Vec<Object>),
+    )
+)]
 pub async fn workers(_: Require<Admin>, state: web::Data<AppState>) -> HttpResponse {
     let list: Vec<Value> = state
         .cluster
@@ -154,11 +199,29 @@ pub async fn workers(_: Require<Admin>, state: web::Data<AppState>) -> HttpRespo
     HttpResponse::Ok().json(list)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/supervisor",
+    tag = "cluster",
+    summary = "The supervisor's address",
+    responses(
+        (status = 200, description = "The supervisor's address", body = Object),
+    )
+)]
 pub async fn supervisor(_: Require<Admin>, state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "supervisor_ip": state.address }))
 }
 
 /// Answers first, then stops the server (gracefully, so this response is delivered).
+#[utoipa::path(
+    delete,
+    path = "/v1/clusters",
+    tag = "cluster",
+    summary = "Stop the server",
+    responses(
+        (status = 200, description = "`{\"result\": true}`; the server stops after answering", body = Object),
+    )
+)]
 pub async fn stop_cluster(require: Require<Admin>, state: web::Data<AppState>) -> HttpResponse {
     tracing::warn!(user = ?require.caller.username(), "cluster stop requested");
     state
@@ -174,6 +237,15 @@ pub async fn stop_cluster(require: Require<Admin>, state: web::Data<AppState>) -
 
 /// Prometheus text. Public, or `admin` with `--metrics-require-auth` (the route table's
 /// `PublicOrRequires` row; the middleware and the extractor enforce it).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "cluster",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"),
+    )
+)]
 pub async fn metrics(_: RequireUnlessPublic<Admin>, state: web::Data<AppState>) -> HttpResponse {
     state
         .metrics

@@ -114,6 +114,17 @@ fn done() -> HttpResponse {
     HttpResponse::Ok().json(Done::YES)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    summary = "New tokens for a refresh token",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens (the refresh token is single use)", body = TokenResponse),
+        (status = 401, description = "A bad or used refresh token", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn refresh(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -128,6 +139,14 @@ pub async fn refresh(
 
 /// Public: a refresh token alone ends its session (so an expired access token is no obstacle);
 /// without one, the session of the bearer token presented.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    summary = "End a session",
+    request_body(content = Option<RefreshRequest>, description = "The refresh token, or none (then the bearer token's session)"),
+    responses((status = 200, body = Done))
+)]
 pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -154,6 +173,13 @@ pub async fn logout(
     Ok(done())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/auth/me",
+    tag = "auth",
+    summary = "Who the caller is and what it may do",
+    responses((status = 200, body = MeResponse))
+)]
 pub async fn me(
     who: Authenticated,
     state: web::Data<AppState>,
@@ -185,6 +211,19 @@ pub async fn me(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users",
+    tag = "users",
+    summary = "Create a user",
+    request_body = CreateUserRequest,
+    responses(
+        (status = 201, body = xi_api::identity::CreatedUser),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 409, description = "The username is taken", body = xi_api::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn create_user(
     a: Acting<UsersManage>,
     body: web::Json<CreateUserRequest>,
@@ -196,10 +235,28 @@ pub async fn create_user(
     Ok(HttpResponse::Created().json(created))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    tag = "users",
+    summary = "List users",
+    responses((status = 200, body = Vec<xi_api::identity::UserInfo>))
+)]
 pub async fn users(a: Acting<UsersManage>) -> Result<HttpResponse, SupervisorError> {
     Ok(HttpResponse::Ok().json(a.identity.users().await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{id}",
+    tag = "users",
+    summary = "Describe a user",
+    params(("id" = i64, Path, description = "The row id")),
+    responses(
+        (status = 200, body = xi_api::identity::UserInfo),
+        (status = 404, description = "No such user", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn user(
     a: Acting<UsersManage>,
     id: web::Path<i64>,
@@ -207,6 +264,20 @@ pub async fn user(
     Ok(HttpResponse::Ok().json(a.identity.user(*id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/users/{id}",
+    tag = "users",
+    summary = "Update a user",
+    params(("id" = i64, Path, description = "The row id")),
+    request_body = UpdateUserRequest,
+    responses(
+        (status = 200, body = xi_api::identity::UserInfo),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such user", body = xi_api::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn update_user(
     a: Acting<UsersManage>,
     id: web::Path<i64>,
@@ -218,6 +289,18 @@ pub async fn update_user(
     Ok(done())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{id}",
+    tag = "users",
+    summary = "Delete a user",
+    params(("id" = i64, Path, description = "The row id")),
+    responses(
+        (status = 200, body = Done),
+        (status = 404, description = "No such user", body = xi_api::ErrorBody),
+        (status = 409, description = "The last administrator", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn delete_user(
     a: Acting<UsersManage>,
     id: web::Path<i64>,
@@ -228,6 +311,20 @@ pub async fn delete_user(
 
 /// Anyone authenticated: one's own password (with the current one), or with `users:manage`
 /// anyone's (the store checks which).
+#[utoipa::path(
+    put,
+    path = "/v1/admin/users/{id}/password",
+    tag = "users",
+    summary = "Change a password (one's own, or anyone's with users:manage)",
+    params(("id" = i64, Path, description = "The row id")),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 200, body = Done),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such user", body = xi_api::ErrorBody),
+        (status = 409, description = "A single sign-on user has no password", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn change_password(
     req: HttpRequest,
     who: Authenticated,
@@ -243,6 +340,17 @@ pub async fn change_password(
     Ok(done())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{id}/permissions",
+    tag = "users",
+    summary = "A user's permissions",
+    params(("id" = i64, Path, description = "The row id")),
+    responses(
+        (status = 200, body = UserPermissions),
+        (status = 404, description = "No such user", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn user_permissions(
     a: Acting<UsersManage>,
     id: web::Path<i64>,
@@ -251,6 +359,19 @@ pub async fn user_permissions(
     Ok(HttpResponse::Ok().json(UserPermissions { permissions }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/users/{id}/permissions",
+    tag = "users",
+    summary = "Set a user's permissions",
+    params(("id" = i64, Path, description = "The row id")),
+    request_body = UserPermissions,
+    responses(
+        (status = 200, body = UserPermissions),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such user", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn set_user_permissions(
     a: Acting<UsersManage>,
     id: web::Path<i64>,
@@ -266,6 +387,18 @@ pub async fn set_user_permissions(
     Ok(done())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/keys",
+    tag = "keys",
+    summary = "Create an api key",
+    request_body = CreateKeyRequest,
+    responses(
+        (status = 201, description = "The key, shown this once", body = xi_api::identity::CreatedKey),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn create_key(
     a: Acting<KeysCreate>,
     body: web::Json<CreateKeyRequest>,
@@ -279,11 +412,20 @@ pub async fn create_key(
         .json(created))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KeysQuery {
     owner: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/keys",
+    tag = "keys",
+    summary = "List api keys (one's own; everyone's with keys:manage)",
+    params(KeysQuery),
+    responses((status = 200, body = Vec<xi_api::identity::KeyInfo>))
+)]
 pub async fn keys(
     a: Acting<KeysCreate>,
     query: web::Query<KeysQuery>,
@@ -291,6 +433,17 @@ pub async fn keys(
     Ok(HttpResponse::Ok().json(a.identity.keys(a.actor(), query.owner).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/keys/{id}",
+    tag = "keys",
+    summary = "Describe an api key",
+    params(("id" = i64, Path, description = "The row id")),
+    responses(
+        (status = 200, body = xi_api::identity::KeyInfo),
+        (status = 404, description = "No such key (or not the caller's)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn key(
     a: Acting<KeysCreate>,
     id: web::Path<i64>,
@@ -298,6 +451,19 @@ pub async fn key(
     Ok(HttpResponse::Ok().json(a.identity.key(a.actor(), *id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/keys/{id}",
+    tag = "keys",
+    summary = "Update an api key",
+    params(("id" = i64, Path, description = "The row id")),
+    request_body = UpdateKeyRequest,
+    responses(
+        (status = 200, body = xi_api::identity::KeyInfo),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such key (or not the caller's)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn update_key(
     a: Acting<KeysCreate>,
     id: web::Path<i64>,
@@ -309,6 +475,17 @@ pub async fn update_key(
     Ok(done())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/keys/{id}",
+    tag = "keys",
+    summary = "Revoke an api key",
+    params(("id" = i64, Path, description = "The row id")),
+    responses(
+        (status = 200, body = Done),
+        (status = 404, description = "No such key (or not the caller's)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn delete_key(
     a: Acting<KeysCreate>,
     id: web::Path<i64>,
@@ -317,6 +494,17 @@ pub async fn delete_key(
     Ok(done())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/keys/{id}/permissions",
+    tag = "keys",
+    summary = "The models an api key may use",
+    params(("id" = i64, Path, description = "The row id")),
+    responses(
+        (status = 200, body = KeyModelPermissions),
+        (status = 404, description = "No such key (or not the caller's)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn key_models(
     a: Acting<KeysCreate>,
     id: web::Path<i64>,
@@ -325,6 +513,19 @@ pub async fn key_models(
     Ok(HttpResponse::Ok().json(KeyModelPermissions { model_permissions }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/keys/{id}/permissions",
+    tag = "keys",
+    summary = "Set the models an api key may use",
+    params(("id" = i64, Path, description = "The row id")),
+    request_body = KeyModelPermissions,
+    responses(
+        (status = 200, body = KeyModelPermissions),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such key (or not the caller's)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn set_key_models(
     a: Acting<KeysCreate>,
     id: web::Path<i64>,
@@ -340,7 +541,8 @@ pub async fn set_key_models(
     Ok(done())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     username: Option<String>,
@@ -352,6 +554,17 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "users",
+    summary = "The audit log (newest first)",
+    params(AuditQuery),
+    responses(
+        (status = 200, body = Vec<xi_identity::audit::AuditEvent>),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn audit(
     a: Acting<Admin>,
     query: web::Query<AuditQuery>,

@@ -48,8 +48,13 @@ pub(super) fn resolve(
     state.cluster.serving(uid, wanted, ability)
 }
 
-#[derive(Deserialize)]
-struct EmbeddingsBody {
+/// `POST /v1/embeddings` body: OpenAI's.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct EmbeddingsBody {
+    /// The uid of a running embedding model.
+    #[allow(dead_code)]
+    model: String,
+    /// A string, a list of strings, a list of token ids or a list of lists of token ids.
     input: Value,
     #[serde(default)]
     encoding_format: Option<String>,
@@ -58,6 +63,29 @@ struct EmbeddingsBody {
     /// Beyond upstream: `false` refuses over-long inputs instead of cutting them.
     #[serde(default)]
     truncate: Option<bool>,
+}
+
+/// An embeddings body checked: the body, the worker's request and whether the answer is
+/// base64. (The `dimensions` it asks for is checked against the model by the handler.)
+pub(crate) fn embeddings_request(
+    body: Value,
+) -> Result<(EmbeddingsBody, EmbedRequest, bool), SupervisorError> {
+    let request: EmbeddingsBody = serde_json::from_value(body)
+        .map_err(|e| SupervisorError::Unprocessable(format!("Invalid embeddings request: {e}")))?;
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "encoding_format must be \"float\" or \"base64\", got {other:?}"
+            )))
+        }
+    };
+    let embed = EmbedRequest {
+        inputs: embed_inputs(&request.input)?,
+        truncate: request.truncate.unwrap_or(true),
+    };
+    Ok((request, embed, base64))
 }
 
 fn embed_inputs(input: &Value) -> Result<Vec<EmbedInput>, SupervisorError> {
@@ -102,6 +130,20 @@ fn embed_inputs(input: &Value) -> Result<Vec<EmbedInput>, SupervisorError> {
     Ok(inputs)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "inference",
+    summary = "Embeddings (OpenAI's API)",
+    request_body = EmbeddingsBody,
+    responses(
+        (status = 200, description = "OpenAI's embeddings list", body = Object),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such model (or not one the caller may use)", body = xi_api::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = xi_api::ErrorBody),
+        (status = 503, description = "The model is still loading (`Retry-After`)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn embeddings(
     require: Require<ModelsRead>,
     state: web::Data<AppState>,
@@ -114,17 +156,7 @@ pub async fn embeddings(
         ModelType::Embedding,
         "embeddings",
     )?;
-    let request: EmbeddingsBody = serde_json::from_value(body.into_inner())
-        .map_err(|e| SupervisorError::Unprocessable(format!("Invalid embeddings request: {e}")))?;
-    let base64 = match request.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(bad(format!(
-                "encoding_format must be \"float\" or \"base64\", got {other:?}"
-            )))
-        }
-    };
+    let (request, embed, base64) = embeddings_request(body.into_inner())?;
     let dimensions = entry
         .snapshot()
         .description
@@ -138,11 +170,6 @@ pub async fn embeddings(
             )));
         }
     }
-    let inputs = embed_inputs(&request.input)?;
-    let embed = EmbedRequest {
-        inputs,
-        truncate: request.truncate.unwrap_or(true),
-    };
     let (replica, result) = state
         .cluster
         .dispatch(&entry, |replica, worker| {
@@ -174,8 +201,12 @@ pub async fn embeddings(
     })))
 }
 
-#[derive(Deserialize)]
-struct RerankBody {
+/// `POST /v1/rerank` body: upstream's (Cohere's shape).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct RerankBody {
+    /// The uid of a running rerank model.
+    #[allow(dead_code)]
+    model: String,
     query: String,
     documents: Vec<String>,
     #[serde(default)]
@@ -188,28 +219,27 @@ struct RerankBody {
     truncate: Option<bool>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rerank",
+    tag = "inference",
+    summary = "Rerank documents for a query",
+    request_body = RerankBody,
+    responses(
+        (status = 200, description = "Documents by relevance (upstream's and Cohere's shape)", body = Object),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such model (or not one the caller may use)", body = xi_api::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = xi_api::ErrorBody),
+        (status = 503, description = "The model is still loading (`Retry-After`)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn rerank(
     require: Require<ModelsRead>,
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, SupervisorError> {
     let entry = resolve(&state, &require.caller, &body, ModelType::Rerank, "rerank")?;
-    let request: RerankBody = serde_json::from_value(body.into_inner())
-        .map_err(|e| SupervisorError::Unprocessable(format!("Invalid rerank request: {e}")))?;
-    if request.documents.is_empty() {
-        return Err(bad("documents must not be empty"));
-    }
-    if request.documents.len() > MAX_DOCUMENTS {
-        return Err(bad(format!(
-            "at most {MAX_DOCUMENTS} documents per request, got {}",
-            request.documents.len()
-        )));
-    }
-    let rerank = RerankRequest {
-        query: request.query.clone(),
-        documents: request.documents.clone(),
-        truncate: request.truncate.unwrap_or(true),
-    };
+    let (request, rerank) = rerank_request(body.into_inner())?;
     let (_, result) = state
         .cluster
         .dispatch(&entry, |replica, worker| {
@@ -242,4 +272,25 @@ pub async fn rerank(
         "results": results,
         "meta": { "api_version": null, "billed_units": null, "tokens": tokens, "warnings": null },
     })))
+}
+
+/// A rerank body checked: the body and the worker's request.
+pub(crate) fn rerank_request(body: Value) -> Result<(RerankBody, RerankRequest), SupervisorError> {
+    let request: RerankBody = serde_json::from_value(body)
+        .map_err(|e| SupervisorError::Unprocessable(format!("Invalid rerank request: {e}")))?;
+    if request.documents.is_empty() {
+        return Err(bad("documents must not be empty"));
+    }
+    if request.documents.len() > MAX_DOCUMENTS {
+        return Err(bad(format!(
+            "at most {MAX_DOCUMENTS} documents per request, got {}",
+            request.documents.len()
+        )));
+    }
+    let rerank = RerankRequest {
+        query: request.query.clone(),
+        documents: request.documents.clone(),
+        truncate: request.truncate.unwrap_or(true),
+    };
+    Ok((request, rerank))
 }

@@ -9,6 +9,17 @@ use crate::authz::ClusterCall;
 use crate::error::SupervisorError;
 use crate::state::AppState;
 
+#[utoipa::path(
+    post,
+    path = "/internal/v1/workers/join",
+    tag = "internal",
+    summary = "A worker joins the cluster",
+    request_body = JoinRequest,
+    responses(
+        (status = 200, body = xi_api::cluster::JoinResponse),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn join(
     _: ClusterCall,
     state: web::Data<AppState>,
@@ -18,6 +29,17 @@ pub async fn join(
     Ok(HttpResponse::Ok().json(answer))
 }
 
+#[utoipa::path(
+    post,
+    path = "/internal/v1/workers/heartbeat",
+    tag = "internal",
+    summary = "A worker's heartbeat",
+    request_body = Heartbeat,
+    responses(
+        (status = 200, description = "Taken (`null`)", body = Option<Object>),
+        (status = 404, description = "Not a member: join again", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn heartbeat(
     _: ClusterCall,
     state: web::Data<AppState>,
@@ -29,6 +51,14 @@ pub async fn heartbeat(
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/internal/v1/workers/leave",
+    tag = "internal",
+    summary = "A worker leaves the cluster",
+    request_body = LeaveRequest,
+    responses((status = 200, description = "Gone (`null`)", body = Option<Object>))
+)]
 pub async fn leave(
     _: ClusterCall,
     state: web::Data<AppState>,

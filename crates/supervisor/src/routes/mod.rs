@@ -8,14 +8,15 @@
 //! in its signature, and the test proves the two agree.
 
 mod audio;
-mod auth;
+pub(crate) mod auth;
 mod catalogue;
 mod cluster;
-mod generation;
+pub(crate) mod generation;
 mod identity;
-mod inference;
+pub(crate) mod inference;
 mod internal;
 mod models;
+pub(crate) mod openapi;
 mod registrations;
 pub(crate) mod sso;
 mod ui;
@@ -67,11 +68,30 @@ pub enum Access {
     /// Any authenticated caller, whatever its permissions (routes about the caller itself;
     /// the handler decides what it may do there).
     Authenticated,
-    /// Public by default; this permission when the server is started with
-    /// `--metrics-require-auth` (the one such switch; it protects every row of this kind).
-    PublicOrRequires(Permission),
+    /// Public by default; this permission when the server is started with the switch
+    /// (`--metrics-require-auth`, `--docs-require-auth`).
+    PublicOrRequires(Permission, Switch),
     /// Workers of this cluster only: the cluster secret, never a user's credentials.
     Cluster,
+}
+
+/// A server flag that turns `PublicOrRequires` rows into protected ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// `--metrics-require-auth`: `GET /metrics`.
+    Metrics,
+    /// `--docs-require-auth`: `GET /openapi.json` and `GET /docs`.
+    Docs,
+}
+
+impl Switch {
+    /// The flag, as the CLI spells it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Switch::Metrics => "--metrics-require-auth",
+            Switch::Docs => "--docs-require-auth",
+        }
+    }
 }
 
 /// One row of the route table.
@@ -106,6 +126,7 @@ const fn row(
 
 use Access::{Authenticated, Cluster, Public, PublicOrRequires, Requires};
 use Permission::*;
+use Switch::{Docs, Metrics};
 use Verb::{Delete, Get, Post, Put};
 
 /// Every route of the API. Literal paths come before parameterised ones that would match them
@@ -126,11 +147,21 @@ pub fn route_table() -> Vec<RouteDef> {
         }),
         // The web UI's static files: the page logs in itself, then calls the routes below.
         row(Get, "/", Public, |r| r.to(ui::to_ui)),
-        row(Get, "/ui", Public, |r| r.to(ui::to_ui)),
+        row(Get, "/ui", Public, |r| r.to(ui::ui_to_ui)),
         row(Get, "/ui/", Public, |r| r.to(ui::index)),
         row(Get, "/ui/{file}", Public, |r| r.to(ui::asset)),
-        row(Get, "/metrics", PublicOrRequires(Admin), |r| {
+        row(Get, "/metrics", PublicOrRequires(Admin, Metrics), |r| {
             r.to(cluster::metrics)
+        }),
+        // The API's OpenAPI document and its docs page (public, as upstream's /docs).
+        row(
+            Get,
+            "/openapi.json",
+            PublicOrRequires(ModelsList, Docs),
+            |r| r.to(openapi::openapi_json),
+        ),
+        row(Get, "/docs", PublicOrRequires(ModelsList, Docs), |r| {
+            r.to(openapi::docs)
         }),
         // Cluster administration.
         row(Get, "/v1/cluster/info", Requires(Admin), |r| {
@@ -336,15 +367,15 @@ pub fn route_table() -> Vec<RouteDef> {
     ]
 }
 
-/// The public and cluster rows of the table, and the `PublicOrRequires` rows unless
-/// `metrics_require_auth` protects them: what the middleware lets through without user
+/// The public and cluster rows of the table, and the `PublicOrRequires` rows whose switch is
+/// off (`protected` says which are on): what the middleware lets through without user
 /// credentials (cluster handlers check the cluster secret themselves).
-pub fn public_routes(table: &[RouteDef], metrics_require_auth: bool) -> PublicRoutes {
+pub fn public_routes(table: &[RouteDef], protected: impl Fn(Switch) -> bool) -> PublicRoutes {
     let routes = table
         .iter()
         .filter(|r| match r.access {
             Access::Public | Access::Cluster => true,
-            Access::PublicOrRequires(_) => !metrics_require_auth,
+            Access::PublicOrRequires(_, switch) => !protected(switch),
             Access::Requires(_) | Access::Authenticated => false,
         })
         .map(|r| (r.verb.method(), ResourceDef::new(r.path)))

@@ -44,6 +44,15 @@ fn description(entry: &ModelEntry) -> Value {
     Value::Object(body)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "models",
+    summary = "List the running models",
+    responses(
+        (status = 200, description = "The running models (OpenAI's list shape with upstream's fields)", body = Object),
+    )
+)]
 pub async fn list(require: Require<ModelsList>, state: web::Data<AppState>) -> HttpResponse {
     let data: Vec<Value> = state
         .cluster
@@ -62,7 +71,8 @@ pub async fn list(require: Require<ModelsList>, state: web::Data<AppState>) -> H
     HttpResponse::Ok().json(json!({ "object": "list", "data": data }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LaunchQuery {
     #[serde(default = "yes")]
     wait_ready: bool,
@@ -72,6 +82,20 @@ fn yes() -> bool {
     true
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/models",
+    tag = "models",
+    summary = "Launch a model",
+    params(LaunchQuery),
+    request_body = LaunchModelRequest,
+    responses(
+        (status = 200, body = ModelUidResponse),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = xi_api::ErrorBody),
+        (status = 503, description = "No worker can take it", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn launch(
     require: Require<ModelsStart>,
     state: web::Data<AppState>,
@@ -92,6 +116,18 @@ pub async fn launch(
     Ok(HttpResponse::Ok().json(ModelUidResponse { model_uid: uid }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model_uid}",
+    tag = "models",
+    summary = "Describe a running model",
+    params(("model_uid" = String, Path, description = "The model's uid")),
+    responses(
+        (status = 200, description = "The model's description", body = Object),
+        (status = 404, description = "No such model (or not one the caller may use)", body = xi_api::ErrorBody),
+        (status = 503, description = "The model is still loading (`Retry-After`)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn describe(
     require: Require<ModelsList>,
     state: web::Data<AppState>,
@@ -101,6 +137,17 @@ pub async fn describe(
     Ok(HttpResponse::Ok().json(description(&entry)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/models/{model_uid}",
+    tag = "models",
+    summary = "Terminate a model",
+    params(("model_uid" = String, Path, description = "The model's uid")),
+    responses(
+        (status = 200, description = "Terminated (`null`)", body = Option<Object>),
+        (status = 404, description = "No such model (or not one the caller may use)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn terminate(
     require: Require<ModelsStop>,
     state: web::Data<AppState>,
@@ -112,6 +159,17 @@ pub async fn terminate(
     Ok(HttpResponse::Ok().json(Value::Null))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model_uid}/progress",
+    tag = "models",
+    summary = "A launch's progress",
+    params(("model_uid" = String, Path, description = "The model's uid")),
+    responses(
+        (status = 200, description = "`{\"progress\": 0..1}` of a launch", body = Object),
+        (status = 404, description = "No such model (or not one the caller may use)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn progress(
     require: Require<ModelsRead>,
     state: web::Data<AppState>,
@@ -121,6 +179,18 @@ pub async fn progress(
     Ok(HttpResponse::Ok().json(json!({ "progress": state.cluster.progress(&entry).await })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/models/{model_uid}/cancel",
+    tag = "models",
+    summary = "Cancel a launch in progress",
+    params(("model_uid" = String, Path, description = "The model's uid")),
+    responses(
+        (status = 200, description = "Cancelled (`null`)", body = Option<Object>),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such model (or not one the caller may use)", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn cancel(
     require: Require<ModelsStop>,
     state: web::Data<AppState>,
@@ -132,12 +202,23 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(Value::Null))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InstancesQuery {
     model_name: Option<String>,
     model_uid: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/instances",
+    tag = "models",
+    summary = "Model instances and their replicas",
+    params(InstancesQuery),
+    responses(
+        (status = 200, description = "Every model instance with its replicas and status", body = Vec<Object>),
+    )
+)]
 pub async fn instances(
     require: Require<ModelsList>,
     state: web::Data<AppState>,

@@ -29,12 +29,27 @@ pub fn not_found(name: &str) -> SupervisorError {
     SupervisorError::BadRequest(format!("Model {name} not found"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     detailed: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/model_registrations/{model_type}",
+    tag = "registrations",
+    summary = "List the families of a type",
+    params(
+        ("model_type" = String, Path, description = "`LLM`, `embedding`, `rerank` or `audio`"),
+        ListQuery,
+    ),
+    responses(
+        (status = 200, description = "Built-in and registered families of the type", body = Vec<Object>),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn list(
     _: Require<ModelsList>,
     state: web::Data<AppState>,
@@ -53,6 +68,20 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/model_registrations/{model_type}/{model_name}",
+    tag = "registrations",
+    summary = "A family's definition",
+    params(
+        ("model_type" = String, Path, description = "`LLM`, `embedding`, `rerank` or `audio`"),
+        ("model_name" = String, Path, description = "A family name"),
+    ),
+    responses(
+        (status = 200, description = "The family's definition", body = Object),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn get(
     _: Require<ModelsList>,
     state: web::Data<AppState>,
@@ -62,6 +91,21 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(family_of(&state, &raw_type, &name)?.body))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/model_registrations/{model_type}",
+    tag = "registrations",
+    summary = "Register a custom model",
+    params(
+        ("model_type" = String, Path, description = "`LLM`, `embedding`, `rerank` or `audio`"),
+    ),
+    request_body = RegisterModelRequest,
+    responses(
+        (status = 200, description = "Registered (`null`)", body = Option<Object>),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn register(
     require: Require<ModelsRegister>,
     state: web::Data<AppState>,
@@ -87,6 +131,20 @@ pub async fn register(
     Ok(HttpResponse::Ok().json(Value::Null))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/model_registrations/{model_type}/{model_name}",
+    tag = "registrations",
+    summary = "Unregister a custom model",
+    params(
+        ("model_type" = String, Path, description = "`LLM`, `embedding`, `rerank` or `audio`"),
+        ("model_name" = String, Path, description = "A family name"),
+    ),
+    responses(
+        (status = 200, description = "Unregistered (`null`)", body = Option<Object>),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn unregister(
     require: Require<ModelsUnregister>,
     state: web::Data<AppState>,

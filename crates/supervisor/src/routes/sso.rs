@@ -46,6 +46,13 @@ fn identity(state: &AppState) -> Result<&xi_identity::Identity, SupervisorError>
         .ok_or_else(|| SupervisorError::internal("single sign-on without the identity store"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/auth/sso/providers",
+    tag = "sso",
+    summary = "The single sign-on providers",
+    responses((status = 200, body = SsoProviders))
+)]
 pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
     let providers = state
         .sso
@@ -59,6 +66,13 @@ pub async fn providers(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(SsoProviders { providers })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/cluster/ui_config",
+    tag = "sso",
+    summary = "What the web UI needs to know (single sign-on)",
+    responses((status = 200, body = UiConfig))
+)]
 pub async fn ui_config(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(UiConfig {
         auth_advanced: state.identity.is_some(),
@@ -78,13 +92,27 @@ fn origin(req: &HttpRequest) -> String {
     format!("http://{host}")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuthorizeQuery {
     provider: Option<String>,
     cli_redirect: Option<String>,
     cli_challenge: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/oidc/authorize",
+    tag = "sso",
+    summary = "Start a single sign-on login in the browser",
+    params(AuthorizeQuery),
+    responses(
+        (status = 302, description = "To the provider's login page (sets the `state` cookie)", headers(("Location" = String))),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 404, description = "No such provider", body = xi_api::ErrorBody),
+        (status = 503, description = "The provider cannot be reached", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn authorize(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -124,7 +152,8 @@ fn secure_suffix(redirect_uri: &str) -> &'static str {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
@@ -142,6 +171,19 @@ fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/oidc/callback",
+    tag = "sso",
+    summary = "The identity provider's answer to a browser login",
+    params(CallbackQuery),
+    responses(
+        (status = 302, description = "To the web UI (or the waiting CLI) with a one-time code", headers(("Location" = String))),
+        (status = 400, description = "A bad value, named in `detail`", body = xi_api::ErrorBody),
+        (status = 401, description = "The provider refused, or the state does not match", body = xi_api::ErrorBody),
+        (status = 502, description = "The provider answered badly", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn callback(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -294,6 +336,18 @@ fn tokens(handoff: Handoff) -> HttpResponse {
     super::identity::tokens_of(handoff.issued, Some(handoff.provider))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/sso/exchange",
+    tag = "sso",
+    summary = "Tokens for the one-time code of a browser login",
+    request_body = SsoExchange,
+    responses(
+        (status = 200, body = xi_api::auth::TokenResponse),
+        (status = 401, description = "A bad or used code", body = xi_api::ErrorBody),
+        (status = 422, description = "A body of the wrong shape", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn exchange(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -317,6 +371,18 @@ pub async fn exchange(
     Ok(response)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/sso/device",
+    tag = "sso",
+    summary = "Start a device login (RFC 8628) for a CLI",
+    request_body = DeviceLoginRequest,
+    responses(
+        (status = 200, body = DeviceLoginStarted),
+        (status = 404, description = "No such provider", body = xi_api::ErrorBody),
+        (status = 503, description = "The provider cannot be reached", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn device(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -338,6 +404,17 @@ pub async fn device(
         }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/sso/device/token",
+    tag = "sso",
+    summary = "Poll a device login for its tokens",
+    request_body = DeviceTokenRequest,
+    responses(
+        (status = 200, body = xi_api::auth::TokenResponse),
+        (status = 400, description = "RFC 8628's `authorization_pending`, `slow_down`, `expired_token` or `access_denied` as `detail`", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn device_token(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -358,13 +435,24 @@ pub async fn device_token(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogoutQuery {
     provider: Option<String>,
 }
 
 /// RP-initiated logout: to the provider's end-session page (our own session is ended by
 /// `POST /v1/auth/logout` before), else back to the UI.
+#[utoipa::path(
+    get,
+    path = "/api/oidc/logout",
+    tag = "sso",
+    summary = "Log out at the identity provider",
+    params(LogoutQuery),
+    responses(
+        (status = 302, description = "To the provider's end-session page, else the web UI", headers(("Location" = String))),
+    )
+)]
 pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -105,20 +105,68 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         .collect()
 });
 
-/// `GET /` and `GET /ui`: to the UI. Temporary, so a browser does not remember it forever; a
-/// relative location, so it also works behind a proxy that adds a path prefix.
-pub async fn to_ui() -> HttpResponse {
+/// To the web UI. Temporary, so a browser does not remember it forever; a relative location,
+/// so it also works behind a proxy that adds a path prefix.
+fn redirect_to_ui() -> HttpResponse {
     HttpResponse::TemporaryRedirect()
         .insert_header((header::LOCATION, "ui/"))
         .finish()
 }
 
+/// `GET /`: to the web UI.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "ui",
+    summary = "Redirect to the web UI",
+    responses(
+        (status = 307, description = "To the web UI", headers(("Location" = String))),
+    )
+)]
+pub async fn to_ui() -> HttpResponse {
+    redirect_to_ui()
+}
+
+/// `GET /ui`: to the web UI.
+#[utoipa::path(
+    get,
+    path = "/ui",
+    tag = "ui",
+    summary = "Redirect to the web UI",
+    responses(
+        (status = 307, description = "To the web UI", headers(("Location" = String))),
+    )
+)]
+pub async fn ui_to_ui() -> HttpResponse {
+    redirect_to_ui()
+}
+
 /// `GET /ui/`: the page.
+#[utoipa::path(
+    get,
+    path = "/ui/",
+    tag = "ui",
+    summary = "The web UI",
+    responses(
+        (status = 200, description = "The web UI", body = String, content_type = "text/html"),
+    )
+)]
 pub async fn index(req: HttpRequest) -> Result<HttpResponse, SupervisorError> {
     serve(&req, "index.html")
 }
 
 /// `GET /ui/{file}`: one of the page's files; anything else is a JSON 404 like any unknown route.
+#[utoipa::path(
+    get,
+    path = "/ui/{file}",
+    tag = "ui",
+    summary = "A file of the web UI",
+    params(("file" = String, Path, description = "One of the page's files")),
+    responses(
+        (status = 200, description = "The file", body = String),
+        (status = 404, description = "No such file", body = xi_api::ErrorBody),
+    )
+)]
 pub async fn asset(
     req: HttpRequest,
     file: web::Path<String>,

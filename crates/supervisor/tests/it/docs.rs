@@ -22,7 +22,9 @@ fn permission_table() -> String {
             Access::Public => "public".to_string(),
             Access::Requires(p) => format!("`{p}`"),
             Access::Authenticated => "any authenticated caller".to_string(),
-            Access::PublicOrRequires(p) => format!("public; `{p}` with `--metrics-require-auth`"),
+            Access::PublicOrRequires(p, switch) => {
+                format!("public; `{p}` with `{}`", switch.flag())
+            }
             Access::Cluster => "the cluster secret only".to_string(),
         };
         out.push_str(&format!(

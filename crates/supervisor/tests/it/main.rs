@@ -6,6 +6,7 @@ mod fake_workers;
 mod identity;
 mod launch_options;
 mod lifecycle;
+mod openapi;
 mod permissions;
 mod registrations;
 mod support;

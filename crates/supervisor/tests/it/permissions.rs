@@ -57,9 +57,10 @@ async fn call(
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if res.status() == 200 && !is_json {
         // Success bodies that are not JSON: Prometheus text, the web UI's files (`/` redirects
-        // to the page, which the client follows). Errors are always JSON (json_of checks).
+        // to the page, which the client follows), the API docs page. Errors are always JSON
+        // (json_of checks).
         assert!(
-            def.path == "/metrics" || def.path == "/" || def.path.starts_with("/ui"),
+            ["/metrics", "/", "/docs"].contains(&def.path) || def.path.starts_with("/ui"),
             "{def:?} answered a non-JSON body"
         );
         return (200, serde_json::Value::String(res.text().await.unwrap()));
@@ -154,7 +155,7 @@ async fn every_route_answers_each_caller_exactly_as_the_table_says() {
             let (status, body) = call(&client, &server.url, def, header).await;
             match def.access {
                 // Without `--metrics-require-auth` these rows are public.
-                Access::Public | Access::PublicOrRequires(_) => assert!(
+                Access::Public | Access::PublicOrRequires(..) => assert!(
                     status != 401 && status != 403,
                     "{def:?} is public but {label} got {status} {body}"
                 ),
@@ -171,7 +172,7 @@ async fn every_route_answers_each_caller_exactly_as_the_table_says() {
         }
         for (label, header, perms) in &callers {
             let allowed = match def.access {
-                Access::Public | Access::PublicOrRequires(_) | Access::Authenticated => true,
+                Access::Public | Access::PublicOrRequires(..) | Access::Authenticated => true,
                 Access::Requires(p) => perms.allows(p),
                 // Worker routes: no user credential opens them, not even admin's.
                 Access::Cluster => false,
@@ -288,7 +289,7 @@ async fn with_auth_off_every_route_is_open_and_authorization_is_ignored() {
     );
 }
 
-/// Auth on with the users of [`config`], and `--metrics-require-auth`.
+/// Auth on with the users of [`config`], `--metrics-require-auth` and `--docs-require-auth`.
 fn metrics_protected_server() -> TestServer {
     let dir = tempfile::TempDir::new().unwrap();
     let auth = dir.path().join("auth.json");
@@ -296,6 +297,7 @@ fn metrics_protected_server() -> TestServer {
     let mut cfg = xi_supervisor::SupervisorConfig::new(dir.path().join("home"));
     cfg.auth_config = Some(auth);
     cfg.metrics_require_auth = true;
+    cfg.docs_require_auth = true;
     TestServer::start(cfg, Some(dir))
 }
 
@@ -330,8 +332,8 @@ async fn metrics_can_be_put_behind_admin() {
     );
 }
 
-/// With `--metrics-require-auth` every `PublicOrRequires` row is a `Requires` row, for every
-/// kind of caller; the other rows do not change.
+/// With the switches on every `PublicOrRequires` row is a `Requires` row, for every kind of
+/// caller; the other rows do not change.
 #[tokio::test]
 async fn protected_rows_need_their_permission_with_metrics_require_auth() {
     let server = metrics_protected_server();
@@ -339,11 +341,14 @@ async fn protected_rows_need_their_permission_with_metrics_require_auth() {
     let rows: Vec<(RouteDef, Permission)> = route_table()
         .into_iter()
         .filter_map(|d| match d.access {
-            Access::PublicOrRequires(p) => Some((d, p)),
+            Access::PublicOrRequires(p, _) => Some((d, p)),
             _ => None,
         })
         .collect();
-    assert!(!rows.is_empty(), "/metrics is such a row");
+    assert!(
+        rows.len() >= 3,
+        "/metrics, /openapi.json and /docs are such rows"
+    );
     for (def, required) in &rows {
         let (status, body) = call(&client, &server.url, def, None).await;
         assert_eq!(status, 401, "{def:?} without credentials: {body}");

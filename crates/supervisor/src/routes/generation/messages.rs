@@ -8,12 +8,18 @@ use xi_api::worker::{ChatTurn, TurnFunction, TurnToolCall};
 use super::bad;
 use crate::error::SupervisorError;
 
-#[derive(Deserialize)]
-pub(super) struct Message {
+/// One chat message, OpenAI's shape.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct Message {
+    /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
+    /// Text, or a list of `{"type": "text", "text": ...}` parts.
     #[serde(default)]
     content: Option<Value>,
+    /// An assistant message's calls: `{"id", "type": "function", "function": {"name",
+    /// "arguments"}}`.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     tool_calls: Option<Vec<Value>>,
     #[serde(default)]
     tool_call_id: Option<String>,
