@@ -17,5 +17,5 @@ scripts/install-espeak.sh >/dev/null
 cargo test --workspace --locked "$@"
 scripts/compat-test.sh
 scripts/browser-test.sh
-FUZZ_PROFILE=dev fuzz/run.sh "${FUZZ_SECONDS:-10}"
+FUZZ_PROFILE=dev fuzz/run.sh "${FUZZ_SECONDS:-5}"
 scripts/build-cuda.sh --ci

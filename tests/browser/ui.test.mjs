@@ -644,6 +644,28 @@ describe('web UI with the identity store (--auth)', () => {
   });
 });
 
+describe('API docs page', () => {
+  test('the docs page renders every operation of the OpenAPI document, and filters them', async () => {
+    const page = await newPage();
+    const res = await page.goto(`${URL_AUTH}/docs`);
+    assert.equal(res.status(), 200);
+    assert.match(res.headers()['content-security-policy'], /script-src 'sha256-/);
+    await page.locator('#ops section details').first().waitFor();
+    const doc = await (await fetch(`${URL_AUTH}/openapi.json`)).json();
+    const operations = Object.values(doc.paths).reduce((n, item) => n + Object.keys(item).length, 0);
+    assert.ok(operations > 60, `${operations} operations`);
+    assert.equal(await page.locator('#ops details').count(), operations);
+    assert.equal(await page.locator('#title').textContent(), `xinference-rs ${doc.info.version}`);
+    await page.fill('#filter', '/v1/chat/completions');
+    assert.equal(await page.locator('#ops details:not([hidden])').count(), 1);
+    await page.locator('#ops details:not([hidden]) summary').click();
+    await page.locator('#ops details:not([hidden]) pre').first().waitFor();
+    assert.match(await page.locator('#ops details:not([hidden])').textContent(), /needs models:read/);
+    await shot(page, 'api-docs');
+    await page.context().close();
+  });
+});
+
 describe('web UI with auth off', () => {
   test('no login page, no logout, every control enabled', async () => {
     const page = await newPage();

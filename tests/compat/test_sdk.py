@@ -255,7 +255,7 @@ def test_openapi_document_validates(server):
     from openapi_spec_validator import validate
     from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
-    with urllib.request.urlopen(f"http://{server}/openapi.json", timeout=30) as res:
+    with urllib.request.urlopen(f"{server}/openapi.json", timeout=30) as res:
         assert res.status == 200
         spec = json.load(res)
     assert spec["openapi"] == "3.1.0"

@@ -142,6 +142,7 @@ pub async fn refresh(
 #[utoipa::path(
     post,
     path = "/v1/auth/logout",
+    operation_id = "logout",
     tag = "auth",
     summary = "End a session",
     request_body(content = Option<RefreshRequest>, description = "The refresh token, or none (then the bearer token's session)"),

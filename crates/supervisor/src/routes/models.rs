@@ -47,6 +47,7 @@ fn description(entry: &ModelEntry) -> Value {
 #[utoipa::path(
     get,
     path = "/v1/models",
+    operation_id = "list_models",
     tag = "models",
     summary = "List the running models",
     responses(

@@ -39,6 +39,7 @@ pub struct ListQuery {
 #[utoipa::path(
     get,
     path = "/v1/model_registrations/{model_type}",
+    operation_id = "list_registrations",
     tag = "registrations",
     summary = "List the families of a type",
     params(

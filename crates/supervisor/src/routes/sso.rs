@@ -446,6 +446,7 @@ pub struct LogoutQuery {
 #[utoipa::path(
     get,
     path = "/api/oidc/logout",
+    operation_id = "sso_logout",
     tag = "sso",
     summary = "Log out at the identity provider",
     params(LogoutQuery),
